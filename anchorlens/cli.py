@@ -6,8 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-SAMPLE_PROBLEM = "Tom has 3 boxes with 4 apples each. He eats 2 apples. How many apples are left?"
-SAMPLE_ANSWER = "10"
+# The sample problem: the embedded 135M model answers it right about half the time, and with this seed its
+# chain of thought computes 42, takes a wrong detour, and comes back: resampling then shows the anchor.
+SAMPLE_PROBLEM = "What is 6 times 7?"
+SAMPLE_ANSWER = "42"
+SAMPLE_SEED = 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     analyze.add_argument("--model", default="smollm2-135m-instruct", help="model name or folder")
     analyze.add_argument("--out", type=Path, default=Path("anchorlens-report"), help="output folder")
     analyze.add_argument("--max-new-tokens", type=int, default=200)
-    analyze.add_argument("--seed", type=int, default=0)
+    analyze.add_argument("--seed", type=int, default=None, help="sampling seed of the trace (default 0; the sample: 1)")
     analyze.add_argument("--style", default="default", choices=["default", "thought-anchors"])
     analyze.add_argument("--device", default=None)
-    analyze.add_argument("--rollouts", type=int, default=4, help="resampled continuations per sentence (paper: 100)")
+    analyze.add_argument("--rollouts", type=int, default=8, help="resampled continuations per sentence (paper: 100)")
     analyze.add_argument("--rollout-tokens", type=int, default=64, help="max tokens per continuation")
     analyze.add_argument("--answer", default=None, help="the correct answer (default: the trace's own answer)")
     analyze.add_argument(
@@ -67,6 +70,10 @@ def _analyze(args) -> int:
     from anchorlens.pipeline import analyze
     from anchorlens.trace import Trace
 
+    if args.trace is not None and not args.trace.is_file():  # say so before the minutes of loading a model
+        raise FileNotFoundError(
+            f"no trace file {args.trace}: pass a .txt with the chain of thought or a trace .json (Trace.save)"
+        )
     print(f"loading {args.model} ...", file=sys.stderr)
     model = load_model(args.model, device=args.device)
     trace = None
@@ -76,7 +83,9 @@ def _analyze(args) -> int:
         else:
             trace = Trace.from_text(model, args.trace.read_text(), style=args.style)
     problem = None if trace is not None else (args.problem or SAMPLE_PROBLEM)
-    answer = args.answer if args.answer is not None else (SAMPLE_ANSWER if problem == SAMPLE_PROBLEM else None)
+    sample = problem == SAMPLE_PROBLEM
+    answer = args.answer if args.answer is not None else (SAMPLE_ANSWER if sample else None)
+    seed = args.seed if args.seed is not None else (SAMPLE_SEED if sample else 0)
     steps = tuple(s for s in ("categories", "receivers", "suppression", "resampling") if s not in args.skip)
     analysis = analyze(
         model,
@@ -88,7 +97,7 @@ def _analyze(args) -> int:
         rollout_max_tokens=args.rollout_tokens,
         max_new_tokens=args.max_new_tokens,
         top_k_heads=args.heads,
-        seed=args.seed,
+        seed=seed,
         style=args.style,
         sampler=args.server,
         extractor=args.extractor,

@@ -67,8 +67,8 @@ def analyze(
     problem: str | None = None,
     trace: Trace | None = None,
     reference_answer: str | None = None,
-    n_rollouts: int = 4,
-    rollout_max_tokens: int = 96,
+    n_rollouts: int = 8,
+    rollout_max_tokens: int = 64,
     max_new_tokens: int = 200,
     top_k_heads: int = 16,
     seed: int = 0,
@@ -117,8 +117,8 @@ def analyze(
             notes["suppression"] = "The trace has a single sentence: nothing to suppress."
         else:
             _suppression(model, trace, out, analysis, progress)
+    answer = reference_answer if reference_answer is not None else _trace_answer(trace, extractor)
     if "resampling" in steps:
-        answer = reference_answer if reference_answer is not None else _trace_answer(trace, extractor)
         if answer is None:
             notes["importance"] = (
                 "No reference answer (the chain of thought has no \\boxed{} answer and none was given): "
@@ -135,7 +135,7 @@ def analyze(
         title="Thought anchors",
         model_name=trace.model_name,
         problem=trace.metadata.get("problem"),
-        answer=trace.metadata.get("answer"),
+        answer=answer,
         metrics=metrics if len(metrics.columns) else None,
         categories=analysis.categories,
         suppression_kl=_numpy(analysis.suppression_kl),

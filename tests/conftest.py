@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,21 @@ def tiny_qwen():
     from anchorlens import random_model
 
     return random_model("qwen2", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, seed=1)
+
+
+ANCHORLENS_COMMAND = Path(sys.executable).parent / "anchorlens"  # the installed console script
+
+
+def run_anchorlens(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
+    """Run the real ``anchorlens`` command (a separate process, as a user runs it)."""
+    return subprocess.run([str(ANCHORLENS_COMMAND), *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def sample_analysis(tmp_path_factory) -> Path:
+    """``anchorlens analyze`` on the sample problem with the embedded model: the main job, few and short rollouts."""
+    out = tmp_path_factory.mktemp("analyze") / "report"
+    done = run_anchorlens("analyze", "--rollouts", "2", "--rollout-tokens", "16", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    (out / "stdout.txt").write_text(done.stdout)
+    return out

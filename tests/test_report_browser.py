@@ -347,3 +347,28 @@ def _keep_for_humans(shot: Path, name: str) -> None:
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(target) / name)
+
+
+def test_the_main_commands_report_renders_every_section(browser, sample_analysis):
+    """The page `anchorlens analyze` wrote on the embedded model (conftest.sample_analysis), as a user opens it."""
+    n = len(json.loads((sample_analysis / "trace.json").read_text())["sentences"])
+    opened = OpenedReport(browser, sample_analysis / "report.html")
+    page = opened.page
+    sections = opened.sections()
+    assert set(sections) == set(SECTIONS)
+    for name, seen in sections.items():
+        assert seen["text"], f"section {name} is empty"
+        assert seen["notComputed"] == 0, f"section {name} says 'not computed' although analyze computed it"
+        if name in SECTIONS_WITH_PICTURES:
+            assert seen["pictures"] >= 1, f"section {name} drew no {SECTIONS_WITH_PICTURES[name]}"
+    for name, count in opened.canvas_colours().items():
+        assert count > 2, f"the {name} canvas looks blank ({count} colours)"
+    assert page.locator(".sentence").count() == n
+    assert page.locator('[data-section="graph"] circle.node').count() == n
+    page.hover('.sentence[data-i="1"]')
+    tooltip = page.inner_text("#tooltip")
+    assert "Sentence 1" in tooltip and "resampling_importance_accuracy" in tooltip and "receiver_score" in tooltip
+    page.mouse.move(2, 600)
+    opened.assert_offline_and_clean()
+    _keep_for_humans(opened.screenshot(sample_analysis / "report.png"), "report-analyze.png")
+    page.close()

@@ -1,0 +1,121 @@
+"""The main job, ``anchorlens analyze``, run as a user runs it: a separate process on the embedded model.
+
+It must write every output, agree with its own rollout store, resume a run killed with SIGKILL without
+losing or repeating a rollout or recomputing finished steps, and refuse bad input with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anchorlens.cli import SAMPLE_ANSWER, SAMPLE_PROBLEM
+from conftest import ANCHORLENS_COMMAND, run_anchorlens
+
+pytestmark = pytest.mark.slow
+
+OUTPUTS = ["trace.json", "receivers.npz", "suppression.npz", "importance.npz", "rollouts.sqlite", "sentences.csv",
+           "report.html", "report.json", "importance.png", "receiver_kurtosis.png", "suppression.png"]
+
+
+def _rollouts(out: Path) -> pd.DataFrame:
+    with sqlite3.connect(out / "rollouts.sqlite") as db:
+        return pd.read_sql("SELECT sentence_index, kind, seed, text, answer, is_correct FROM rollouts", db)
+
+
+def test_sample_analysis_writes_every_output(sample_analysis):
+    out = sample_analysis
+    for name in OUTPUTS:
+        assert (out / name).stat().st_size > 0, f"{name} missing or empty"
+    trace = json.loads((out / "trace.json").read_text())
+    n = len(trace["sentences"])
+    assert n >= 3 and trace["metadata"]["problem"] == SAMPLE_PROBLEM
+    stdout = (out / "stdout.txt").read_text()
+    assert all(s["text"] in stdout for s in trace["sentences"]), "the command lists every sentence"
+    assert str((out / "report.html").resolve()) in stdout
+
+    frame = pd.read_csv(out / "sentences.csv")
+    assert frame["text"].tolist() == [s["text"] for s in trace["sentences"]]
+    report = json.loads((out / "report.json").read_text())
+    assert report["answer"] == SAMPLE_ANSWER
+    assert len(report["categories"]) == n and all(report["categories"])
+    assert np.asarray(report["suppression_kl"], dtype=float).shape == (n, n)
+    assert len(report["receiver_heads"]) == 16
+
+    # The accuracy column is what the rollout store holds: correct answers over answered rollouts.
+    rollouts = _rollouts(out)
+    resampled = rollouts[rollouts["kind"] == "resample"]
+    assert resampled.groupby("sentence_index").size().tolist() == [2] * n
+    assert not rollouts.duplicated(["sentence_index", "kind", "seed"]).any()
+    answered = resampled[resampled["answer"].fillna("") != ""]
+    expected = answered.groupby("sentence_index")["is_correct"].mean().reindex(range(n))
+    assert np.allclose(frame["accuracy"], expected, equal_nan=True)
+
+
+def _wait_for_rollouts(process, out: Path, at_least: int, timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the run finished before it could be killed: make it longer"
+        if (out / "rollouts.sqlite").exists():
+            try:
+                if len(_rollouts(out)) >= at_least:
+                    return
+            except (sqlite3.DatabaseError, pd.errors.DatabaseError):
+                pass  # the table is not created yet
+        time.sleep(0.5)
+    raise AssertionError("no rollouts appeared in time")
+
+
+def test_a_killed_run_resumes_without_losing_or_repeating_work(tmp_path):
+    out = tmp_path / "report"
+    args = ["analyze", "--problem", "What is 6 + 7?", "--seed", "0", "--max-new-tokens", "80",
+            "--rollouts", "3", "--rollout-tokens", "24", "--skip", "receivers", "--out", str(out)]
+    process = subprocess.Popen([str(ANCHORLENS_COMMAND), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_rollouts(process, out, at_least=4)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    before = _rollouts(out)
+    trace_bytes = (out / "trace.json").read_bytes()
+    suppression_mtime = (out / "suppression.npz").stat().st_mtime_ns
+    assert not (out / "report.html").exists()
+
+    done = run_anchorlens(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "trace.json").read_bytes() == trace_bytes, "the same chain of thought is kept"
+    assert (out / "suppression.npz").stat().st_mtime_ns == suppression_mtime, "a finished step is not redone"
+    after = _rollouts(out)
+    n = len(json.loads(trace_bytes)["sentences"])
+    for kind in ("resample", "forced"):
+        assert after[after["kind"] == kind].groupby("sentence_index").size().tolist() == [3] * n
+    assert not after.duplicated(["sentence_index", "kind", "seed"]).any()
+    kept = before.merge(after, on=["sentence_index", "kind", "seed"], suffixes=("", "_after"))
+    assert len(kept) == len(before), "no rollout written before the kill is lost"
+    assert (kept["text"] == kept["text_after"]).all(), "rollouts written before the kill are not redone"
+    assert (out / "report.html").exists()
+
+
+def test_bad_input_gets_a_clear_error(tmp_path):
+    missing = run_anchorlens("analyze", "--trace", str(tmp_path / "nothing.txt"), "--out", str(tmp_path / "a"))
+    assert missing.returncode == 2
+    assert "no trace file" in missing.stderr and "loading" not in missing.stderr, "fails before loading a model"
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("   \n")
+    refused = run_anchorlens("analyze", "--trace", str(empty), "--out", str(tmp_path / "b"))
+    assert refused.returncode == 2
+    assert "anchorlens: error:" in refused.stderr and "empty" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    unknown = run_anchorlens("analyze", "--model", "no-such-org/no-such-model", "--out", str(tmp_path / "c"))
+    assert unknown.returncode == 2
+    assert "smollm2-135m-instruct" in unknown.stderr, "the error names the model that works offline"
