@@ -21,6 +21,7 @@ import torch
 
 from anchorlens.generation import generate_trace
 from anchorlens.io import load_arrays, save_arrays
+from anchorlens.receivers.scores import PROXIMITY_IGNORE
 from anchorlens.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,11 @@ def analyze(
         analysis.categories = list(classify_sentences(trace.sentence_texts()))
     if "receivers" in steps:
         _receivers(model, trace, out, analysis, top_k_heads)
+        if not analysis.receiver_heads:
+            notes["receiver"] = notes["head_attention"] = (
+                f"Too short for receiver heads: {trace.n_sentences} sentences, and a head's kurtosis needs "
+                f"vertical scores of several sentences, each attended from {PROXIMITY_IGNORE} or more sentences later."
+            )
     if "suppression" in steps:
         if trace.n_sentences < 2:
             notes["suppression"] = "The trace has a single sentence: nothing to suppress."
@@ -197,7 +203,8 @@ def _receivers(model, trace, out, analysis, top_k) -> None:
         matrix = sentence_attention(model, trace).matrix
         vertical = vertical_scores(matrix)
         kurtosis = head_kurtosis(vertical)
-        heads = top_heads(kurtosis, k=top_k)
+        finite = int(torch.isfinite(kurtosis).sum())  # a short trace leaves few or no heads with a kurtosis
+        heads = top_heads(kurtosis, k=min(top_k, finite)) if finite else []
         head_matrix = matrix[heads[0][0], heads[0][1]] if heads else torch.zeros(0)
         scores = receiver_scores(vertical, heads) if heads else torch.zeros(0)
         save_arrays(path, {"kurtosis": kurtosis, "scores": scores, "head_matrix": head_matrix},
@@ -205,7 +212,7 @@ def _receivers(model, trace, out, analysis, top_k) -> None:
     else:
         kurtosis, scores, head_matrix = saved["kurtosis"], saved["scores"], saved["head_matrix"]
         heads = [tuple(h) for h in saved["meta"]["heads"]]
-    analysis.receiver_kurtosis = kurtosis
+    analysis.receiver_kurtosis = kurtosis if heads else None
     analysis.receiver_heads = heads
     analysis.receiver_scores = scores if scores.numel() else None
     analysis.head_attention = head_matrix if head_matrix.numel() else None

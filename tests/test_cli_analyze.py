@@ -119,3 +119,14 @@ def test_bad_input_gets_a_clear_error(tmp_path):
     unknown = run_anchorlens("analyze", "--model", "no-such-org/no-such-model", "--out", str(tmp_path / "c"))
     assert unknown.returncode == 2
     assert "smollm2-135m-instruct" in unknown.stderr, "the error names the model that works offline"
+
+
+def test_a_short_trace_gets_a_report_with_notes_instead_of_an_error(smol, tmp_path):
+    from anchorlens import Trace, analyze
+
+    trace = Trace.from_text(smol, "We need 6 times 7. 6 * 7 = 42. So the answer is \\boxed{42}.")
+    analysis = analyze(smol, tmp_path, trace=trace, steps=("categories", "receivers", "suppression"), progress=False)
+    assert analysis.receiver_heads == [] and analysis.suppression_kl.shape == (3, 3)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert "Too short for receiver heads" in report["notes"]["receiver"]
+    assert report["answer"] == "42", "the trace's own boxed answer is the reference when none is given"
