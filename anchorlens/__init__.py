@@ -1,13 +1,27 @@
 """anchorlens: which steps of a chain of thought mattered, and which parts of the model carried them.
 
-The public API follows Thought Anchors (Bogdan et al. 2025):
+Thought Anchors (Bogdan, Macar, Nanda, Conmy 2025) finds the sentences a chain of thought hinges on three
+independent ways; this package gives each its own part, on one model-loading, trace and hook layer:
 
-    model = load_model()                                    # a TransformerLens TransformerBridge
-    trace = generate_trace(model, "What is 12 + 30?")       # or Trace.from_text(model, cot, prompt=...)
-    trace.sentences, trace.token_spans                      # sentences mapped exactly onto tokens
+    model = load_model()                                     # a TransformerLens TransformerBridge
+    trace = generate_trace(model, "What is 6 times 7?")      # or Trace.from_text(model, cot, prompt=...)
+
+    resampling_importance(model, trace)    # 1. black box: regenerate from each sentence, watch the answer
+    receiver_heads(model, [trace])         # 2. attention: heads that concentrate on a few sentences
+    suppression_matrix(model, trace)       # 3. causal: mask attention to a sentence, KL on later ones
+
+    analyze(model, "report/", problem=...)  # all of it, into an interactive report
 """
 
-from anchorlens.answers import check_answer, extract_boxed, normalize_answer
+# Models, chains of thought, sentences and answers
+from anchorlens.answers import (
+    check_answer,
+    extract_boxed,
+    get_extractor,
+    last_number,
+    normalize_answer,
+    regex_extractor,
+)
 from anchorlens.errors import (
     AnchorlensError,
     EmptyTextError,
@@ -22,7 +36,37 @@ from anchorlens.models import DEFAULT_MODEL, load_model, random_model, verify_at
 from anchorlens.sentences import Sentence, split_sentences
 from anchorlens.trace import Trace
 
-# --- receiver heads (issue 3) ---
+# 1. Resampling (black box): rollouts from each sentence, and the importance metrics computed on them
+from anchorlens.resampling.metrics import (
+    ImportanceResult,
+    counterfactual_matrix,
+    different_trajectories_fraction,
+    overdeterminedness,
+    sentence_importance,
+)
+from anchorlens.resampling.reference_format import (
+    export_chunks_labeled,
+    export_chunks_resampled,
+    load_chunks_labeled,
+    load_chunks_resampled,
+    load_reference_trace,
+)
+from anchorlens.resampling.rollout import Rollout
+from anchorlens.resampling.runner import RunSummary, resampling_importance, rollout_prompt, run_rollouts
+from anchorlens.resampling.samplers import (
+    Completion,
+    LocalSampler,
+    SampleRequest,
+    Sampler,
+    SamplerError,
+    SamplingParams,
+    ServerSampler,
+    ServerUnavailableError,
+)
+from anchorlens.resampling.server import ModelServer, start_server
+from anchorlens.resampling.store import RolloutStore, StoreError
+
+# 2. Receiver heads (attention): sentence attention, kurtosis, ablation, model comparison
 from anchorlens.receivers import (
     HeadAblationResult,
     HeadSelectionError,
@@ -44,7 +88,7 @@ from anchorlens.receivers import (
     vertical_scores,
 )
 
-# --- attention suppression (issue 4) ---
+# 3. Attention suppression (causal): the sentence-to-sentence KL matrix, all layers or layer by layer
 from anchorlens.suppression import (
     LayerSuppression,
     SuppressionInputError,
@@ -53,38 +97,7 @@ from anchorlens.suppression import (
     suppression_matrix,
 )
 
-# --- resampling: samplers, store, runs (issue 5) ---
-from anchorlens.answers import get_extractor, last_number, regex_extractor
-from anchorlens.resampling.rollout import Rollout
-from anchorlens.resampling.runner import RunSummary, resampling_importance, rollout_prompt, run_rollouts
-from anchorlens.resampling.samplers import (
-    Completion,
-    LocalSampler,
-    SampleRequest,
-    Sampler,
-    SamplerError,
-    SamplingParams,
-    ServerSampler,
-    ServerUnavailableError,
-)
-from anchorlens.resampling.server import ModelServer, start_server
-from anchorlens.resampling.store import RolloutStore, StoreError
-
-# --- resampling: metrics, taxonomy, reference format (issue 5) ---
-from anchorlens.resampling.metrics import (
-    ImportanceResult,
-    counterfactual_matrix,
-    different_trajectories_fraction,
-    overdeterminedness,
-    sentence_importance,
-)
-from anchorlens.resampling.reference_format import (
-    export_chunks_labeled,
-    export_chunks_resampled,
-    load_chunks_labeled,
-    load_chunks_resampled,
-    load_reference_trace,
-)
+# Sentence categories (the paper's taxonomy)
 from anchorlens.taxonomy import (
     SENTENCE_CATEGORIES,
     TaxonomyClassifier,
@@ -92,112 +105,36 @@ from anchorlens.taxonomy import (
     label_sentences_with_model,
 )
 
-# --- report (issue 6) ---
-from anchorlens.report import ReportData, build_report
-
-# --- the main job: everything above into one report ---
+# Everything into one report
 from anchorlens.pipeline import Analysis, analyze
+from anchorlens.report import ReportData, build_report
 
 __version__ = "0.1.0"
 
-__all__ = [  # extended below by each capability's section
-
-    "AnchorlensError",
-    "DEFAULT_MODEL",
-    "EmptyTextError",
-    "ModelPackageMissingError",
-    "Sentence",
-    "TokenizerMismatchError",
-    "Trace",
-    "TraceTooLongError",
-    "UnknownModelError",
-    "UnsupportedArchitectureError",
-    "check_answer",
-    "extract_boxed",
-    "generate_trace",
-    "load_model",
-    "normalize_answer",
-    "problem_prompt",
-    "random_model",
-    "split_sentences",
-    "verify_attention_edits",
-]
-
-# --- receiver heads (issue 3) --- names
-__all__ += [
-    "HeadAblationResult",
-    "HeadSelectionError",
-    "ModelComparison",
-    "ReceiverHeads",
-    "SentenceAttention",
-    "SentenceSpanError",
-    "SplitHalfReliability",
-    "ablate_heads",
-    "compare_models",
-    "head_ablation_experiment",
-    "head_kurtosis",
-    "head_means",
-    "planted_receiver_model",
-    "receiver_heads",
-    "receiver_scores",
-    "sentence_attention",
-    "split_half_reliability",
-    "vertical_scores",
-]
-
-# --- attention suppression (issue 4) --- names
-__all__ += [
-    "LayerSuppression",
-    "SuppressionInputError",
-    "SuppressionMatrix",
-    "suppression_by_layer",
-    "suppression_matrix",
-]
-
-# --- resampling: samplers, store, runs (issue 5) --- names
-__all__ += [
-    "Completion",
-    "LocalSampler",
-    "ModelServer",
-    "Rollout",
-    "RolloutStore",
-    "RunSummary",
-    "SampleRequest",
-    "Sampler",
-    "SamplerError",
-    "SamplingParams",
-    "ServerSampler",
-    "ServerUnavailableError",
-    "StoreError",
-    "get_extractor",
-    "last_number",
-    "regex_extractor",
-    "resampling_importance",
-    "rollout_prompt",
-    "run_rollouts",
-    "start_server",
-]
-
-# --- resampling: metrics, taxonomy, reference format (issue 5) --- names
-__all__ += [
-    "ImportanceResult",
-    "SENTENCE_CATEGORIES",
-    "TaxonomyClassifier",
-    "classify_sentences",
-    "counterfactual_matrix",
-    "different_trajectories_fraction",
-    "export_chunks_labeled",
-    "export_chunks_resampled",
-    "label_sentences_with_model",
-    "load_chunks_labeled",
-    "load_chunks_resampled",
-    "load_reference_trace",
+__all__ = [
+    # models, traces, sentences, answers
+    "DEFAULT_MODEL", "load_model", "random_model", "verify_attention_edits",
+    "Trace", "generate_trace", "problem_prompt", "Sentence", "split_sentences",
+    "check_answer", "extract_boxed", "get_extractor", "last_number", "normalize_answer", "regex_extractor",
+    "AnchorlensError", "EmptyTextError", "ModelPackageMissingError", "TokenizerMismatchError", "TraceTooLongError",
+    "UnknownModelError", "UnsupportedArchitectureError",
+    # 1. resampling
+    "resampling_importance", "run_rollouts", "rollout_prompt", "RunSummary", "Rollout", "RolloutStore", "StoreError",
+    "Sampler", "LocalSampler", "ServerSampler", "SampleRequest", "SamplingParams", "Completion", "SamplerError",
+    "ServerUnavailableError", "ModelServer", "start_server",
+    "ImportanceResult", "sentence_importance", "counterfactual_matrix", "different_trajectories_fraction",
     "overdeterminedness",
-    "sentence_importance",
+    "load_reference_trace", "load_chunks_labeled", "load_chunks_resampled", "export_chunks_labeled",
+    "export_chunks_resampled",
+    # 2. receiver heads
+    "sentence_attention", "SentenceAttention", "vertical_scores", "head_kurtosis", "receiver_heads", "ReceiverHeads",
+    "receiver_scores", "split_half_reliability", "SplitHalfReliability", "ablate_heads", "head_means",
+    "head_ablation_experiment", "HeadAblationResult", "compare_models", "ModelComparison", "planted_receiver_model",
+    "HeadSelectionError", "SentenceSpanError",
+    # 3. attention suppression
+    "suppression_matrix", "SuppressionMatrix", "suppression_by_layer", "LayerSuppression", "SuppressionInputError",
+    # sentence categories
+    "SENTENCE_CATEGORIES", "classify_sentences", "TaxonomyClassifier", "label_sentences_with_model",
+    # the report
+    "analyze", "Analysis", "build_report", "ReportData",
 ]
-
-# --- report (issue 6) --- names
-__all__ += ["ReportData", "build_report"]
-
-# --- the main job --- names
-__all__ += ["Analysis", "analyze"]
