@@ -105,3 +105,20 @@ def test_cli_help_and_split(tmp_path):
     path.write_text("  ")
     out = subprocess.run([sys.executable, "-m", "anchorlens.cli", "split", str(path)], capture_output=True, text=True)
     assert out.returncode == 2 and "empty" in out.stderr
+
+
+@pytest.mark.slow
+def test_device_map_and_bfloat16_pass_through_to_transformerlens(smol):
+    """The README's path for big models: ``device_map`` (here "auto" on a CPU-only machine) and a low dtype.
+    Every analysis then runs on that model: its suppression matrix stays close to the float32 model's."""
+    from anchorlens import Trace, load_model, suppression_matrix
+    from anchorlens.models import embedded_model_dir
+
+    mapped = load_model(str(embedded_model_dir()), device_map="auto", dtype=torch.bfloat16)
+    assert next(mapped.parameters()).dtype == torch.bfloat16
+    text = "We need 6 times 7. Six sevens are 42. So the answer is 42."
+    low = suppression_matrix(mapped, Trace.from_text(mapped, text), progress=False).kl
+    full = suppression_matrix(smol, Trace.from_text(smol, text), progress=False).kl
+    below = torch.tril(torch.ones_like(full, dtype=torch.bool), diagonal=-1)
+    assert torch.isfinite(low[below]).all()
+    assert torch.allclose(low[below].float(), full[below], rtol=0.1, atol=0.05)

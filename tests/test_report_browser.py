@@ -118,6 +118,21 @@ class OpenedReport:
                     notComputed: e.querySelectorAll('.not-computed').length}]))"""
         )
 
+    def assert_every_section_drawn(self, min_colours: int) -> dict[str, dict]:
+        """Every section has text, none says "not computed", each picture is drawn and no canvas is blank."""
+        sections = self.sections()
+        assert set(sections) == set(SECTIONS)
+        for name, seen in sections.items():
+            assert seen["text"], f"section {name} is empty"
+            assert seen["notComputed"] == 0, f"section {name} says 'not computed' although its data was given"
+            if name in SECTIONS_WITH_PICTURES:
+                assert seen["pictures"] >= 1, f"section {name} drew no {SECTIONS_WITH_PICTURES[name]}"
+        colours = self.canvas_colours()
+        assert set(colours) == {"importance", "receiver", "head_attention", "suppression", "counterfactual"}
+        for name, count in colours.items():
+            assert count > min_colours, f"the {name} canvas looks blank ({count} colours)"
+        return sections
+
     def canvas_colours(self) -> dict[str, int]:
         """Per section, the number of distinct colours drawn on its canvas (0 when blank)."""
         return self.page.evaluate(
@@ -218,17 +233,7 @@ def test_full_report_renders_offline_with_hover_and_metric_switch(browser, real_
     opened = OpenedReport(browser, html)
     page = opened.page
 
-    sections = opened.sections()
-    assert set(sections) == set(SECTIONS)
-    for name, seen in sections.items():
-        assert seen["text"], f"section {name} is empty"
-        assert seen["notComputed"] == 0, f"section {name} says 'not computed' although its data was given"
-        if name in SECTIONS_WITH_PICTURES:
-            assert seen["pictures"] >= 1, f"section {name} drew no {SECTIONS_WITH_PICTURES[name]}"
-    colours = opened.canvas_colours()
-    assert set(colours) == {"importance", "receiver", "head_attention", "suppression", "counterfactual"}
-    for name, count in colours.items():
-        assert count > 8, f"the {name} canvas looks blank ({count} colours)"
+    sections = opened.assert_every_section_drawn(min_colours=8)
     assert page.locator(".sentence").count() == n
     assert page.locator("#category-legend .item").count() == 9  # 8 categories + unlabelled
     assert page.locator('[data-section="graph"] circle.node').count() == n
@@ -354,15 +359,7 @@ def test_the_main_commands_report_renders_every_section(browser, sample_analysis
     n = len(json.loads((sample_analysis / "trace.json").read_text())["sentences"])
     opened = OpenedReport(browser, sample_analysis / "report.html")
     page = opened.page
-    sections = opened.sections()
-    assert set(sections) == set(SECTIONS)
-    for name, seen in sections.items():
-        assert seen["text"], f"section {name} is empty"
-        assert seen["notComputed"] == 0, f"section {name} says 'not computed' although analyze computed it"
-        if name in SECTIONS_WITH_PICTURES:
-            assert seen["pictures"] >= 1, f"section {name} drew no {SECTIONS_WITH_PICTURES[name]}"
-    for name, count in opened.canvas_colours().items():
-        assert count > 2, f"the {name} canvas looks blank ({count} colours)"
+    opened.assert_every_section_drawn(min_colours=2)  # 9 sentences: small heatmaps with few shades
     assert page.locator(".sentence").count() == n
     assert page.locator('[data-section="graph"] circle.node').count() == n
     page.hover('.sentence[data-i="1"]')

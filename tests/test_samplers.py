@@ -34,14 +34,7 @@ from anchorlens.trace import encode_text
 FRANCE = "The capital of France is"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread while these tests run: on a shared 2-core machine, 2 threads that wait for each
-    other run several times slower than 1 (measured: 0.14 s against 0.39 s per SmolLM2 decode step)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: 1 thread is faster on a busy 2-core CPU
 
 
 # --------------------------------------------------------------------------- pure math
