@@ -11,6 +11,8 @@ from pathlib import Path
 SAMPLE_PROBLEM = "What is 6 times 7?"
 SAMPLE_ANSWER = "42"
 SAMPLE_SEED = 1
+# Printed per sentence: how much resampling from the next sentence on, instead of keeping this one, changes accuracy.
+ANCHOR_METRIC = "resampling_importance_accuracy"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,10 +108,15 @@ def _analyze(args) -> int:
     trace = analysis.trace
     print(trace)
     frame = analysis.to_dataframe()
+    importance = frame.get(ANCHOR_METRIC)
     for i, sentence in enumerate(trace.sentences):
         start, end = trace.token_spans[i]
         category = f" [{frame['category'][i]}]" if "category" in frame else ""
-        print(f"[{i:2d}] tokens {start:4d}-{end:4d}{category} | {sentence.text}")
+        shift = f" {importance[i]:+5.2f}" if importance is not None and importance[i] == importance[i] else ""
+        print(f"[{i:2d}] tokens {start:4d}-{end:4d}{shift}{category} | {sentence.text}")
+    if importance is not None and importance.notna().any():
+        top = int(importance.idxmax())
+        print(f"thought anchor by {ANCHOR_METRIC} (the number after the tokens): [{top}] {trace.sentences[top].text}")
     print(f"report: {analysis.report_path.resolve()}")
     return 0
 

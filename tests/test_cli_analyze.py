@@ -41,6 +41,7 @@ def test_sample_analysis_writes_every_output(sample_analysis):
     stdout = (out / "stdout.txt").read_text()
     assert all(s["text"] in stdout for s in trace["sentences"]), "the command lists every sentence"
     assert str((out / "report.html").resolve()) in stdout
+    assert "thought anchor by resampling_importance_accuracy" in stdout
 
     frame = pd.read_csv(out / "sentences.csv")
     assert frame["text"].tolist() == [s["text"] for s in trace["sentences"]]
