@@ -22,9 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     analyze = commands.add_parser("analyze", help="analyse a problem's chain of thought and write a report")
-    source = analyze.add_mutually_exclusive_group()
-    source.add_argument("--problem", default=None, help="problem text (default: a sample problem)")
-    source.add_argument("--trace", type=Path, default=None, help="an existing chain of thought: a trace .json or a .txt")
+    analyze.add_argument(
+        "--problem", default=None,
+        help="the problem: the model reasons about it (default: a sample problem); with a .txt --trace, its prompt",
+    )
+    analyze.add_argument("--trace", type=Path, default=None, help="an existing chain of thought: a trace .json or a .txt")
     analyze.add_argument("--model", default="smollm2-135m-instruct", help="model name or folder")
     analyze.add_argument("--out", type=Path, default=Path("anchorlens-report"), help="output folder")
     analyze.add_argument("--max-new-tokens", type=int, default=200)
@@ -39,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         help="how answers are read from rollouts (the paper: boxed)",
     )
     analyze.add_argument("--server", default=None, help="OpenAI-compatible server URL to sample rollouts from")
+    analyze.add_argument(
+        "--server-model", default=None, help="the model name the server expects (default: asked from its /v1/models)"
+    )
     analyze.add_argument("--heads", type=int, default=16, help="number of receiver heads")
     analyze.add_argument(
         "--skip", action="append", default=[], choices=["categories", "receivers", "suppression", "resampling"],
@@ -70,20 +75,21 @@ def _split(args) -> int:
 def _analyze(args) -> int:
     from anchorlens.models import load_model
     from anchorlens.pipeline import analyze
-    from anchorlens.trace import Trace
 
     if args.trace is not None and not args.trace.is_file():  # say so before the minutes of loading a model
         raise FileNotFoundError(
             f"no trace file {args.trace}: pass a .txt with the chain of thought or a trace .json (Trace.save)"
         )
+    sampler = None
+    if args.server is not None:  # checked before loading the model: a wrong URL fails in seconds
+        from anchorlens.resampling.samplers.remote import ServerSampler
+
+        sampler = ServerSampler(args.server, model=args.server_model)
     print(f"loading {args.model} ...", file=sys.stderr)
     model = load_model(args.model, device=args.device)
     trace = None
     if args.trace is not None:
-        if args.trace.suffix == ".json":
-            trace = Trace.load(args.trace)
-        else:
-            trace = Trace.from_text(model, args.trace.read_text(), style=args.style)
+        trace = _read_trace(model, args.trace, args.problem, args.style)
     problem = None if trace is not None else (args.problem or SAMPLE_PROBLEM)
     sample = problem == SAMPLE_PROBLEM
     answer = args.answer if args.answer is not None else (SAMPLE_ANSWER if sample else None)
@@ -101,7 +107,7 @@ def _analyze(args) -> int:
         top_k_heads=args.heads,
         seed=seed,
         style=args.style,
-        sampler=args.server,
+        sampler=sampler,
         extractor=args.extractor,
         steps=steps,
     )
@@ -119,6 +125,20 @@ def _analyze(args) -> int:
         print(f"thought anchor by {ANCHOR_METRIC} (the number after the tokens): [{top}] {trace.sentences[top].text}")
     print(f"report: {analysis.report_path.resolve()}")
     return 0
+
+
+def _read_trace(model, path: Path, problem: str | None, style: str):
+    """A saved trace (.json, with its own prompt) or a chain of thought as text, prompted with ``problem``."""
+    from anchorlens.generation import problem_prompt
+    from anchorlens.trace import Trace
+
+    if path.suffix == ".json":
+        if problem is not None:
+            raise ValueError(f"{path} is a saved trace with its own prompt: leave out --problem")
+        return Trace.load(path)
+    prompt = problem_prompt(model, problem) if problem is not None else ""
+    metadata = {"problem": problem} if problem is not None else None
+    return Trace.from_text(model, path.read_text(), prompt=prompt, style=style, metadata=metadata)
 
 
 if __name__ == "__main__":

@@ -125,6 +125,12 @@ def analyze(
             _suppression(model, trace, out, analysis, progress)
     answer = reference_answer if reference_answer is not None else _trace_answer(trace, extractor)
     if "resampling" in steps:
+        if not trace.prompt.strip():
+            raise ValueError(
+                "the chain of thought has no prompt, so rollouts would not know the problem: give the problem "
+                "(anchorlens analyze --problem ..., or Trace.from_text(model, text, prompt=problem_prompt(model, "
+                "problem))) or leave resampling out (--skip resampling)"
+            )
         if answer is None:
             notes["importance"] = (
                 "No reference answer (the chain of thought has no \\boxed{} answer and none was given): "

@@ -76,3 +76,16 @@ def sample_analysis(tmp_path_factory) -> Path:
     assert done.returncode == 0, done.stderr[-3000:]
     (out / "stdout.txt").write_text(done.stdout)
     return out
+
+
+@pytest.fixture(scope="session")
+def embedded_server():
+    """A real ``transformers serve`` process serving the embedded model, shared by every test that needs one."""
+    from anchorlens.resampling.server import start_server
+
+    server = start_server(threads=1, startup_timeout=600)
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert not server.running

@@ -131,3 +131,26 @@ def test_a_short_trace_gets_a_report_with_notes_instead_of_an_error(smol, tmp_pa
     report = json.loads((tmp_path / "report.json").read_text())
     assert "Too short for receiver heads" in report["notes"]["receiver"]
     assert report["answer"] == "42", "the trace's own boxed answer is the reference when none is given"
+
+
+def test_rollouts_from_a_server(embedded_server, tmp_path):
+    """`--server` sends every rollout to a real OpenAI-compatible server (transformers serve, embedded model)."""
+    cot = tmp_path / "cot.txt"
+    cot.write_text("We need 6 times 7. 6 * 7 = 42. So the answer is \\boxed{42}.")
+    out = tmp_path / "report"
+    no_problem = run_anchorlens("analyze", "--trace", str(cot), "--rollouts", "2", "--out", str(tmp_path / "p"))
+    assert no_problem.returncode == 2 and "--problem" in no_problem.stderr, "rollouts need the problem"
+
+    done = run_anchorlens("analyze", "--trace", str(cot), "--problem", "What is 6 times 7?",
+                          "--server", embedded_server.base_url,
+                          "--server-model", embedded_server.model, "--rollouts", "2", "--rollout-tokens", "12",
+                          "--skip", "receivers", "--skip", "suppression", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    with sqlite3.connect(out / "rollouts.sqlite") as db:
+        samplers = {row[0] for row in db.execute("SELECT DISTINCT sampler FROM rollouts")}
+    assert samplers == {f"server:{embedded_server.base_url}:{embedded_server.model}"}
+    assert (out / "report.html").exists()
+
+    wrong = run_anchorlens("analyze", "--trace", str(cot), "--server", "http://127.0.0.1:9", "--out", str(tmp_path / "x"))
+    assert wrong.returncode == 2 and "loading" not in wrong.stderr, "a wrong URL fails before the model loads"
+    assert "anchorlens: error:" in wrong.stderr and "Traceback" not in wrong.stderr

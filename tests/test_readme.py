@@ -90,4 +90,4 @@ def test_bash_blocks_run(clone):
                                   capture_output=True, text=True, timeout=1800)
             assert done.returncode == 0, f"README.md, the block at line {block.line}:\n{done.stderr[-3000:]}"
     assert (clone / "my-report" / "report.html").exists()
-    assert (clone / "my-cot-report" / "report.html").exists()
+    assert (clone / "my-cot-report" / "report.html").exists() and (clone / "quick-report" / "report.html").exists()

@@ -282,14 +282,10 @@ def test_smollm2_run_through_the_local_sampler(smol, smol_trace, tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_run_through_a_transformers_serve_server(smol_trace, tmp_path):
-    from anchorlens.resampling.server import start_server
-
+def test_smollm2_run_through_a_transformers_serve_server(smol_trace, tmp_path, embedded_server):
     store = RolloutStore(tmp_path / "server.sqlite")
-    with start_server(threads=1, startup_timeout=600) as server:
-        result = resampling_importance(server.sampler(concurrency=2, progress=False), smol_trace, n_rollouts=2,
-                                       store=store, reference_answer="7", max_tokens=24, forced_max_tokens=6,
-                                       prompt_mode="reference", progress=False)
-    assert not server.running
+    result = resampling_importance(embedded_server.sampler(concurrency=2, progress=False), smol_trace, n_rollouts=2,
+                                   store=store, reference_answer="7", max_tokens=24, forced_max_tokens=6,
+                                   prompt_mode="reference", progress=False)
     check_run(result, store, result.trace_id, smol_trace.n_sentences)
     assert store.trace_info(result.trace_id)["settings"]["prompt_mode"] == "reference"

@@ -201,15 +201,8 @@ def test_sampled_first_tokens_follow_the_model_distribution(smol):
 
 
 @pytest.fixture(scope="module")
-def served():
-    from anchorlens.resampling.server import start_server
-
-    server = start_server(threads=1, startup_timeout=600)
-    try:
-        yield server
-    finally:
-        server.stop()
-    assert not server.running
+def served(embedded_server):
+    return embedded_server
 
 
 @pytest.mark.slow
