@@ -175,7 +175,6 @@ class LayerSuppression:
 
     def save(self, path: str | Path) -> Path:
         meta = {
-            "kind": "LayerSuppression",
             "windows": self.windows,
             "token_spans": [list(span) for span in self.token_spans],
             "sentences": self.sentences,
@@ -184,13 +183,11 @@ class LayerSuppression:
             "method": self.method,
             "model_name": self.model_name,
         }
-        return save_arrays(path, {"kl": self.kl, "token_kl": self.token_kl}, meta)
+        return save_arrays(path, {"kl": self.kl, "token_kl": self.token_kl}, meta, kind="LayerSuppression")
 
     @classmethod
     def load(cls, path: str | Path) -> "LayerSuppression":
-        arrays, meta = load_arrays(path)
-        if meta.get("kind") != "LayerSuppression":
-            raise ValueError(f"{path} holds a {meta.get('kind')!r}, not a LayerSuppression")
+        arrays, meta = load_arrays(path, kind="LayerSuppression")
         return cls(
             kl=arrays["kl"],
             token_kl=arrays["token_kl"],

@@ -96,7 +96,6 @@ class SuppressionMatrix:
     def save(self, path: str | Path) -> Path:
         """Write the matrix, per-token KL and settings to one ``.npz`` file."""
         meta = {
-            "kind": "SuppressionMatrix",
             "token_spans": [list(span) for span in self.token_spans],
             "sentences": self.sentences,
             "layers": self.layers,
@@ -105,14 +104,12 @@ class SuppressionMatrix:
             "method": self.method,
             "model_name": self.model_name,
         }
-        return save_arrays(path, {"kl": self.kl, "token_kl": self.token_kl}, meta)
+        return save_arrays(path, {"kl": self.kl, "token_kl": self.token_kl}, meta, kind="SuppressionMatrix")
 
     @classmethod
     def load(cls, path: str | Path) -> "SuppressionMatrix":
         """Read what ``save`` wrote."""
-        arrays, meta = load_arrays(path)
-        if meta.get("kind") != "SuppressionMatrix":
-            raise ValueError(f"{path} holds a {meta.get('kind')!r}, not a SuppressionMatrix")
+        arrays, meta = load_arrays(path, kind="SuppressionMatrix")
         return cls(
             kl=arrays["kl"],
             token_kl=arrays["token_kl"],
