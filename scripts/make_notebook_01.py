@@ -10,9 +10,7 @@ Which sentences of a chain of thought mattered? Thought Anchors (Bogdan, Macar, 
 three independent ways; anchorlens runs all three on any TransformerLens model. This notebook uses the
 embedded SmolLM2-135M-Instruct so it runs offline on a laptop CPU in a few minutes; pass a reasoning model's
 name to `load_model` (e.g. `"deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"`) for real work."""),
-code("""import matplotlib
-matplotlib.use("Agg")  # figures render inline in Jupyter; Agg keeps this notebook runnable headless
-import torch
+code("""import torch
 import anchorlens as al
 
 torch.manual_seed(0)
