@@ -123,6 +123,7 @@ def _analyze(args) -> int:
     if importance is not None and importance.notna().any():
         top = int(importance.idxmax())
         print(f"thought anchor by {ANCHOR_METRIC} (the number after the tokens): [{top}] {trace.sentences[top].text}")
+    print("seconds per step: " + ", ".join(f"{step} {seconds:.1f}" for step, seconds in analysis.seconds.items()))
     print(f"report: {analysis.report_path.resolve()}")
     return 0
 

@@ -13,6 +13,8 @@ Steps, each saved into the output folder as it finishes so that a killed run res
 from __future__ import annotations
 
 import logging
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,7 @@ class Analysis:
     head_attention: torch.Tensor | None = None  # sentence attention of the top receiver head
     suppression_kl: torch.Tensor | None = None
     importance: object | None = None  # ImportanceResult
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step in this run (resumed: short)
 
     def to_dataframe(self):
         """One row per sentence: text, category, receiver score, suppression summaries, resampling metrics."""
@@ -103,16 +106,20 @@ def analyze(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     trace = _resume_trace(model, out, problem, trace, max_new_tokens, seed, style)
     analysis = Analysis(trace=trace, out_dir=out, report_path=out / "report.html")
+    analysis.seconds["trace"] = time.perf_counter() - started
     notes: dict[str, str] = {}
 
     if "categories" in steps:
         from anchorlens.taxonomy import classify_sentences
 
-        analysis.categories = list(classify_sentences(trace.sentence_texts()))
+        with _timed(analysis, "categories"):
+            analysis.categories = list(classify_sentences(trace.sentence_texts()))
     if "receivers" in steps:
-        _receivers(model, trace, out, analysis, top_k_heads)
+        with _timed(analysis, "receivers"):
+            _receivers(model, trace, out, analysis, top_k_heads)
         if not analysis.receiver_heads:
             notes["receiver"] = notes["head_attention"] = (
                 f"Too short for receiver heads: {trace.n_sentences} sentences, and a head's kurtosis needs "
@@ -122,7 +129,8 @@ def analyze(
         if trace.n_sentences < 2:
             notes["suppression"] = "The trace has a single sentence: nothing to suppress."
         else:
-            _suppression(model, trace, out, analysis, progress)
+            with _timed(analysis, "suppression"):
+                _suppression(model, trace, out, analysis, progress)
     answer = reference_answer if reference_answer is not None else _trace_answer(trace, extractor)
     if "resampling" in steps:
         if not trace.prompt.strip():
@@ -136,8 +144,9 @@ def analyze(
                 "No reference answer (the chain of thought has no \\boxed{} answer and none was given): "
                 "accuracy-based columns are empty; KL-based ones still compare answer distributions."
             )
-        _resampling(model if sampler is None else sampler, trace, out, analysis, answer, n_rollouts,
-                    rollout_max_tokens, extractor, progress)
+        with _timed(analysis, "resampling"):
+            _resampling(model if sampler is None else sampler, trace, out, analysis, answer, n_rollouts,
+                        rollout_max_tokens, extractor, progress)
 
     frame = analysis.to_dataframe()
     frame.to_csv(out / "sentences.csv", index=False)
@@ -159,8 +168,16 @@ def analyze(
         receiver_scores=_numpy(analysis.receiver_scores),
         notes=notes,
     )
-    analysis.report_path = build_report(out, data, progress=progress)
+    with _timed(analysis, "report"):
+        analysis.report_path = build_report(out, data, progress=progress)
     return analysis
+
+
+@contextmanager
+def _timed(analysis: Analysis, step: str):
+    started = time.perf_counter()
+    yield
+    analysis.seconds[step] = time.perf_counter() - started
 
 
 def _numpy(value):

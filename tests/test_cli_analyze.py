@@ -42,6 +42,9 @@ def test_sample_analysis_writes_every_output(sample_analysis):
     assert all(s["text"] in stdout for s in trace["sentences"]), "the command lists every sentence"
     assert str((out / "report.html").resolve()) in stdout
     assert "thought anchor by resampling_importance_accuracy" in stdout
+    steps = ["trace", "categories", "receivers", "suppression", "resampling", "report"]
+    timing = stdout.split("seconds per step: ")[1].splitlines()[0]
+    assert [part.split()[0] for part in timing.split(", ")] == steps
 
     frame = pd.read_csv(out / "sentences.csv")
     assert frame["text"].tolist() == [s["text"] for s in trace["sentences"]]
