@@ -73,6 +73,8 @@ def _split(args) -> int:
 
 
 def _analyze(args) -> int:
+    import pandas as pd
+
     from anchorlens.models import load_model
     from anchorlens.pipeline import analyze
 
@@ -118,7 +120,7 @@ def _analyze(args) -> int:
     for i, sentence in enumerate(trace.sentences):
         start, end = trace.token_spans[i]
         category = f" [{frame['category'][i]}]" if "category" in frame else ""
-        shift = f" {importance[i]:+5.2f}" if importance is not None and importance[i] == importance[i] else ""
+        shift = f" {importance[i]:+5.2f}" if importance is not None and pd.notna(importance[i]) else ""
         print(f"[{i:2d}] tokens {start:4d}-{end:4d}{shift}{category} | {sentence.text}")
     if importance is not None and importance.notna().any():
         top = int(importance.idxmax())
