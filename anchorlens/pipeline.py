@@ -111,6 +111,12 @@ def analyze(
     analysis = Analysis(trace=trace, out_dir=out, report_path=out / "report.html")
     analysis.seconds["trace"] = time.perf_counter() - started
     notes: dict[str, str] = {}
+    if "resampling" in steps and not trace.prompt.strip():  # refused before minutes of other steps
+        raise ValueError(
+            "the chain of thought has no prompt, so rollouts would not know the problem: give the problem "
+            "(anchorlens analyze --problem ..., or Trace.from_text(model, text, prompt=problem_prompt(model, "
+            "problem))) or leave resampling out (--skip resampling)"
+        )
 
     if "categories" in steps:
         from anchorlens.taxonomy import classify_sentences
@@ -133,12 +139,6 @@ def analyze(
                 _suppression(model, trace, out, analysis, progress)
     answer = reference_answer if reference_answer is not None else _trace_answer(trace, extractor)
     if "resampling" in steps:
-        if not trace.prompt.strip():
-            raise ValueError(
-                "the chain of thought has no prompt, so rollouts would not know the problem: give the problem "
-                "(anchorlens analyze --problem ..., or Trace.from_text(model, text, prompt=problem_prompt(model, "
-                "problem))) or leave resampling out (--skip resampling)"
-            )
         if answer is None:
             notes["importance"] = (
                 "No reference answer (the chain of thought has no \\boxed{} answer and none was given): "

@@ -143,6 +143,7 @@ def test_rollouts_from_a_server(embedded_server, tmp_path):
     out = tmp_path / "report"
     no_problem = run_anchorlens("analyze", "--trace", str(cot), "--rollouts", "2", "--out", str(tmp_path / "p"))
     assert no_problem.returncode == 2 and "--problem" in no_problem.stderr, "rollouts need the problem"
+    assert not (tmp_path / "p" / "suppression.npz").exists(), "refused before the other analyses ran"
 
     done = run_anchorlens("analyze", "--trace", str(cot), "--problem", "What is 6 times 7?",
                           "--server", embedded_server.base_url,
