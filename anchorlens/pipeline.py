@@ -28,6 +28,8 @@ from anchorlens.trace import Trace
 
 log = logging.getLogger(__name__)
 
+RECEIVERS_FILE, SUPPRESSION_FILE, IMPORTANCE_FILE = "receivers.npz", "suppression.npz", "importance.npz"
+
 
 @dataclass
 class Analysis:
@@ -44,6 +46,33 @@ class Analysis:
     suppression_kl: torch.Tensor | None = None
     importance: object | None = None  # ImportanceResult
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step in this run (resumed: short)
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> "Analysis":
+        """What ``analyze`` (or ``anchorlens analyze``) saved in ``out_dir``, without a model: each analysis that
+        was run and saved for the folder's trace."""
+        from anchorlens.resampling.metrics import ImportanceResult
+
+        out = Path(out_dir)
+        if not (out / "trace.json").exists():
+            raise FileNotFoundError(f"{out} has no trace.json: pass a folder that analyze wrote")
+        trace = Trace.load(out / "trace.json")
+        analysis = cls(trace=trace, out_dir=out, report_path=out / "report.html")
+        if (out / "sentences.csv").exists():
+            import pandas as pd
+
+            frame = pd.read_csv(out / "sentences.csv")
+            if "category" in frame:
+                analysis.categories = frame["category"].tolist()
+        if (saved := _fresh(out / RECEIVERS_FILE, trace)) is not None:
+            _read_receivers(saved, analysis)
+        if (saved := _fresh(out / SUPPRESSION_FILE, trace)) is not None:
+            analysis.suppression_kl = saved["kl"]
+        if (out / IMPORTANCE_FILE).exists():
+            importance = ImportanceResult.load(out / IMPORTANCE_FILE)
+            if list(importance.sentences) == trace.sentence_texts():  # not one left from another trace
+                analysis.importance = importance
+        return analysis
 
     def to_dataframe(self):
         """One row per sentence: text, category, receiver score, suppression summaries, resampling metrics."""
@@ -220,9 +249,8 @@ def _receivers(model, trace, out, analysis, top_k) -> None:
     from anchorlens.receivers.attention import sentence_attention
     from anchorlens.receivers.scores import head_kurtosis, receiver_scores, top_heads, vertical_scores
 
-    path = out / "receivers.npz"
-    saved = _fresh(path, trace)
-    if saved is None:
+    path = out / RECEIVERS_FILE
+    if _fresh(path, trace) is None:
         matrix = sentence_attention(model, trace).matrix
         vertical = vertical_scores(matrix)
         kurtosis = head_kurtosis(vertical)
@@ -232,26 +260,24 @@ def _receivers(model, trace, out, analysis, top_k) -> None:
         scores = receiver_scores(vertical, heads) if heads else torch.zeros(0)
         save_arrays(path, {"kurtosis": kurtosis, "scores": scores, "head_matrix": head_matrix},
                     _stamp(trace) | {"heads": [list(h) for h in heads]})
-    else:
-        kurtosis, scores, head_matrix = saved["kurtosis"], saved["scores"], saved["head_matrix"]
-        heads = [tuple(h) for h in saved["meta"]["heads"]]
-    analysis.receiver_kurtosis = kurtosis if heads else None
+    _read_receivers(_fresh(path, trace), analysis)
+
+
+def _read_receivers(saved: dict, analysis: Analysis) -> None:
+    heads = [tuple(h) for h in saved["meta"]["heads"]]
     analysis.receiver_heads = heads
-    analysis.receiver_scores = scores if scores.numel() else None
-    analysis.head_attention = head_matrix if head_matrix.numel() else None
+    analysis.receiver_kurtosis = saved["kurtosis"] if heads else None
+    analysis.receiver_scores = saved["scores"] if heads else None
+    analysis.head_attention = saved["head_matrix"] if heads else None
 
 
 def _suppression(model, trace, out, analysis, progress) -> None:
     from anchorlens.suppression import suppression_matrix
 
-    path = out / "suppression.npz"
-    saved = _fresh(path, trace)
-    if saved is None:
-        kl = suppression_matrix(model, trace, progress=progress).kl
-        save_arrays(path, {"kl": kl}, _stamp(trace))
-    else:
-        kl = saved["kl"]
-    analysis.suppression_kl = kl
+    path = out / SUPPRESSION_FILE
+    if _fresh(path, trace) is None:
+        save_arrays(path, {"kl": suppression_matrix(model, trace, progress=progress).kl}, _stamp(trace))
+    analysis.suppression_kl = _fresh(path, trace)["kl"]
 
 
 def _trace_answer(trace: Trace, extractor) -> str | None:
@@ -274,4 +300,4 @@ def _resampling(model_or_sampler, trace, out, analysis, answer, n_rollouts, max_
         extractor=extractor,
         progress=progress,
     )
-    analysis.importance.save(out / "importance")
+    analysis.importance.save(out / IMPORTANCE_FILE)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from anchorlens import Analysis
 from anchorlens.cli import SAMPLE_ANSWER, SAMPLE_PROBLEM
 from conftest import ANCHORLENS_COMMAND, run_anchorlens
 
@@ -53,6 +54,10 @@ def test_sample_analysis_writes_every_output(sample_analysis):
     assert len(report["categories"]) == n and all(report["categories"])
     assert np.asarray(report["suppression_kl"], dtype=float).shape == (n, n)
     assert len(report["receiver_heads"]) == 16
+
+    # Analysis.load reads the folder back, without a model, into the same table.
+    loaded = Analysis.load(out).to_dataframe()
+    pd.testing.assert_frame_equal(loaded, frame, check_dtype=False, check_exact=False, rtol=1e-5)
 
     # The accuracy column is what the rollout store holds: correct answers over answered rollouts.
     rollouts = _rollouts(out)
