@@ -200,25 +200,20 @@ def test_sampled_first_tokens_follow_the_model_distribution(smol):
 # --------------------------------------------------------------------------- server sampler, real server
 
 
-@pytest.fixture(scope="module")
-def served(embedded_server):
-    return embedded_server
-
-
 @pytest.mark.slow
-def test_server_greedy_equals_local_greedy(served, smol):
+def test_server_greedy_equals_local_greedy(embedded_server, smol):
     chat = smol.tokenizer.apply_chat_template([{"role": "user", "content": "Name a colour."}],
                                               add_generation_prompt=True, tokenize=False)
     params = SamplingParams(temperature=0, max_tokens=6)
-    [remote] = served.sampler(progress=False).sample([SampleRequest(chat, seed=3)], params)
+    [remote] = embedded_server.sampler(progress=False).sample([SampleRequest(chat, seed=3)], params)
     [local] = LocalSampler(smol, progress=False).sample([SampleRequest(chat, seed=0)], params)
     assert remote.text == local.text  # the same tokens: the chat template starts with BOS
     assert 1 <= remote.n_tokens <= 6 and remote.finish_reason in ("stop", "length")
 
 
 @pytest.mark.slow
-def test_server_honours_seed_temperature_and_top_p(served):
-    sampler = served.sampler(concurrency=1, progress=False)  # transformers serve seeds globally: one at a time
+def test_server_honours_seed_temperature_and_top_p(embedded_server):
+    sampler = embedded_server.sampler(concurrency=1, progress=False)  # transformers serve seeds globally: one at a time
     hot = SamplingParams(temperature=1.5, top_p=1.0, max_tokens=4)
     runs = texts(sampler.sample([SampleRequest(FRANCE, seed=s) for s in (11, 11, 12, 13)], hot))
     assert runs[0] == runs[1], "the same seed should give the same completion"
@@ -228,8 +223,8 @@ def test_server_honours_seed_temperature_and_top_p(served):
 
 
 @pytest.mark.slow
-def test_server_refuses_a_wrong_model_name_without_retrying(served):
-    sampler = ServerSampler(served.base_url, model="no-such-model", max_retries=3, backoff=5, progress=False)
+def test_server_refuses_a_wrong_model_name_without_retrying(embedded_server):
+    sampler = ServerSampler(embedded_server.base_url, model="no-such-model", max_retries=3, backoff=5, progress=False)
     started = time.monotonic()
     with pytest.raises(ServerUnavailableError, match="HTTP 4"):
         sampler.sample([SampleRequest(FRANCE, seed=0)], SamplingParams(max_tokens=2))
