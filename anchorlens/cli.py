@@ -29,25 +29,45 @@ def main(argv: list[str] | None = None) -> int:
         "--problem", default=None,
         help="the problem: the model reasons about it (default: a sample problem); with a .txt --trace, its prompt",
     )
-    analyze.add_argument("--trace", type=Path, default=None, help="an existing chain of thought: a trace .json or a .txt")
-    analyze.add_argument("--model", default="smollm2-135m-instruct", help="the embedded model (default), a Hugging Face model name, or a local folder")
-    analyze.add_argument("--out", type=Path, default=Path("anchorlens-report"), help="output folder, resumed if it exists (default: anchorlens-report)")
-    analyze.add_argument("--max-new-tokens", type=int, default=200, help="length limit of a generated trace (default: 200)")
-    analyze.add_argument("--seed", type=int, default=None, help="sampling seed of the trace (default: 0; for the sample: 1)")
-    analyze.add_argument("--style", default="default", choices=["default", "thought-anchors"], help="sentence splitter (default: default)")
+    analyze.add_argument(
+        "--trace", type=Path, default=None, help="an existing chain of thought: a trace .json or a .txt"
+    )
+    analyze.add_argument(
+        "--model", default="smollm2-135m-instruct",
+        help="the embedded model (default: %(default)s), a Hugging Face model name, or a local folder",
+    )
+    analyze.add_argument(
+        "--out", type=Path, default=Path("anchorlens-report"),
+        help="output folder, resumed if it exists (default: %(default)s)",
+    )
+    analyze.add_argument(
+        "--max-new-tokens", type=int, default=200, help="length limit of a generated trace (default: %(default)s)"
+    )
+    analyze.add_argument(
+        "--seed", type=int, default=None, help="sampling seed of the trace (default: 0; for the sample: 1)"
+    )
+    analyze.add_argument(
+        "--style", default="default", choices=["default", "thought-anchors"],
+        help="sentence splitter (default: %(default)s)",
+    )
     analyze.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: a GPU if there is one)")
-    analyze.add_argument("--rollouts", type=int, default=8, help="resampled continuations per sentence (default: 8; paper: 100)")
-    analyze.add_argument("--rollout-tokens", type=int, default=64, help="max tokens per continuation (default: 64)")
+    analyze.add_argument(
+        "--rollouts", type=int, default=8,
+        help="resampled continuations per sentence (default: %(default)s; the paper: 100)",
+    )
+    analyze.add_argument(
+        "--rollout-tokens", type=int, default=64, help="max tokens per continuation (default: %(default)s)"
+    )
     analyze.add_argument("--answer", default=None, help="the correct answer (default: the trace's own answer)")
     analyze.add_argument(
         "--extractor", default="boxed_or_last_number", choices=["boxed", "boxed_or_last_number", "last_number"],
-        help="how answers are read from rollouts (default: boxed_or_last_number; the paper: boxed)",
+        help="how answers are read from rollouts (default: %(default)s; the paper: boxed)",
     )
     analyze.add_argument("--server", default=None, help="OpenAI-compatible server URL to sample rollouts from")
     analyze.add_argument(
         "--server-model", default=None, help="the model name the server expects (default: asked from its /v1/models)"
     )
-    analyze.add_argument("--heads", type=int, default=16, help="number of receiver heads (default: 16)")
+    analyze.add_argument("--heads", type=int, default=16, help="number of receiver heads (default: %(default)s)")
     analyze.add_argument(
         "--skip", action="append", default=[], choices=["categories", "receivers", "suppression", "resampling"],
         help="leave an analysis out (repeatable)",
