@@ -1,0 +1,9 @@
+"""Circuit tracing: which tokens, heads and components feed a prediction.
+
+- Information flow routes (Ferrando and Voita 2024): ``information_flow`` (``flow``, ``flow_math``),
+  ``routes``, attention knockout (``knockout``), sentence aggregation (``flow_sentences``).
+"""
+
+from anchorlens.tracing.flow import FlowInputError, InformationFlow, information_flow
+from anchorlens.tracing.knockout import KnockoutResult, knockout_experiment
+from anchorlens.tracing.routes import Routes, build_routes, token_influence

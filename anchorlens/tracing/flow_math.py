@@ -1,0 +1,165 @@
+"""Contributions of information flow routes (Ferrando and Voita 2024; METHODS.md section 3): pure math.
+
+A layer's attention update at target ``i`` is the sum of parts ``z_ijh = A^h_ij (v_j^h W_O^h)`` (one per
+source token ``j`` and head ``h``) plus the residual ``resid_pre_i``; the whole is ``resid_mid_i``. A part's
+proximity to the whole is ``max(eps, |whole|_p - |whole - part|_p)``, normalised to sum to 1 over every part
+of the same whole: every source and head (future sources too, whose part is 0 and so gets ``eps``, as in the
+reference tool facebookresearch/llm-transparency-tool) plus the residual. The MLP has two parts, its output
+and ``resid_mid``, of the whole ``resid_post``.
+
+L1 (the reference's default) has no shortcut: ``|y - a v|_1`` needs every coordinate of every (target,
+source, head), O(T^2 H d) element operations. They are computed in blocks of target rows so that the
+``[target, source, head, d_model]`` tensor never exists whole (memory stays bounded at any length), and only
+for sources ``j <= i`` (later ones are exactly ``eps``). L2 factors into dot products,
+``|y - a v|^2 = |y|^2 - 2 a y.v + a^2 |v|^2``: one matrix product ``y . v`` per head, then O(T^2 H) scalar work.
+L2 weighs large coordinates more than L1 does (a part aligned with the whole's biggest coordinates scores
+higher), so the two rank parts alike but not identically.
+
+The reference measures distances with ``torch.nn.functional.pairwise_distance``, which adds 1e-6 to every
+coordinate of the difference; here the distance is exact (the definition above).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import einsum, rearrange
+from jaxtyping import Float
+from torch import Tensor
+
+EPS = 1e-5
+DISTANCES = ("l1", "l2")
+BLOCK_BYTES = 64 * 2**20  # the largest [block, source, head, d_model] temporary of the L1 computation
+
+
+def head_values_out(
+    v: Float[Tensor, "pos kv_head d_head"], W_O: Float[Tensor, "head d_head d_model"]
+) -> Float[Tensor, "head pos d_model"]:
+    """Each source's value vector mapped through its query head's output matrix: ``v_j^h W_O^h``.
+
+    Grouped-query attention: query head ``h`` reads key/value head ``h // (n_heads / n_kv_heads)`` (the
+    ``repeat_kv`` order of Hugging Face Llama / Qwen2).
+    """
+    n_heads, n_kv = W_O.shape[0], v.shape[1]
+    if n_heads % n_kv:
+        raise ValueError(f"{n_heads} query heads cannot share {n_kv} key/value heads evenly")
+    v = v.repeat_interleave(n_heads // n_kv, dim=1)
+    return einsum(v, W_O, "pos head d_head, head d_head d_model -> head pos d_model")
+
+
+def _normalise(
+    parts: Float[Tensor, "target source head"], residual: Float[Tensor, " target"]
+) -> tuple[Float[Tensor, "target source head"], Float[Tensor, " target"]]:
+    total = parts.sum(dim=(1, 2)) + residual
+    return parts / total[:, None, None], residual / total
+
+
+def _residual_proximity(whole: Tensor, residual: Tensor, whole_norm: Tensor, p: int) -> Tensor:
+    return (whole_norm - torch.linalg.vector_norm(whole - residual, ord=p, dim=-1)).clamp(min=EPS)
+
+
+def attention_contributions(
+    resid_pre: Float[Tensor, "pos d_model"],
+    resid_mid: Float[Tensor, "pos d_model"],
+    pattern: Float[Tensor, "head target source"],
+    values_out: Float[Tensor, "head source d_model"],
+    distance: str = "l1",
+    block_bytes: int = BLOCK_BYTES,
+) -> tuple[Float[Tensor, "target source head"], Float[Tensor, " target"]]:
+    """Normalised contributions of every (source, head) part and of the residual to each ``resid_mid``.
+
+    Returns ``(parts [target, source, head], residual [target])``; for each target they sum to 1.
+    """
+    if distance == "l2":
+        return _attention_contributions_l2(resid_pre, resid_mid, pattern, values_out)
+    if distance != "l1":
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    n_heads, n_pos, d_model = values_out.shape
+    whole_norm = torch.linalg.vector_norm(resid_mid, ord=1, dim=-1)
+    parts = torch.full((n_pos, n_pos, n_heads), EPS, dtype=resid_mid.dtype, device=resid_mid.device)
+    values = rearrange(values_out, "head source d_model -> source head d_model")
+    weights = rearrange(pattern, "head target source -> target source head")
+    start = 0
+    while start < n_pos:
+        # Rows start..start+b-1 see sources 0..start+b-1: pick b with b * (start + b) vectors within budget.
+        budget = block_bytes / (n_heads * d_model * resid_mid.element_size())
+        rows = int((-start + math.sqrt(start * start + 4 * budget)) / 2)
+        stop = min(n_pos, start + max(1, rows))
+        n_src = stop
+        block = weights[start:stop, :n_src, :, None] * values[None, :n_src]  # [block, source, head, d_model]
+        block.neg_().add_(resid_mid[start:stop, None, None, :])  # whole - part, in place
+        distances = torch.linalg.vector_norm(block, ord=1, dim=-1)
+        del block
+        proximity = (whole_norm[start:stop, None, None] - distances).clamp(min=EPS)
+        causal = torch.arange(n_src, device=proximity.device)[None, :] <= torch.arange(start, stop, device=proximity.device)[:, None]
+        parts[start:stop, :n_src] = torch.where(causal[:, :, None], proximity, EPS)
+        start = stop
+    residual = _residual_proximity(resid_mid, resid_pre, whole_norm, p=1)
+    return _normalise(parts, residual)
+
+
+def _attention_contributions_l2(resid_pre, resid_mid, pattern, values_out):
+    """L2 proximity from dot products: ``|y - a v|^2 = |y|^2 - 2 a y.v + a^2 |v|^2`` (no [.., d_model] blocks)."""
+    dots = einsum(resid_mid, values_out, "target d_model, head source d_model -> target source head")
+    value_sq = rearrange((values_out * values_out).sum(-1), "head source -> 1 source head")
+    whole_sq = (resid_mid * resid_mid).sum(-1)
+    weights = rearrange(pattern, "head target source -> target source head")
+    # float64 for the combination: |y - a v|^2 can be a small difference of large numbers.
+    dist_sq = (
+        whole_sq.double()[:, None, None] - 2 * weights.double() * dots.double() + weights.double() ** 2 * value_sq.double()
+    )
+    whole_norm = whole_sq.double().sqrt()
+    proximity = (whole_norm[:, None, None] - dist_sq.clamp(min=0).sqrt()).clamp(min=EPS)
+    residual = _residual_proximity(resid_mid.double(), resid_pre.double(), whole_norm, p=2)
+    parts, residual = _normalise(proximity, residual)
+    return parts.to(resid_mid.dtype), residual.to(resid_mid.dtype)
+
+
+def mlp_contributions(
+    resid_mid: Float[Tensor, "pos d_model"],
+    mlp_out: Float[Tensor, "pos d_model"],
+    resid_post: Float[Tensor, "pos d_model"],
+    distance: str = "l1",
+) -> tuple[Float[Tensor, " pos"], Float[Tensor, " pos"]]:
+    """Normalised contributions ``(mlp, residual)`` of the MLP output and of ``resid_mid`` to ``resid_post``."""
+    p = {"l1": 1, "l2": 2}.get(distance)
+    if p is None:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    whole_norm = torch.linalg.vector_norm(resid_post, ord=p, dim=-1)
+    mlp = _residual_proximity(resid_post, mlp_out, whole_norm, p)
+    residual = _residual_proximity(resid_post, resid_mid, whole_norm, p)
+    total = mlp + residual
+    return mlp / total, residual / total
+
+
+def naive_attention_contributions(
+    resid_pre: Float[Tensor, "pos d_model"],
+    resid_mid: Float[Tensor, "pos d_model"],
+    pattern: Float[Tensor, "head target source"],
+    values_out: Float[Tensor, "head source d_model"],
+    distance: str = "l1",
+) -> tuple[Float[Tensor, "target source head"], Float[Tensor, " target"]]:
+    """The definition taken literally, for tests: materialise every part ``[target, source, head, d_model]``,
+    append the residual as one more part, measure each against the whole, normalise. Short prompts only."""
+    p = {"l1": 1, "l2": 2}[distance]
+    parts = einsum(pattern, values_out, "head target source, head source d_model -> target source head d_model")
+    n_pos, _, n_heads, d_model = parts.shape
+    flat = torch.cat([parts.reshape(n_pos, -1, d_model), resid_pre[:, None, :]], dim=1)  # [target, part, d]
+    whole = resid_mid[:, None, :]
+    proximity = (torch.linalg.vector_norm(whole, ord=p, dim=-1) - torch.linalg.vector_norm(whole - flat, ord=p, dim=-1))
+    proximity = proximity.clamp(min=EPS)
+    proximity = proximity / proximity.sum(dim=1, keepdim=True)
+    return proximity[:, :-1].reshape(n_pos, n_pos, n_heads), proximity[:, -1]
+
+
+def threshold_and_renormalise(
+    blocks: Float[Tensor, "target ..."], residual: Float[Tensor, " target"], threshold: float
+) -> tuple[Float[Tensor, "target ..."], Float[Tensor, " target"]]:
+    """The reference's route pruning: zero every contribution at or below ``threshold``, renormalise the rest
+    to sum to 1 per target (a target whose every part falls below keeps nothing: all zero)."""
+    blocks = blocks * (blocks > threshold)
+    residual = residual * (residual > threshold)
+    total = residual + blocks.reshape(blocks.shape[0], -1).sum(-1)
+    safe = torch.where(total > 0, total, torch.ones_like(total))
+    return blocks / safe.reshape((-1,) + (1,) * (blocks.dim() - 1)), residual / safe
