@@ -62,3 +62,25 @@ class SentencePatternRecorder:
                 "hook_pattern there (run the forward pass with these hooks first)"
             )
         return torch.stack([self.results[layer] for layer in self.layers])
+
+
+class BlockedPatternRecorder(SentencePatternRecorder):
+    """The fused-attention counterpart of ``SentencePatternRecorder``: an ``observe_queries_keys`` observer.
+
+    ``reduce`` maps ``(queries, keys, scale, allowed)`` of a layer to ``[batch, head, sentence, sentence]``
+    (``anchorlens.receivers.blocked.blocked_sentence_attention`` with its reducer bound), so the pattern
+    is rebuilt a block of queries at a time instead of being materialised by the attention bridge.
+
+    >>> recorder = BlockedPatternRecorder(reduce, range(30))                                        # doctest: +SKIP
+    >>> with fused_attention(model), observe_queries_keys(model, recorder): model(tokens)            # doctest: +SKIP
+    """
+
+    def fwd_hooks(self) -> list[tuple[str, object]]:
+        raise TypeError("BlockedPatternRecorder is an observe_queries_keys observer, not a set of hooks")
+
+    def __call__(self, layer: int, queries: Tensor, keys: Tensor, scale: float, allowed: Tensor | None) -> None:
+        if layer not in self.layers:
+            return
+        self.results[layer] = self.reducer(queries, keys, scale, allowed)
+        if self.stop_early and len(self.results) == len(self.layers):
+            raise PatternsRecorded

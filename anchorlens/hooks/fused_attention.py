@@ -1,0 +1,407 @@
+"""Fused attention (``torch.nn.functional.scaled_dot_product_attention``) for forwards that read no pattern.
+
+TransformerLens 4.3's ``PositionEmbeddingsAttentionBridge.forward`` (Llama, Qwen2, Mistral, ...) computes
+attention itself, as ``softmax(Q K^T) V`` with ``hook_attn_scores`` and ``hook_pattern`` in between,
+whatever the Hugging Face config's attention implementation says: every forward materialises a
+``[batch, head, query, key]`` pattern per layer. Inside ``fused_attention(model)`` each attention bridge
+runs ``fused_forward`` instead: the same projections through the same ``LinearBridge`` objects (so
+``hook_q`` / ``hook_k`` / ``hook_v`` / ``hook_z`` / ``hook_rot_q`` / ``hook_rot_k`` fire and edits there
+apply), the same RoPE, the same KV cache update, the same output projection, and one
+``scaled_dot_product_attention`` call in place of the matmul / mask / softmax / matmul (flash attention
+on a GPU when no mask is needed). Nothing is copied: the bridge's bound ``forward`` is replaced on the
+instance and deleted again on exit, and the Hugging Face config's attention implementation is set to
+``"sdpa"`` for the block so that the decoder builds no ``[query, key]`` float mask when none is needed.
+
+Two things ride on the fused forward (set per layer, for one block, by context managers here):
+
+- ``hide_keys``: attention suppression as a boolean mask on the suppressed key columns (the same result
+  as setting their scores to the minimum, as ``key_suppression_hooks`` do in eager mode);
+- ``observe_queries_keys``: a callback that gets each layer's rotated queries and keys (blocked
+  ``sentence_attention`` recomputes the pattern from them a block of queries at a time).
+
+``hook_attn_scores`` and ``hook_pattern`` do not exist in a fused forward: a hook on them inside the
+block raises ``PatternUnavailableError`` instead of being silently skipped.
+"""
+
+from __future__ import annotations
+
+import types
+import warnings
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+import torch
+from jaxtyping import Bool
+from torch import Tensor
+
+from anchorlens.errors import AnchorlensError, UnsupportedArchitectureError
+from anchorlens.hooks.key_suppression import key_suppression_mask
+
+ATTENTION_CHOICES = ("auto", "sdpa", "eager")
+_STATE = "_anchorlens_fused"  # per-bridge dict: hidden-key mask builder, query/key observer
+_PATTERN_HOOKS = ("hook_attn_scores", "hook_pattern")
+
+
+class PatternUnavailableError(AnchorlensError):
+    """A hook on ``hook_attn_scores`` / ``hook_pattern`` is active while attention runs fused."""
+
+
+class FusedAttentionFallbackWarning(UserWarning):
+    """``attention="auto"`` runs eager attention: the model is unsupported or a pattern hook is active."""
+
+
+# ---------------------------------------------------------------------------------------------- support
+
+
+def attention_bridges(model) -> list:
+    """The attention bridge of every block, in layer order."""
+    return [block.attn for block in model.blocks]
+
+
+def unsupported_reasons(model) -> list[str]:
+    """Why ``fused_attention`` cannot reproduce this model's attention (empty: it can).
+
+    Supported: the plain RoPE attention of Llama / Qwen2-style models (any grouped-query layout, q/k/v
+    biases, partial rotary); refused: every feature the bridge handles that the fused forward does not
+    re-implement (QK norms, softcapping, attention sinks, sliding windows, gated or split inputs, ...).
+    """
+    from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (
+        PositionEmbeddingsAttentionBridge,
+    )
+
+    reasons: list[str] = []
+    cfg = model.cfg
+    for flag in ("use_split_qkv_input", "use_attn_in", "use_attn_result", "gated_q_proj",
+                 "rotary_interleaved_cos_sin", "rotary_adjacent_pairs", "qk_norm_after_rope"):
+        if getattr(cfg, flag, False):
+            reasons.append(f"cfg.{flag} is set")
+    for layer, attn in enumerate(attention_bridges(model)):
+        kind = type(attn)
+        if not isinstance(attn, PositionEmbeddingsAttentionBridge) or kind.forward is not PositionEmbeddingsAttentionBridge.forward:
+            reasons.append(f"layer {layer}: attention bridge {kind.__name__} (only PositionEmbeddingsAttentionBridge)")
+            continue
+        if kind._pre_output_projection is not PositionEmbeddingsAttentionBridge._pre_output_projection:
+            reasons.append(f"layer {layer}: {kind.__name__} transforms the output before o_proj")
+        if getattr(attn, "compatibility_mode", False):
+            reasons.append(f"layer {layer}: compatibility mode (enable_compatibility_mode) is on")
+        for sub in ("q_norm", "k_norm", "gate"):
+            if sub in attn.submodules:
+                reasons.append(f"layer {layer}: {sub}")
+        hf = attn.original_component
+        for attr in ("key_multiplier", "attn_logit_softcapping", "sinks", "sliding_window"):
+            if getattr(hf, attr, None) is not None:
+                reasons.append(f"layer {layer}: {attr}")
+        hf_config = getattr(hf, "config", None)
+        if getattr(hf_config, "clip_qkv", None) is not None:
+            reasons.append(f"layer {layer}: clip_qkv")
+        rope = getattr(hf_config, "rope_parameters", None)
+        if isinstance(rope, dict) and rope.get("llama_4_scaling_beta") is not None:
+            reasons.append(f"layer {layer}: llama-4 query scaling")
+        if getattr(attn, "_layer_idx", None) is None:
+            reasons.append(f"layer {layer}: no layer index for the KV cache")
+        if reasons and len(reasons) > 8:
+            break
+    return reasons
+
+
+def check_supported(model) -> None:
+    """Raise ``UnsupportedArchitectureError`` (with the reasons and what to do) if attention cannot run fused."""
+    reasons = unsupported_reasons(model)
+    if reasons:
+        raise UnsupportedArchitectureError(
+            "fused (SDPA) attention does not support this model: " + "; ".join(reasons[:8])
+            + ". Pass attention='eager' (or 'auto', which falls back with a warning)."
+        )
+
+
+def active_pattern_hooks(model) -> list[str]:
+    """Names of ``hook_attn_scores`` / ``hook_pattern`` points that have forward hooks right now."""
+    names = []
+    for layer, attn in enumerate(attention_bridges(model)):
+        for name in _PATTERN_HOOKS:
+            point = getattr(attn, name, None)
+            if point is not None and point._forward_hooks:
+                names.append(f"blocks.{layer}.attn.{name}")
+    return names
+
+
+def is_fused(model) -> bool:
+    """Whether ``model``'s attention currently runs fused (inside a ``fused_attention`` block)."""
+    return bool(model.blocks) and "forward" in vars(model.blocks[0].attn)
+
+
+def resolve_attention(model, attention: str) -> str:
+    """``"sdpa"`` or ``"eager"`` for a requested ``attention`` (``"auto"``, ``"sdpa"`` or ``"eager"``).
+
+    ``"auto"`` picks SDPA when the model supports it and no hook reads or edits the pattern, and warns
+    (``FusedAttentionFallbackWarning``) when it falls back to eager attention; ``"sdpa"`` raises instead.
+    """
+    if attention not in ATTENTION_CHOICES:
+        raise AnchorlensError(f"unknown attention {attention!r}: choose one of {ATTENTION_CHOICES}")
+    if attention == "eager":
+        return "eager"
+    reasons = unsupported_reasons(model)
+    hooked = active_pattern_hooks(model)
+    if attention == "sdpa":
+        check_supported(model)
+        _refuse_pattern_hooks(hooked)
+        return "sdpa"
+    if reasons or hooked:
+        why = "; ".join(reasons[:4]) if reasons else f"hooks on {', '.join(hooked[:3])} read the pattern"
+        if not getattr(model, "_anchorlens_fused_warned", False) or hooked:
+            warnings.warn(f"eager attention instead of SDPA: {why}", FusedAttentionFallbackWarning, stacklevel=3)
+            if reasons:
+                model._anchorlens_fused_warned = True  # once per model for an architecture it cannot change
+        return "eager"
+    return "sdpa"
+
+
+def _refuse_pattern_hooks(hooked: list[str]) -> None:
+    if hooked:
+        raise PatternUnavailableError(
+            f"hooks on {', '.join(hooked[:3])} need the attention pattern, which fused (SDPA) attention never "
+            "computes: remove them, or run with attention='eager'"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- contexts
+
+
+@contextmanager
+def fused_attention(model, attention: str = "sdpa") -> Iterator:
+    """Run every forward inside the block with fused SDPA attention; eager attention is restored afterwards.
+
+    Args:
+        model: a TransformerBridge (Llama / Qwen2-style RoPE attention).
+        attention: ``"sdpa"`` (refuse an unsupported model), ``"auto"`` (fall back to eager with a
+            warning) or ``"eager"`` (do nothing: lets callers pass their own setting through).
+
+    Re-entrant: a block inside a block changes nothing. Hooks on ``hook_q`` / ``hook_k`` / ``hook_v`` /
+    ``hook_z`` (e.g. ``ablate_heads``) keep working; hooks on ``hook_attn_scores`` / ``hook_pattern``
+    raise ``PatternUnavailableError``.
+
+    >>> with fused_attention(model):                                        # doctest: +SKIP
+    ...     logits = model(tokens)
+    """
+    if resolve_attention(model, attention) == "eager" or is_fused(model):
+        yield model
+        return
+    bridges = attention_bridges(model)
+    hf_config = model.original_model.config
+    previous_impl = hf_config._attn_implementation
+    try:
+        for attn in bridges:
+            # An instance attribute shadows the class's forward. object.__setattr__: the bridge's own
+            # __setattr__ would forward the name to the wrapped Hugging Face module.
+            object.__setattr__(attn, "forward", types.MethodType(fused_forward, attn))
+            object.__setattr__(attn, _STATE, {})
+        hf_config._attn_implementation = "sdpa"  # decoder masks: None (is_causal) or boolean, never [q, k] floats
+        yield model
+    finally:
+        hf_config._attn_implementation = previous_impl
+        for attn in bridges:
+            vars(attn).pop("forward", None)
+            vars(attn).pop(_STATE, None)
+
+
+HiddenKeys = Callable[[int, int, torch.device], Bool[Tensor, "batch head_or_1 query key"]]
+QueryKeyObserver = Callable[..., None]
+
+
+@contextmanager
+def _layer_state(model, layers: Sequence[int], key: str, value) -> Iterator:
+    if not is_fused(model):
+        raise AnchorlensError(f"{key} needs fused attention: use it inside `with fused_attention(model):`")
+    bridges = attention_bridges(model)
+    states = [vars(bridges[layer])[_STATE] for layer in layers]
+    if any(key in state for state in states):
+        raise AnchorlensError(f"{key} is already set for one of layers {list(layers)}; nested blocks cannot combine")
+    try:
+        for state in states:
+            state[key] = value
+        yield model
+    finally:
+        for state in states:
+            state.pop(key, None)
+
+
+@contextmanager
+def hide_keys(
+    model, key_ranges: Sequence[tuple[int, int]], layers: Sequence[int], heads: Sequence[int] | None = None
+) -> Iterator:
+    """Attention suppression under fused attention: batch row ``b`` hides keys ``key_ranges[b]`` from every query.
+
+    The same mask as ``key_suppression_hooks`` (absolute key positions, the "blind query keeps itself"
+    exception; see ``key_suppression_mask``), applied as an SDPA boolean mask in ``layers`` / ``heads``.
+
+    >>> with fused_attention(model), hide_keys(model, [(3, 7)], layers=range(30)):   # doctest: +SKIP
+    ...     logits = model(tokens)
+    """
+    ranges = [(int(a), int(b)) for a, b in key_ranges]
+    head_list = None if heads is None else [int(h) for h in heads]
+    n_heads = model.cfg.n_heads
+    cached: dict[tuple, Tensor] = {}  # one mask per (shape, device), shared by all layers of a forward
+
+    def build(n_queries: int, n_keys: int, device: torch.device) -> Tensor:
+        key = (n_queries, n_keys, device)
+        if key not in cached:
+            cached.clear()
+            mask = key_suppression_mask(ranges, n_queries, n_keys, device=device)  # [batch, 1, query, key]
+            if head_list is not None:
+                head_mask = torch.zeros(n_heads, dtype=torch.bool, device=device)
+                head_mask[head_list] = True
+                mask = mask & head_mask[None, :, None, None]
+            cached[key] = mask
+        return cached[key]
+
+    build.n_rows = len(ranges)
+    with _layer_state(model, [int(layer) for layer in layers], "hidden_keys", build):
+        yield model
+
+
+@contextmanager
+def observe_queries_keys(model, observer: QueryKeyObserver, layers: Sequence[int] | None = None) -> Iterator:
+    """Call ``observer(layer=, queries=, keys=, scale=, allowed=)`` in each fused layer forward.
+
+    ``queries``: ``[batch, head, query, d_head]`` after RoPE; ``keys``: ``[batch, kv_head, key, d_head]``
+    after RoPE and the KV cache update (not repeated to query heads); ``allowed``: the boolean mask
+    ``[batch, 1 or head, query, key]`` the layer attends with, or None for plain causal attention
+    (then ``n_queries`` is 1 or ``n_keys``). An exception raised by the observer ends the
+    forward pass (``sentence_attention`` uses that to skip the last layer's MLP).
+    """
+    layer_list = range(model.cfg.n_layers) if layers is None else [int(layer) for layer in layers]
+    with _layer_state(model, layer_list, "observer", observer):
+        yield model
+
+
+# ---------------------------------------------------------------------------------------------- the forward
+
+
+def causal_allowed(n_queries: int, n_keys: int, device) -> Bool[Tensor, "1 1 query key"]:
+    """Lower-right causal mask: query ``q`` (absolute position ``n_keys - n_queries + q``) sees keys up to itself."""
+    return torch.ones(n_queries, n_keys, dtype=torch.bool, device=device).tril_(n_keys - n_queries)[None, None]
+
+
+def attend_mask(
+    attention_mask: Tensor | None, n_queries: int, n_keys: int, hidden: Tensor | None, device: torch.device
+) -> Tensor | None:
+    """The boolean ``allowed`` mask (True: attend) for SDPA, or None for plain causal attention.
+
+    ``attention_mask``: what the decoder passed (None, or a boolean ``[batch, 1, query, key]`` under the
+    ``"sdpa"`` implementation; a float additive one is accepted too). ``hidden``: keys to hide.
+    Rows that see no key at all (left-padding queries) are left all False here; ``fused_forward`` makes
+    them attend uniformly to every key, as the eager bridge's softmax over all-minimum scores does.
+    """
+    if attention_mask is None and hidden is None:
+        return None
+    if attention_mask is None:
+        allowed = causal_allowed(n_queries, n_keys, device)
+    else:
+        mask = attention_mask[..., -n_queries:, :n_keys]
+        allowed = mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
+        if allowed.ndim < 4:  # a 2D padding mask [batch, key]: add the causal part
+            allowed = allowed.reshape(allowed.shape[0], 1, 1, -1) & causal_allowed(n_queries, n_keys, device)
+    if hidden is not None:
+        allowed = allowed & ~hidden
+    return allowed
+
+
+def fused_forward(self, *args, **kwargs):
+    """``PositionEmbeddingsAttentionBridge.forward`` with SDPA in place of the explicit pattern.
+
+    Follows the bridge's forward step by step for the features ``unsupported_reasons`` admits.
+    """
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+    from transformer_lens.utilities.hf_utils import get_rotary_pct_from_config
+
+    for name in _PATTERN_HOOKS:
+        if getattr(self, name)._forward_hooks:
+            _refuse_pattern_hooks([f"blocks.{self._layer_idx}.attn.{name}"])
+    hf_attn = self.original_component
+    state = vars(self).get(_STATE, {})
+    if "hidden_states" in kwargs:
+        hidden_states = kwargs.pop("hidden_states")
+    elif args and isinstance(args[0], Tensor):
+        hidden_states, args = args[0], args[1:]
+    else:
+        raise ValueError("Could not find hidden_states in args or kwargs")
+    position_embeddings = kwargs.pop("position_embeddings", None)
+    attention_mask = kwargs.pop("attention_mask", None)
+
+    hidden_states = self.hook_in(hidden_states)
+    input_shape = hidden_states.shape[:-1]
+    head_dim = hf_attn.head_dim
+    hidden_shape = (*input_shape, -1, head_dim)
+    # Through the LinearBridges, so hook_q / hook_k / hook_v fire as in the eager forward.
+    query_states = self.q(hidden_states).view(hidden_shape).transpose(1, 2)
+    key_states = self.k(hidden_states).view(hidden_shape).transpose(1, 2)
+    value_states = self.v(hidden_states).view(hidden_shape).transpose(1, 2)
+
+    if position_embeddings is not None:
+        cos, sin = self._apply_position_embedding_hooks(position_embeddings)
+        rotary_dim = cos.shape[-1]
+        if rotary_dim * 2 == head_dim and get_rotary_pct_from_config(self.config) == 1.0:
+            cos, sin = torch.cat([cos, cos], dim=-1), torch.cat([sin, sin], dim=-1)
+            query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
+        elif rotary_dim < head_dim:
+            q_rot, q_pass = query_states[..., :rotary_dim], query_states[..., rotary_dim:]
+            k_rot, k_pass = key_states[..., :rotary_dim], key_states[..., rotary_dim:]
+            q_rot, k_rot = apply_rotary_pos_emb(q_rot, k_rot, cos, sin)
+            query_states, key_states = torch.cat([q_rot, q_pass], dim=-1), torch.cat([k_rot, k_pass], dim=-1)
+        else:
+            query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
+    elif getattr(self.config, "positional_embedding_type", None) == "rotary":
+        raise UnsupportedArchitectureError(
+            f"{self.name}: no position_embeddings reached the attention of a rotary model; run it with attention='eager'"
+        )
+    if hasattr(self, "hook_rot_q"):
+        query_states = self.hook_rot_q(query_states)
+    if hasattr(self, "hook_rot_k"):
+        key_states = self.hook_rot_k(key_states)
+
+    key_states, value_states = self._update_kv_cache(key_states, value_states, **kwargs)
+
+    n_queries, n_keys = query_states.shape[-2], key_states.shape[-2]
+    hidden_keys = state.get("hidden_keys")
+    hidden = None
+    if hidden_keys is not None:
+        if hidden_keys.n_rows != query_states.shape[0]:
+            raise AnchorlensError(
+                f"hide_keys got {hidden_keys.n_rows} key ranges for a batch of {query_states.shape[0]} rows: pass one per row"
+            )
+        hidden = hidden_keys(n_queries, n_keys, query_states.device)
+    allowed = attend_mask(attention_mask, n_queries, n_keys, hidden, query_states.device)
+    if allowed is None and n_queries not in (1, n_keys):  # cached prefix: SDPA's is_causal aligns top-left
+        allowed = causal_allowed(n_queries, n_keys, query_states.device)
+    if allowed is not None:
+        # Eager: softmax over all-minimum scores = uniform over every key. Same here: a query that sees
+        # nothing sees every key, with a zero query (equal scores). Only padding queries, whose outputs
+        # nothing reads. Unconditional: checking first would synchronise with the device.
+        blind = ~allowed.any(dim=-1, keepdim=True)  # [batch, 1 or head, query, 1]
+        allowed = allowed | blind
+        query_states = query_states.masked_fill(blind, 0.0)
+    scaling = getattr(hf_attn, "scaling", head_dim**-0.5)
+    observer = state.get("observer")
+    if observer is not None:
+        observer(layer=self._layer_idx, queries=query_states, keys=key_states, scale=scaling, allowed=allowed)
+
+    groups = query_states.shape[1] // key_states.shape[1]
+    sdpa_kwargs = {}
+    if allowed is None:
+        # No mask: the flash / fused kernels apply; grouped-query heads are expanded by the kernel.
+        sdpa_kwargs["is_causal"] = n_queries > 1
+        sdpa_kwargs["enable_gqa"] = groups > 1
+    elif groups > 1:
+        # With a mask, the memory-efficient kernels take no grouped-query layout: repeat K/V (cheap: no
+        # [query, key] tensor per head) rather than let SDPA fall back to the quadratic math kernel.
+        key_states, value_states = repeat_kv(key_states, groups), repeat_kv(value_states, groups)
+    attn_output = torch.nn.functional.scaled_dot_product_attention(
+        query_states, key_states, value_states, attn_mask=allowed, scale=scaling, **sdpa_kwargs
+    )
+    attn_output = attn_output.transpose(1, 2).reshape(*input_shape, -1)
+
+    o_weight = getattr(getattr(self.o, "original_component", None), "weight", None)
+    if isinstance(o_weight, Tensor) and o_weight.dtype.is_floating_point and attn_output.dtype != o_weight.dtype:
+        attn_output = attn_output.to(dtype=o_weight.dtype)
+    attn_output = self.hook_out(self.o(attn_output))  # hook_z is o.hook_in
+    return attn_output, None
