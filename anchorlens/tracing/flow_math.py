@@ -51,11 +51,15 @@ def head_values_out(
 def _normalise(
     parts: Float[Tensor, "target source head"], residual: Float[Tensor, " target"]
 ) -> tuple[Float[Tensor, "target source head"], Float[Tensor, " target"]]:
-    total = parts.sum(dim=(1, 2)) + residual
-    return parts / total[:, None, None], residual / total
+    total = parts.double().sum(dim=(1, 2)) + residual.double()
+    return (parts / total[:, None, None]).to(parts.dtype), (residual / total).to(parts.dtype)
 
 
-def _residual_proximity(whole: Tensor, residual: Tensor, whole_norm: Tensor, p: int) -> Tensor:
+def _residual_proximity(whole: Tensor, residual: Tensor, p: int) -> Tensor:
+    """Proximity of one part per row, in float64 (O(pos d_model), cheap): a residual close to the whole makes
+    ``|whole| - |whole - part|`` a small difference of large numbers."""
+    whole, residual = whole.double(), residual.double()
+    whole_norm = torch.linalg.vector_norm(whole, ord=p, dim=-1)
     return (whole_norm - torch.linalg.vector_norm(whole - residual, ord=p, dim=-1)).clamp(min=EPS)
 
 
@@ -76,7 +80,6 @@ def attention_contributions(
     if distance != "l1":
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
     n_heads, n_pos, d_model = values_out.shape
-    whole_norm = torch.linalg.vector_norm(resid_mid, ord=1, dim=-1)
     parts = torch.full((n_pos, n_pos, n_heads), EPS, dtype=resid_mid.dtype, device=resid_mid.device)
     values = rearrange(values_out, "head source d_model -> source head d_model")
     weights = rearrange(pattern, "head target source -> target source head")
@@ -88,14 +91,16 @@ def attention_contributions(
         stop = min(n_pos, start + max(1, rows))
         n_src = stop
         block = weights[start:stop, :n_src, :, None] * values[None, :n_src]  # [block, source, head, d_model]
-        block.neg_().add_(resid_mid[start:stop, None, None, :])  # whole - part, in place
-        distances = torch.linalg.vector_norm(block, ord=1, dim=-1)
+        whole = resid_mid[start:stop, None, None, :]
+        # |whole|_1 - |whole - part|_1 summed coordinate by coordinate: each term is at most |part_d|, so
+        # float32 keeps its precision where the difference of the two large norms would not.
+        block.neg_().add_(whole).abs_().sub_(whole.abs())
+        proximity = (-block.sum(-1)).clamp(min=EPS)
         del block
-        proximity = (whole_norm[start:stop, None, None] - distances).clamp(min=EPS)
         causal = torch.arange(n_src, device=proximity.device)[None, :] <= torch.arange(start, stop, device=proximity.device)[:, None]
         parts[start:stop, :n_src] = torch.where(causal[:, :, None], proximity, EPS)
         start = stop
-    residual = _residual_proximity(resid_mid, resid_pre, whole_norm, p=1)
+    residual = _residual_proximity(resid_mid, resid_pre, p=1)
     return _normalise(parts, residual)
 
 
@@ -111,7 +116,7 @@ def _attention_contributions_l2(resid_pre, resid_mid, pattern, values_out):
     )
     whole_norm = whole_sq.double().sqrt()
     proximity = (whole_norm[:, None, None] - dist_sq.clamp(min=0).sqrt()).clamp(min=EPS)
-    residual = _residual_proximity(resid_mid.double(), resid_pre.double(), whole_norm, p=2)
+    residual = _residual_proximity(resid_mid, resid_pre, p=2)
     parts, residual = _normalise(proximity, residual)
     return parts.to(resid_mid.dtype), residual.to(resid_mid.dtype)
 
@@ -126,11 +131,10 @@ def mlp_contributions(
     p = {"l1": 1, "l2": 2}.get(distance)
     if p is None:
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
-    whole_norm = torch.linalg.vector_norm(resid_post, ord=p, dim=-1)
-    mlp = _residual_proximity(resid_post, mlp_out, whole_norm, p)
-    residual = _residual_proximity(resid_post, resid_mid, whole_norm, p)
+    mlp = _residual_proximity(resid_post, mlp_out, p)
+    residual = _residual_proximity(resid_post, resid_mid, p)
     total = mlp + residual
-    return mlp / total, residual / total
+    return (mlp / total).to(resid_post.dtype), (residual / total).to(resid_post.dtype)
 
 
 def naive_attention_contributions(
