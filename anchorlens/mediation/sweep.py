@@ -1,0 +1,187 @@
+"""Batched causal mediation sweeps: many (pair, cell) interventions per forward pass.
+
+For a cell at position ``t`` nothing before ``t`` changes (causal attention), so every row patched at ``t``
+starts from the base run's keys and values of positions ``< t`` (a Hugging Face ``DynamicCache``, as the
+suppression method does) and runs only positions ``t..end``; rows of a forward are (pair, layer, unit)
+combinations at one position, ``chunk_size`` of them at a time, which bounds memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from anchorlens.hooks.cell_patch import COMPONENTS, Component, cell_patch_hooks, source_values
+from anchorlens.mediation.errors import MediationInputError, PositionError, UnknownComponentError
+from anchorlens.mediation.metrics import METRICS, answer_quantities
+from anchorlens.mediation.pairs import EncodedPairs, encode_pairs
+from anchorlens.mediation.result import MediationResult
+
+
+def get_component(name: str) -> Component:
+    """The component called ``name``, or an error listing the valid ones."""
+    if name not in COMPONENTS:
+        valid = ", ".join(f"{c.name} ({c.doc})" for c in COMPONENTS.values())
+        raise UnknownComponentError(f"unknown component {name!r}; choose one of: {valid}")
+    return COMPONENTS[name]
+
+
+def _check_indices(name: str, values, n: int, what: str) -> list[int]:
+    if values is None:
+        return list(range(n))
+    values = [values] if isinstance(values, int) else list(values)
+    bad = [v for v in values if not -n <= v < n]
+    if bad:
+        raise MediationInputError(f"{name} {bad} out of range: this model has {n} {what} (0..{n - 1})")
+    return sorted({v % n for v in values})
+
+
+def resolve_positions(positions, n_tokens: list[int]) -> list:
+    """``"last"``, ``"all"`` or a list of (possibly negative) token positions, checked against the prompts."""
+    if positions == "last":
+        return ["last"]
+    if len(set(n_tokens)) != 1:
+        raise MediationInputError(
+            f"positions={positions!r} needs every prompt of one token length (got lengths {sorted(set(n_tokens))}): "
+            "use positions='last', or sweep each group of anchorlens.mediation.group_by_length separately"
+        )
+    n = n_tokens[0]
+    if positions == "all":
+        return list(range(n))
+    if isinstance(positions, str):
+        raise PositionError(f"positions must be 'last', 'all' or a list of token positions, not {positions!r}")
+    positions = [positions] if isinstance(positions, int) else list(positions)
+    bad = [p for p in positions if not -n <= p < n]
+    if bad:
+        raise PositionError(f"positions {bad} out of range: the prompts have {n} tokens (positions 0..{n - 1}, "
+                            f"or -{n}..-1 from the end)")
+    return [p % n for p in positions]
+
+
+@torch.no_grad()
+def mediation_sweep(
+    model,
+    base: Sequence[str],
+    counterfactual: Sequence[str],
+    base_answer: Sequence[str],
+    counterfactual_answer: Sequence[str],
+    component: str = "mlp_out",
+    positions="last",
+    metric: str = "stolfo_ie",
+    layers: Sequence[int] | None = None,
+    units: Sequence[int] | None = None,
+    chunk_size: int = 256,
+    reuse_prefix: bool = True,
+    progress: bool = False,
+) -> MediationResult:
+    """Patch each cell's counterfactual activation into the base run and measure the effect on the answer.
+
+    Args:
+        model: a TransformerBridge.
+        base, counterfactual: equally many prompt strings; each counterfactual has its base's token length.
+        base_answer, counterfactual_answer: one-token answers (strings) of each prompt.
+        component: one of ``anchorlens.mediation.COMPONENTS`` (``resid_pre``, ``attn_out``, ``mlp_out``,
+            ``head_out``, ``head_pattern``, ``mlp_out_dim``, ``mlp_post``).
+        positions: ``"last"`` (``n_positions = 1``; prompts may differ in length), ``"all"`` or a list of positions.
+        metric: what ``.effects`` reports: ``stolfo_ie``, ``logit_diff``, ``logprob_base``,
+            ``logprob_counterfactual`` (every metric stays available in the result).
+        layers, units: subsets of layers and of heads / dims / hidden units (default: all).
+        chunk_size: rows (cells x pairs) per forward pass; bounds memory.
+        reuse_prefix: start each patched run from the base run's keys and values before the patched position.
+
+    Returns a ``MediationResult``; ``.effects`` is ``[n_layers, n_positions]`` (plus a unit dimension for
+    ``head_out``, ``head_pattern``, ``mlp_out_dim``, ``mlp_post``), the mean over pairs.
+    """
+    comp = get_component(component)
+    if metric not in METRICS:
+        raise MediationInputError(f"unknown metric {metric!r}; choose one of {METRICS}")
+    if chunk_size < 1:
+        raise MediationInputError(f"chunk_size must be at least 1, got {chunk_size}")
+    cfg = model.cfg
+    layers = _check_indices("layers", layers, cfg.n_layers, "layers")
+    n_units = comp.n_units(cfg)
+    if comp.unit is None and units is not None:
+        raise MediationInputError(f"component {component!r} has no units; leave units=None")
+    units = _check_indices("units", units, n_units, f"{comp.unit}s") if comp.unit else None
+    groups = encode_pairs(model, base, counterfactual, base_answer, counterfactual_answer)
+    n_tokens = [g.n_positions for g in groups for _ in g.indices]
+    cell_positions = resolve_positions(positions, n_tokens)
+
+    n_pairs = len(base)
+    cell_shape = (len(layers), len(cell_positions)) + ((len(units),) if units else ())
+    out = {
+        "patched_logprobs": torch.zeros((n_pairs, *cell_shape, 2)),
+        "patched_logit_diff": torch.zeros((n_pairs, *cell_shape)),
+        "base_logprobs": torch.zeros((n_pairs, 2)),
+        "cf_logprobs": torch.zeros((n_pairs, 2)),
+        "base_logit_diff": torch.zeros(n_pairs),
+        "cf_logit_diff": torch.zeros(n_pairs),
+    }
+    total = sum(g.n_pairs for g in groups) * len(cell_positions) * len(layers) * (len(units) if units else 1)
+    bar = tqdm(total=total, desc=f"mediation {component}", disable=not progress, leave=False)
+    for group in groups:
+        _sweep_group(model, comp, group, layers, cell_positions, units, chunk_size, reuse_prefix, out, bar)
+    bar.close()
+    return MediationResult(
+        component=component, layers=layers, positions=cell_positions, units=units, unit=comp.unit, metric=metric,
+        **out,
+        pairs={"base": list(base), "counterfactual": list(counterfactual), "base_answer": list(base_answer),
+               "counterfactual_answer": list(counterfactual_answer)},
+        model_name=getattr(model, "anchorlens_name", None) or getattr(cfg, "model_name", None),
+        method="batched",
+    )
+
+
+def _prefix_cache(cache, pairs: torch.Tensor, length: int):
+    from transformers.cache_utils import DynamicCache  # lazy: keeps `import anchorlens` light
+
+    return DynamicCache([(layer.keys[pairs, :, :length], layer.values[pairs, :, :length]) for layer in cache.layers])
+
+
+def _sweep_group(model, comp: Component, group: EncodedPairs, layers, cell_positions, units, chunk_size,
+                 reuse_prefix, out, bar) -> None:
+    from anchorlens.suppression.prefix_cache import reusable
+
+    n, length = group.n_pairs, group.n_positions
+    index = torch.tensor(group.indices)
+    hook_names = {comp.hook_name(layer) for layer in layers}
+    cf_logits, cf_cache = model.run_with_cache(group.counterfactual_tokens, names_filter=lambda name: name in hook_names)
+    if reuse_prefix:
+        base_logits, base_kv = model(group.base_tokens, return_type="logits_and_cache")
+        reuse_prefix = reusable(base_kv, length)
+    else:
+        base_logits = model(group.base_tokens)
+    for logits, key in ((base_logits, "base"), (cf_logits, "cf")):
+        logprobs, diff = answer_quantities(logits[:, -1], group.base_answer, group.counterfactual_answer)
+        out[f"{key}_logprobs"][index] = logprobs.cpu()
+        out[f"{key}_logit_diff"][index] = diff.cpu()
+
+    unit_list = units if units else [None]
+    for p_slot, position in enumerate(cell_positions):
+        t = length - 1 if position == "last" else position
+        start = t if reuse_prefix and t > 0 else 0
+        # rows: every (pair, layer, unit) at this position, pair fastest so a chunk shares few layers
+        cells = [(l_slot, u_slot, pair) for l_slot, u_slot, pair in
+                 itertools.product(range(len(layers)), range(len(unit_list)), range(n))]
+        for begin in range(0, len(cells), chunk_size):
+            chunk = torch.tensor(cells[begin:begin + chunk_size])
+            l_slots, u_slots, pairs = chunk[:, 0], chunk[:, 1], chunk[:, 2]
+            row_layers = torch.tensor(layers)[l_slots]
+            row_units = torch.tensor(units)[u_slots] if units else None
+            sources = {}
+            for layer in sorted(set(row_layers.tolist())):
+                rows = (row_layers == layer).nonzero().flatten()
+                sources[layer] = source_values(comp, cf_cache[comp.hook_name(layer)], pairs[rows], t,
+                                               None if row_units is None else row_units[rows])
+            hooks = cell_patch_hooks(comp, row_layers, t - start, row_units, sources)
+            tokens = group.base_tokens[pairs, start:]
+            kwargs = {"past_key_values": _prefix_cache(base_kv, pairs, start)} if start > 0 else {}
+            logits = model.run_with_hooks(tokens, fwd_hooks=hooks, **kwargs)[:, -1]
+            logprobs, diff = answer_quantities(logits, group.base_answer[pairs], group.counterfactual_answer[pairs])
+            target = (index[pairs], l_slots, p_slot) + ((u_slots,) if units else ())
+            out["patched_logprobs"][target] = logprobs.cpu()
+            out["patched_logit_diff"][target] = diff.cpu()
+            bar.update(len(chunk))
