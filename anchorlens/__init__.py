@@ -24,6 +24,8 @@ from anchorlens.answers import (
 )
 from anchorlens.errors import (
     AnchorlensError,
+    CachedDecodingError,
+    DegenerateTraceError,
     EmptyTextError,
     ModelPackageMissingError,
     TokenizerMismatchError,
@@ -32,7 +34,7 @@ from anchorlens.errors import (
     UnsupportedArchitectureError,
 )
 from anchorlens.generation import generate_trace, problem_prompt
-from anchorlens.models import DEFAULT_MODEL, load_model, random_model, verify_attention_edits
+from anchorlens.models import DEFAULT_MODEL, load_model, random_model, verify_attention_edits, verify_cached_decoding
 from anchorlens.sentences import Sentence, split_sentences
 from anchorlens.trace import Trace
 
@@ -91,6 +93,7 @@ from anchorlens.receivers import (
 # 3. Attention suppression (causal): the sentence-to-sentence KL matrix, all layers or layer by layer
 from anchorlens.suppression import (
     LayerSuppression,
+    SuppressionFallbackWarning,
     SuppressionInputError,
     SuppressionMatrix,
     suppression_by_layer,
@@ -113,11 +116,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     # models, traces, sentences, answers
-    "DEFAULT_MODEL", "load_model", "random_model", "verify_attention_edits",
+    "DEFAULT_MODEL", "load_model", "random_model", "verify_attention_edits", "verify_cached_decoding",
     "Trace", "generate_trace", "problem_prompt", "Sentence", "split_sentences",
     "check_answer", "extract_boxed", "get_extractor", "last_number", "normalize_answer", "regex_extractor",
     "AnchorlensError", "EmptyTextError", "ModelPackageMissingError", "TokenizerMismatchError", "TraceTooLongError",
-    "UnknownModelError", "UnsupportedArchitectureError",
+    "UnknownModelError", "UnsupportedArchitectureError", "CachedDecodingError", "DegenerateTraceError",
     # 1. resampling
     "resampling_importance", "run_rollouts", "rollout_prompt", "RunSummary", "Rollout", "RolloutStore", "StoreError",
     "Sampler", "LocalSampler", "ServerSampler", "SampleRequest", "SamplingParams", "Completion", "SamplerError",
@@ -133,6 +136,7 @@ __all__ = [
     "HeadSelectionError", "SentenceSpanError",
     # 3. attention suppression
     "suppression_matrix", "SuppressionMatrix", "suppression_by_layer", "LayerSuppression", "SuppressionInputError",
+    "SuppressionFallbackWarning",
     # sentence categories
     "SENTENCE_CATEGORIES", "classify_sentences", "TaxonomyClassifier", "label_sentences_with_model",
     # the report

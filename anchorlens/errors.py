@@ -27,3 +27,11 @@ class UnsupportedArchitectureError(AnchorlensError):
 
 class TokenizerMismatchError(AnchorlensError):
     """Two models that must share a tokenizer do not."""
+
+
+class CachedDecodingError(AnchorlensError):
+    """Decoding with the KV cache through this bridge does not equal a full recomputation."""
+
+
+class DegenerateTraceError(AnchorlensError):
+    """A generated chain of thought is degenerate (one sentence, or one character repeated)."""

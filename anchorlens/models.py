@@ -11,7 +11,10 @@ Three sources, one entry point (``load_model``):
 
 Every loaded model is checked once: an edit at ``hook_attn_scores`` and ``hook_pattern`` must change
 the output, or the model is refused (``UnsupportedArchitectureError``), since every attention method in
-anchorlens depends on those edits taking effect.
+anchorlens depends on those edits taking effect; and a few tokens decoded with the KV cache must equal a
+full recomputation (``CachedDecodingError``), since sampling and fast suppression reuse the cache. Where the
+installed transformers passes the cache under a name TransformerLens does not read, a shim renames it
+(``anchorlens.hooks.kv_cache_compat``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ from pathlib import Path
 
 import torch
 
-from anchorlens.errors import ModelPackageMissingError, UnknownModelError, UnsupportedArchitectureError
+from anchorlens.errors import (
+    CachedDecodingError,
+    ModelPackageMissingError,
+    UnknownModelError,
+    UnsupportedArchitectureError,
+)
+from anchorlens.hooks.kv_cache_compat import install_kv_cache_shim
+from anchorlens.versions import version_report
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +128,7 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     check_attention_edits: bool = True,
+    check_cached_decoding: bool = True,
     **boot_kwargs,
 ):
     """Load a model as a TransformerLens ``TransformerBridge``.
@@ -128,6 +139,7 @@ def load_model(
         device: ``"cpu"``, ``"cuda"``, ...; default: CUDA when available.
         dtype: ``torch.float32`` (default), ``torch.bfloat16``, or their names.
         check_attention_edits: refuse a model whose attention edits do not change its output.
+        check_cached_decoding: refuse a model whose KV-cached decoding differs from a full recomputation.
         **boot_kwargs: passed to ``TransformerBridge.boot_transformers`` (e.g. ``device_map="auto"``
             for models that span several GPUs; then leave ``device`` unset).
 
@@ -155,9 +167,16 @@ def load_model(
         ) from error
     bridge.eval()
     bridge.anchorlens_name = name
+    _check(bridge, check_attention_edits, check_cached_decoding)
+    return bridge
+
+
+def _check(bridge, check_attention_edits: bool, check_cached_decoding: bool) -> None:
+    install_kv_cache_shim(bridge)
     if check_attention_edits:
         verify_attention_edits(bridge)
-    return bridge
+    if check_cached_decoding:
+        verify_cached_decoding(bridge)
 
 
 def random_model(
@@ -173,6 +192,7 @@ def random_model(
     device: str | torch.device | None = "cpu",
     dtype: torch.dtype = torch.float32,
     check_attention_edits: bool = True,
+    check_cached_decoding: bool = True,
 ):
     """A randomly initialised Llama- or Qwen2-style model (GQA when ``n_kv_heads < n_heads``) as a bridge.
 
@@ -216,8 +236,7 @@ def random_model(
     )
     bridge.eval()
     bridge.anchorlens_name = f"random-{architecture}-{n_layers}x{n_heads}x{d_model}-seed{seed}"
-    if check_attention_edits:
-        verify_attention_edits(bridge)
+    _check(bridge, check_attention_edits, check_cached_decoding)
     return bridge
 
 
@@ -253,3 +272,43 @@ def verify_attention_edits(model) -> None:
                 "suppression and head ablation would measure nothing. Use a supported architecture "
                 "(Llama, Qwen2, Mistral, GPT-2, ...) or load it with eager attention."
             )
+
+
+@torch.inference_mode()
+def verify_cached_decoding(model, n_prompt: int = 6, n_decoded: int = 4) -> None:
+    """Refuse a model whose KV-cached decoding differs from recomputing the whole sequence.
+
+    Runs ``n_prompt`` tokens with ``return_type="logits_and_cache"``, then feeds ``n_decoded`` more one at a
+    time with that cache, and compares each step's logits (and the cache's length) with one full forward.
+    This is what broke silently with transformers 5.24 on TransformerLens 4.3 (the cache stayed empty).
+    """
+    bos = model.tokenizer.bos_token_id
+    ids = [bos if bos is not None else 0] + list(range(11, 11 + n_prompt + n_decoded - 1))
+    tokens = torch.tensor([ids], device=model.cfg.device)
+    full = model(tokens).float()
+    logits, cache = model(tokens[:, :n_prompt], return_type="logits_and_cache")
+    if cache is None:
+        log.warning("%s returns no KV cache: cached decoding is not checked", type(model).__name__)
+        return
+    steps = [logits[:, -1]]
+    lengths = [cache.get_seq_length()]
+    for position in range(n_prompt, len(ids)):
+        logits, cache = model(tokens[:, position : position + 1], past_key_values=cache, return_type="logits_and_cache")
+        steps.append(logits[:, -1])
+        lengths.append(cache.get_seq_length())
+    cached = torch.stack(steps, dim=1).float()
+    expected = full[:, n_prompt - 1 :]
+    error = ((cached - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
+    # float32 agrees to ~1e-6 here; half precision rounds differently in the two paths.
+    tolerance = 1e-4 if model.cfg.dtype == torch.float32 else 5e-2
+    expected_lengths = list(range(n_prompt, len(ids) + 1))
+    if lengths != expected_lengths or not error <= tolerance:
+        raise CachedDecodingError(
+            f"decoding with the KV cache through this TransformerBridge "
+            f"({type(model.original_model).__name__}) does not equal a full recomputation: max relative logit "
+            f"difference {error:.2g} (tolerance {tolerance:g}); cache length after each step {lengths}, "
+            f"expected {expected_lengths}. Sampling, generate_trace and fast attention suppression would be "
+            f"silently wrong. {version_report()}. Install the tested versions (bash scripts/setup.sh, or "
+            "pip install -c requirements/lock.txt anchorlens), or pass check_cached_decoding=False to load it "
+            "anyway for analyses that decode nothing."
+        )

@@ -1,7 +1,7 @@
 """Samplers: nucleus math, the local KV-reusing sampler, and the OpenAI-compatible server sampler.
 
-Ground truth: greedy sampling must equal TransformerLens's own greedy ``generate`` (so reusing the
-prefix cache changes nothing); sampled first tokens must follow the model's own next-token
+Ground truth: greedy sampling equals a full recomputation at every step (tests/test_cached_decoding.py;
+comparing it with TransformerBridge.generate proved nothing, both reuse the same cache); sampled first tokens must follow the model's own next-token
 distribution (SmolLM2 puts about 0.77 on " Paris" after "The capital of France is"); the server
 sampler is run against a real ``transformers serve`` process serving the embedded model, and against
 a small flaky HTTP server for the retry, timeout and concurrency logic.
@@ -149,22 +149,6 @@ def test_hooks_apply_while_sampling(tiny_llama):
         ablated = texts(sampler.sample(requests, params))
     assert ablated != plain
     assert texts(sampler.sample(requests, params)) == plain  # hooks gone with the context
-
-
-def _greedy_generate(model, prompt: str, n: int) -> str:
-    ids = torch.tensor([encode_text(model, prompt)])
-    out = model.generate(ids, max_new_tokens=n, do_sample=False, verbose=False, return_type="tokens")
-    return model.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-
-
-@pytest.mark.slow
-def test_greedy_local_equals_transformerlens_generate(smol):
-    chat = smol.tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}],
-                                              add_generation_prompt=True, tokenize=False)
-    sampler = LocalSampler(smol, batch_size=2, progress=False)
-    for prompt in (FRANCE, chat):
-        got = sampler.sample([SampleRequest(prompt, seed=s) for s in (0, 1)], SamplingParams(temperature=0, max_tokens=8))
-        assert got[0].text == got[1].text == _greedy_generate(smol, prompt, 8)
 
 
 @pytest.mark.slow

@@ -11,7 +11,15 @@ Modules: ``matrix`` (pure math), ``runner`` and ``prefix_cache`` (forwards), ``r
 
 from anchorlens.suppression.layers import LayerSuppression, suppression_by_layer
 from anchorlens.suppression.result import SuppressionMatrix
+from anchorlens.suppression.runner import SuppressionFallbackWarning
 from anchorlens.suppression.suppress import suppression_matrix
 from anchorlens.suppression.validation import SuppressionInputError
 
-__all__ = ["LayerSuppression", "SuppressionInputError", "SuppressionMatrix", "suppression_by_layer", "suppression_matrix"]
+__all__ = [
+    "LayerSuppression",
+    "SuppressionFallbackWarning",
+    "SuppressionInputError",
+    "SuppressionMatrix",
+    "suppression_by_layer",
+    "suppression_matrix",
+]

@@ -9,19 +9,34 @@ repeated across the batch lets the suppressed runs start at ``start(j)``.
 
 from __future__ import annotations
 
+from anchorlens.errors import CachedDecodingError
+from anchorlens.versions import version_report
+
 
 
 def reusable(cache, n_tokens: int) -> bool:
     """Whether ``cache`` can be truncated to a prefix: a plain ``DynamicCache`` of full-length layers.
 
     Sliding-window layers keep only their window, and other cache types store other state (e.g. linear
-    attention), so those fall back to the naive method.
+    attention): False, and the caller falls back to the naive method with a ``SuppressionFallbackWarning``.
+    A plain ``DynamicCache`` that holds another number of positions than the forward ran was never filled
+    correctly (transformers 5.24 with TransformerLens 4.3 leaves it empty): that raises, since every
+    KV-cached path through this model is then wrong, not just this one.
     """
     from transformers.cache_utils import DynamicCache, DynamicLayer  # lazy: keeps `import anchorlens` light
 
     if type(cache) is not DynamicCache or not cache.layers:
         return False
-    return all(type(layer) is DynamicLayer and layer.get_seq_length() == n_tokens for layer in cache.layers)
+    if not all(type(layer) is DynamicLayer for layer in cache.layers):
+        return False
+    lengths = sorted({layer.get_seq_length() for layer in cache.layers})
+    if lengths != [n_tokens]:
+        raise CachedDecodingError(
+            f"after a forward over {n_tokens} tokens the model's KV cache holds {lengths} positions per layer: "
+            f"the cache is not filled through this TransformerBridge, so cached decoding is wrong. "
+            f"{version_report()}. Install the tested versions (bash scripts/setup.sh), or use method='naive'."
+        )
+    return True
 
 
 def prefix_cache(cache, length: int, batch: int):

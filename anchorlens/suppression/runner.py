@@ -28,6 +28,10 @@ from anchorlens.suppression.prefix_cache import prefix_cache, reusable
 
 METHODS = ("fast", "naive")
 
+
+class SuppressionFallbackWarning(UserWarning):
+    """The fast method cannot reuse this model's KV cache and runs the naive method instead (slower, same result)."""
+
 # Positions per fast batch (rows x recomputed positions). Bounds the suppressed logits kept at once:
 # 4096 positions x 49k vocabulary x 4 bytes = 800 MB for SmolLM2.
 DEFAULT_BATCH_POSITIONS = 4096
@@ -67,6 +71,7 @@ def run_baseline(model, tokens: Int[Tensor, "1 pos"], temperature: float, keep_c
             warnings.warn(
                 f"the KV cache of this model ({type(cache).__name__}) cannot be truncated to a prefix "
                 "(sliding windows or another cache type); attention suppression falls back to the naive method",
+                SuppressionFallbackWarning,
                 stacklevel=3,
             )
             cache = None
