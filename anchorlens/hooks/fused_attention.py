@@ -65,16 +65,25 @@ def unsupported_reasons(model) -> list[str]:
     biases, partial rotary); refused: every feature the bridge handles that the fused forward does not
     re-implement (QK norms, softcapping, attention sinks, sliding windows, gated or split inputs, ...).
     """
-    from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (
-        PositionEmbeddingsAttentionBridge,
-    )
-
-    reasons: list[str] = []
+    reasons: list[str] = list(_layer_reasons(model))
     cfg = model.cfg
     for flag in ("use_split_qkv_input", "use_attn_in", "use_attn_result", "gated_q_proj",
                  "rotary_interleaved_cos_sin", "rotary_adjacent_pairs", "qk_norm_after_rope"):
         if getattr(cfg, flag, False):
             reasons.append(f"cfg.{flag} is set")
+    return reasons
+
+
+def _layer_reasons(model) -> tuple[str, ...]:
+    """The per-layer part of ``unsupported_reasons``, computed once per model (its modules do not change)."""
+    from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (
+        PositionEmbeddingsAttentionBridge,
+    )
+
+    cached = vars(model).get("_anchorlens_fused_layer_reasons")
+    if cached is not None:
+        return cached
+    reasons: list[str] = []
     for layer, attn in enumerate(attention_bridges(model)):
         kind = type(attn)
         if not isinstance(attn, PositionEmbeddingsAttentionBridge) or kind.forward is not PositionEmbeddingsAttentionBridge.forward:
@@ -99,9 +108,10 @@ def unsupported_reasons(model) -> list[str]:
             reasons.append(f"layer {layer}: llama-4 query scaling")
         if getattr(attn, "_layer_idx", None) is None:
             reasons.append(f"layer {layer}: no layer index for the KV cache")
-        if reasons and len(reasons) > 8:
+        if len(reasons) > 8:
             break
-    return reasons
+    object.__setattr__(model, "_anchorlens_fused_layer_reasons", tuple(reasons))
+    return tuple(reasons)
 
 
 def check_supported(model) -> None:
@@ -151,7 +161,7 @@ def resolve_attention(model, attention: str) -> str:
         if not getattr(model, "_anchorlens_fused_warned", False) or hooked:
             warnings.warn(f"eager attention instead of SDPA: {why}", FusedAttentionFallbackWarning, stacklevel=3)
             if reasons:
-                model._anchorlens_fused_warned = True  # once per model for an architecture it cannot change
+                object.__setattr__(model, "_anchorlens_fused_warned", True)  # once per model for an architecture it cannot change
         return "eager"
     return "sdpa"
 

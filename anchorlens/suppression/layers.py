@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.suppression.matrix import DEFAULT_TEMPERATURE, log_kl, sentence_matrix
 from anchorlens.suppression.result import SuppressionMatrix
+from anchorlens.hooks.fused_attention import fused_attention
 from anchorlens.suppression.runner import DEFAULT_BATCH_POSITIONS, DEFAULT_MAX_WASTE, run_baseline
 from anchorlens.suppression.suppress import check_method, suppressed_token_kl
 from anchorlens.suppression.validation import (
@@ -215,11 +216,13 @@ def suppression_by_layer(
     batch_positions: int = DEFAULT_BATCH_POSITIONS,
     max_waste: float = DEFAULT_MAX_WASTE,
     progress: bool = True,
+    attention: str = "auto",
 ) -> LayerSuppression:
     """Suppression matrices with the mask restricted to one window of ``window`` layers at a time.
 
     The windows start at every ``stride``-th layer (default 1: every layer). Costs one
-    ``suppression_matrix`` per window, minus the shared baseline forward.
+    ``suppression_matrix`` per window, minus the shared baseline forward. ``attention``: as in
+    ``suppression_matrix`` (``"auto"``: fused SDPA with a key mask where supported).
 
     >>> by_layer = suppression_by_layer(load_model(), trace, window=1)     # doctest: +SKIP
     >>> by_layer.summary(top_k=5)[["target", "suppressed", "peak_layers", "carriers"]]   # doctest: +SKIP
@@ -230,15 +233,16 @@ def suppression_by_layer(
     temperature = check_temperature(temperature)
     check_method(method)
     tokens = trace.tokens(model.cfg.device)
-    baseline = run_baseline(model, tokens, temperature, keep_cache=method == "fast")
     matrices, token_kls = [], []
-    for layers in tqdm(windows, desc="suppression by layer", disable=not progress):
-        token_kl = suppressed_token_kl(
-            model, tokens, baseline, trace.token_spans, layers, head_list, method,
-            batch_positions, max_waste, None, progress,
-        )
-        token_kls.append(token_kl)
-        matrices.append(sentence_matrix(token_kl, trace.token_spans))
+    with fused_attention(model, attention):
+        baseline = run_baseline(model, tokens, temperature, keep_cache=method == "fast")
+        for layers in tqdm(windows, desc="suppression by layer", disable=not progress):
+            token_kl = suppressed_token_kl(
+                model, tokens, baseline, trace.token_spans, layers, head_list, method,
+                batch_positions, max_waste, None, progress,
+            )
+            token_kls.append(token_kl)
+            matrices.append(sentence_matrix(token_kl, trace.token_spans))
     return LayerSuppression(
         kl=torch.stack(matrices),
         token_kl=torch.stack(token_kls),

@@ -6,6 +6,7 @@ from typing import Sequence
 
 import torch
 
+from anchorlens.hooks.fused_attention import fused_attention
 from anchorlens.suppression.matrix import DEFAULT_TEMPERATURE, sentence_matrix, shift_to_tokens
 from anchorlens.suppression.result import SuppressionMatrix
 from anchorlens.suppression.runner import (
@@ -39,6 +40,7 @@ def suppression_matrix(
     max_batch: int | None = None,
     progress: bool = True,
     sentences: Sequence[int] | None = None,
+    attention: str = "auto",
 ) -> SuppressionMatrix:
     """The sentence-to-sentence causal matrix of a trace (Thought Anchors' attention suppression).
 
@@ -63,6 +65,9 @@ def suppression_matrix(
         progress: show a tqdm bar.
         sentences: suppress only these sentences (None: all); the other columns of ``kl`` and rows of
             ``token_kl`` are NaN. Costs scale with the number suppressed.
+        attention: ``"auto"`` (fused SDPA attention with suppression as a mask on the suppressed key
+            columns where the model supports it, else eager with a warning), ``"sdpa"`` or ``"eager"``
+            (``hook_attn_scores`` hooks). Equal to float rounding (tested: per-token KL within 1e-4).
 
     >>> model = load_model()                                                    # doctest: +SKIP
     >>> trace = Trace.from_text(model, "My friend is Zorblat. It rains. His name is Zorblat.")  # doctest: +SKIP
@@ -77,11 +82,12 @@ def suppression_matrix(
     check_method(method)
     suppressed = resolve_sentences(trace, sentences)
     tokens = trace.tokens(model.cfg.device)
-    baseline = run_baseline(model, tokens, temperature, keep_cache=method == "fast")
-    token_kl = suppressed_token_kl(
-        model, tokens, baseline, trace.token_spans, layer_list, head_list, method,
-        batch_positions, max_waste, max_batch, progress, suppressed,
-    )
+    with fused_attention(model, attention):
+        baseline = run_baseline(model, tokens, temperature, keep_cache=method == "fast")
+        token_kl = suppressed_token_kl(
+            model, tokens, baseline, trace.token_spans, layer_list, head_list, method,
+            batch_positions, max_waste, max_batch, progress, suppressed,
+        )
     return SuppressionMatrix(
         kl=sentence_matrix(token_kl, trace.token_spans),
         token_kl=token_kl,

@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from anchorlens.hooks.fused_attention import ATTENTION_CHOICES, fused_attention, resolve_attention
 from anchorlens.resampling.samplers.base import (
     Completion,
     Sampler,
@@ -38,6 +39,9 @@ class LocalSampler(Sampler):
         share_prefix: run each prompt once and copy its KV cache across the batch (the fast path);
             False runs the prompt once per row, as plain batched generation does.
         progress: show a tqdm bar.
+        attention: ``"auto"`` (fused SDPA attention where the model supports it and no hook reads the
+            pattern, else eager with a warning), ``"sdpa"`` or ``"eager"``. Fused only around the
+            sampler's own forwards; greedy decoding gives the same tokens either way (tested).
 
     The prompt is tokenized as ``Trace`` tokenizes text (BOS prepended when the model expects one and
     the prompt does not start with it), so rollouts continue exactly what the trace analyses see.
@@ -50,12 +54,18 @@ class LocalSampler(Sampler):
     >>> [c.text for c in sampler.sample(requests, SamplingParams(max_tokens=8))]  # doctest: +SKIP
     """
 
-    def __init__(self, model, batch_size: int = 8, share_prefix: bool = True, progress: bool = True):
+    def __init__(
+        self, model, batch_size: int = 8, share_prefix: bool = True, progress: bool = True, attention: str = "auto"
+    ):
         if not hasattr(model, "tokenizer") or model.tokenizer is None:
             raise SamplerError("LocalSampler needs a model with a tokenizer (a TransformerBridge from load_model)")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise SamplerError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if attention not in ATTENTION_CHOICES:
+            raise SamplerError(f"unknown attention {attention!r}: choose one of {ATTENTION_CHOICES}")
         self.model = model
+        self.attention = attention
+        self._resolved = "eager"  # per stream: resolve_attention sees the hooks active at that moment
         self.batch_size = batch_size
         self.share_prefix = share_prefix
         self.progress = progress
@@ -67,6 +77,7 @@ class LocalSampler(Sampler):
     def stream(self, requests: Sequence[SampleRequest], params: SamplingParams) -> Iterator[Completion]:
         """Yield completions as rows finish; requests with the same prompt share one prefix pass."""
         requests = check_requests(requests)
+        self._resolved = resolve_attention(self.model, self.attention)
         groups: dict[str, list[SampleRequest]] = {}
         for request in requests:
             groups.setdefault(request.prompt, []).append(request)
@@ -103,7 +114,7 @@ class LocalSampler(Sampler):
     def _prefill(self, prompt_ids: list[int], rows: int):
         """Run the prompt (``rows`` identical copies) once: last-position logits and the KV cache."""
         tokens = torch.tensor([prompt_ids] * rows, dtype=torch.long, device=self.model.cfg.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), fused_attention(self.model, self._resolved):
             logits, cache = self.model(tokens, return_type="logits_and_cache")
         if cache is None:
             raise SamplerError(
@@ -132,7 +143,8 @@ class LocalSampler(Sampler):
                 else:
                     keep.append(k)
             if keep:
-                with torch.inference_mode():
+                # Fused only around the sampler's own forward: the consumer's code between yields runs as it chose.
+                with torch.inference_mode(), fused_attention(self.model, self._resolved):
                     if len(keep) < len(active):  # drop finished rows: no compute is spent on them
                         kept = torch.tensor(keep, device=next_tokens.device)
                         cache.batch_select_indices(kept)
