@@ -22,6 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from anchorlens.hooks.fused_attention import hide_keys, is_fused
 from anchorlens.hooks.key_suppression import key_suppression_hooks
 from anchorlens.suppression.matrix import log_probs, position_kl
 from anchorlens.suppression.prefix_cache import prefix_cache, reusable
@@ -115,6 +116,15 @@ def plan_batches(
     return batches
 
 
+def suppressed_logits(model, tokens, key_ranges, layers, heads, **forward_kwargs) -> Tensor:
+    """One forward with ``key_ranges[b]`` hidden from row ``b``'s queries: as an SDPA mask when the model runs
+    fused (inside ``fused_attention``), else as ``hook_attn_scores`` hooks. The same result either way."""
+    if is_fused(model):
+        with hide_keys(model, key_ranges, layers, heads):
+            return model(tokens, **forward_kwargs)
+    return model.run_with_hooks(tokens, fwd_hooks=key_suppression_hooks(key_ranges, layers, heads), **forward_kwargs)
+
+
 @torch.inference_mode()
 def naive_position_kl(
     model,
@@ -131,8 +141,7 @@ def naive_position_kl(
     out = torch.zeros(len(suppressed), n_tokens)
     for row, j in enumerate(tqdm(suppressed, desc="suppression (naive)", disable=not progress, leave=False)):
         start, end = spans[j]
-        hooks = key_suppression_hooks([(start, end)], layers, heads)
-        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+        logits = suppressed_logits(model, tokens, [(start, end)], layers, heads)
         kl = position_kl(baseline.log_probs[start:], logits[:, start:], baseline.temperature)
         out[row, start:] = kl[0].cpu()
         del logits
@@ -168,14 +177,13 @@ def fast_position_kl(
         ranges = [spans[suppressed[r]] for r in rows]
         prefix = ranges[0][0]
         size = len(rows)
-        hooks = key_suppression_hooks(ranges, layers, heads)
         new_tokens = tokens[:, prefix:].expand(size, -1)
         if prefix > 0:
             cache = prefix_cache(baseline.cache, prefix, size)
-            logits = model.run_with_hooks(new_tokens, fwd_hooks=hooks, past_key_values=cache)
+            logits = suppressed_logits(model, new_tokens, ranges, layers, heads, past_key_values=cache)
             del cache
         else:
-            logits = model.run_with_hooks(new_tokens, fwd_hooks=hooks)
+            logits = suppressed_logits(model, new_tokens, ranges, layers, heads)
         kl = position_kl(baseline.log_probs[prefix:], logits, baseline.temperature).cpu()
         del logits
         for k, r in enumerate(rows):
