@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     analyze.add_argument("--heads", type=int, default=16, help="number of receiver heads (default: %(default)s)")
     analyze.add_argument(
-        "--skip", action="append", default=[], choices=["categories", "receivers", "suppression", "resampling"],
-        help="leave an analysis out (repeatable)",
+        "--skip", action="append", default=[],
+        choices=["categories", "receivers", "suppression", "resampling", "flow"],
+        help="leave an analysis out (repeatable; flow: information flow routes aggregated to sentences)",
     )
 
     split = commands.add_parser("split", help="split a text file into sentences and print them")
@@ -119,7 +120,7 @@ def _analyze(args) -> int:
     sample = problem == SAMPLE_PROBLEM
     answer = args.answer if args.answer is not None else (SAMPLE_ANSWER if sample else None)
     seed = args.seed if args.seed is not None else (SAMPLE_SEED if sample else 0)
-    steps = tuple(s for s in ("categories", "receivers", "suppression", "resampling") if s not in args.skip)
+    steps = tuple(s for s in ("categories", "receivers", "suppression", "resampling", "flow") if s not in args.skip)
     analysis = analyze(
         model,
         args.out,

@@ -7,6 +7,7 @@ Steps, each saved into the output folder as it finishes so that a killed run res
 3. receiver heads: sentence attention of every head, kurtosis, top heads, receiver scores -> ``receivers.npz``;
 4. attention suppression: the sentence-to-sentence KL matrix -> ``suppression.npz``;
 5. resampling importance: rollouts in ``rollouts.sqlite`` (resumable), metrics -> ``importance.npz``;
+5b. information flow (L2 routes, Ferrando and Voita 2024) aggregated to sentences -> ``flow.npz``;
 6. the report: ``report.html``, ``report.json``, PNGs; and ``sentences.csv`` with every per-sentence number.
 """
 
@@ -29,6 +30,10 @@ from anchorlens.trace import Trace
 log = logging.getLogger(__name__)
 
 RECEIVERS_FILE, SUPPRESSION_FILE, IMPORTANCE_FILE = "receivers.npz", "suppression.npz", "importance.npz"
+FLOW_FILE = "flow.npz"
+# the per-sentence views compared by rank correlation (Analysis.view_correlations)
+VIEW_COLUMNS = ["receiver_score", "suppression_out_kl", "flow_to_answer", "resampling_importance_accuracy",
+                "counterfactual_importance_kl"]
 
 
 @dataclass
@@ -45,6 +50,8 @@ class Analysis:
     head_attention: torch.Tensor | None = None  # sentence attention of the top receiver head
     suppression_kl: torch.Tensor | None = None
     importance: object | None = None  # ImportanceResult
+    flow_to_answer: torch.Tensor | None = None  # information flow: how much each sentence feeds the last token
+    flow_matrix: torch.Tensor | None = None  # information flow [target sentence, source sentence]
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step in this run (resumed: short)
 
     @classmethod
@@ -68,6 +75,8 @@ class Analysis:
             _read_receivers(saved, analysis)
         if (saved := _fresh(out / SUPPRESSION_FILE, trace)) is not None:
             analysis.suppression_kl = saved["kl"]
+        if (saved := _fresh(out / FLOW_FILE, trace)) is not None:
+            analysis.flow_to_answer, analysis.flow_matrix = saved["to_answer"], saved["matrix"]
         if (out / IMPORTANCE_FILE).exists():
             importance = ImportanceResult.load(out / IMPORTANCE_FILE)
             if list(importance.sentences) == trace.sentence_texts():  # not one left from another trace
@@ -87,10 +96,19 @@ class Analysis:
             kl = self.suppression_kl.nan_to_num(0.0)
             frame["suppression_out_kl"] = kl.sum(0).numpy()  # how much later sentences depend on it
             frame["suppression_in_kl"] = kl.sum(1).numpy()  # how much it depends on earlier ones
+        if self.flow_to_answer is not None:
+            frame["flow_to_answer"] = self.flow_to_answer.numpy()
         if self.importance is not None:
             importance = self.importance.to_dataframe().drop(columns=["chunk", "chunk_idx"], errors="ignore")
             frame = pd.concat([frame, importance.reset_index(drop=True)], axis=1)
         return frame
+
+    def view_correlations(self):
+        """Spearman rank correlations over sentences between the views that were computed (receiver score,
+        suppression out-KL, information flow to the answer, resampling and counterfactual importance)."""
+        from anchorlens.tracing.flow_sentences import rank_correlations
+
+        return rank_correlations(self.to_dataframe(), VIEW_COLUMNS)
 
 
 def analyze(
@@ -108,7 +126,7 @@ def analyze(
     style: str = "default",
     sampler=None,
     extractor: str = "boxed",
-    steps: tuple[str, ...] = ("categories", "receivers", "suppression", "resampling"),
+    steps: tuple[str, ...] = ("categories", "receivers", "suppression", "resampling", "flow"),
     progress: bool = True,
 ) -> Analysis:
     """Find the thought anchors of one chain of thought three ways and write an interactive report.
@@ -177,8 +195,18 @@ def analyze(
             _resampling(model if sampler is None else sampler, trace, out, analysis, answer, n_rollouts,
                         rollout_max_tokens, extractor, progress)
 
+    if "flow" in steps:
+        with _timed(analysis, "flow"):
+            _flow(model, trace, out, analysis)
     frame = analysis.to_dataframe()
     frame.to_csv(out / "sentences.csv", index=False)
+    correlations = analysis.view_correlations()
+    if len(correlations.columns) > 1:
+        correlations.to_csv(out / "view_correlations.csv")
+        pairs = [f"{a} ~ {b}: {correlations.loc[a, b]:+.2f}" for i, a in enumerate(correlations.columns)
+                 for b in correlations.columns[i + 1:]]
+        notes["summary"] = "Rank correlations between views (Spearman, over sentences): " + "; ".join(pairs) + "."
+
     metrics = frame.drop(columns=["sentence", "text", "category"], errors="ignore")
     data = ReportData(
         trace,
@@ -278,6 +306,18 @@ def _suppression(model, trace, out, analysis, progress) -> None:
     if _fresh(path, trace) is None:
         save_arrays(path, {"kl": suppression_matrix(model, trace, progress=progress).kl}, _stamp(trace))
     analysis.suppression_kl = _fresh(path, trace)["kl"]
+
+
+def _flow(model, trace, out, analysis) -> None:
+    """Information flow (L2: it factors into dot products, about one forward's cost) aggregated to sentences."""
+    from anchorlens.tracing.flow_sentences import sentence_flow
+
+    path = out / FLOW_FILE
+    if _fresh(path, trace) is None:
+        flow = sentence_flow(model, trace, distance="l2")
+        save_arrays(path, {"to_answer": flow.to_answer, "matrix": flow.matrix}, _stamp(trace))
+    saved = _fresh(path, trace)
+    analysis.flow_to_answer, analysis.flow_matrix = saved["to_answer"], saved["matrix"]
 
 
 def _trace_answer(trace: Trace, extractor) -> str | None:

@@ -1,0 +1,117 @@
+"""Information flow between the sentences of a chain of thought: a fourth view next to receiver heads,
+suppression and resampling.
+
+- ``matrix[target sentence, source sentence]``: mean over layers and over the target sentence's tokens of the
+  contributions its tokens take from the source sentence's tokens (summed over those), before thresholding;
+- ``to_answer[sentence]``: how much the sentence's tokens feed the residual at the final position (the
+  token influence of ``InformationFlow.token_influence``: every path through every layer, summed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from anchorlens.io import load_arrays, save_arrays
+from anchorlens.tracing.flow import FlowInputError, information_flow
+
+
+def span_matrix(spans: list[tuple[int, int]], n_tokens: int) -> Float[Tensor, "sentence token"]:
+    """``[sentence, token]`` indicator of each sentence's half-open token span."""
+    members = torch.zeros(len(spans), n_tokens)
+    for s, (start, end) in enumerate(spans):
+        if not 0 <= start < end <= n_tokens:
+            raise FlowInputError(f"sentence {s} spans tokens {start}..{end}, outside the {n_tokens} tokens of the flow")
+        members[s, start:end] = 1.0
+    return members
+
+
+def sentence_flow_matrix(attention: Float[Tensor, "layer target source"], spans) -> Float[Tensor, "target source"]:
+    """Mean over layers and target tokens of the contribution taken from each source sentence's tokens."""
+    members = span_matrix(spans, attention.shape[-1])
+    causal = torch.tril(attention.mean(0))  # future sources carry only the eps floor
+    summed = members @ causal @ members.T  # [target sentence, source sentence], summed over both token sets
+    return summed / members.sum(1, keepdim=True)
+
+
+@dataclass
+class SentenceFlow:
+    """Sentence-level information flow of one trace (see the module docstring)."""
+
+    matrix: Float[Tensor, "target source"]
+    to_answer: Float[Tensor, " sentence"]
+    sentences: list[str]
+    token_spans: list[tuple[int, int]]
+    distance: str = "l1"
+
+    def to_dataframe(self):
+        """One row per sentence: its text, how much it feeds the answer, how much later sentences draw on it."""
+        import pandas as pd
+
+        later = torch.triu(self.matrix, diagonal=1).T  # [source, later target]
+        return pd.DataFrame(
+            {
+                "sentence": range(len(self.sentences)),
+                "text": self.sentences,
+                "flow_to_answer": self.to_answer.numpy(),
+                "flow_to_later": later.sum(1).numpy() if len(self.sentences) else [],
+            }
+        )
+
+    def plot(self, ax=None):
+        """The sentence x sentence matrix (lower triangle) and the flow to the answer as a bar on the right."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 5))
+        shown = self.matrix.clone().masked_fill(~torch.tril(torch.ones_like(self.matrix, dtype=torch.bool)), float("nan"))
+        image = ax.imshow(shown.numpy(), cmap="magma")
+        ax.set_xlabel("source sentence")
+        ax.set_ylabel("target sentence")
+        ax.set_title(f"sentence information flow ({self.distance})")
+        ax.figure.colorbar(image, ax=ax)
+        return ax
+
+    def save(self, path: str | Path) -> Path:
+        arrays = {"matrix": self.matrix, "to_answer": self.to_answer}
+        meta = {"sentences": self.sentences, "token_spans": [list(s) for s in self.token_spans], "distance": self.distance}
+        return save_arrays(path, arrays, meta, kind=type(self).__name__)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SentenceFlow":
+        arrays, meta = load_arrays(path, kind=cls.__name__)
+        return cls(arrays["matrix"], arrays["to_answer"], meta["sentences"], [tuple(s) for s in meta["token_spans"]], meta["distance"])
+
+
+def sentence_flow(model, trace, distance: str = "l1", flow=None, position: int = -1) -> SentenceFlow:
+    """Information flow of a ``Trace`` aggregated to its sentences (``flow``: one already computed on it).
+
+    >>> sentences = sentence_flow(model, trace, distance="l2")   # doctest: +SKIP
+    >>> sentences.to_answer, sentences.matrix                      # doctest: +SKIP
+    """
+    if not hasattr(trace, "token_spans"):
+        raise FlowInputError(f"sentence_flow needs a Trace (sentences mapped onto tokens), got {type(trace).__name__}")
+    if trace.n_sentences == 0:
+        raise FlowInputError("the trace has no sentences: nothing to aggregate")
+    if flow is None:
+        flow = information_flow(model, trace, distance=distance, keep_heads=False)
+    members = span_matrix(trace.token_spans, flow.n_tokens)
+    influence = flow.token_influence(position)
+    return SentenceFlow(
+        matrix=sentence_flow_matrix(flow.attention, trace.token_spans),
+        to_answer=members @ influence,
+        sentences=trace.sentence_texts(),
+        token_spans=list(trace.token_spans),
+        distance=flow.distance,
+    )
+
+
+def rank_correlations(frame, columns: list[str]):
+    """Spearman rank correlations between per-sentence views (columns of ``frame`` that exist and vary)."""
+    present = [c for c in columns if c in frame and frame[c].notna().sum() > 2 and frame[c].nunique() > 1]
+    return frame[present].astype(float).corr(method="spearman")
