@@ -73,6 +73,7 @@ def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
     spec = EMBEDDED_MODELS[name]
     target = cache_dir() / "models" / name
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        write_transformers4_spelling(target)  # folders made before this was written get it too
         return target
     found = importlib.util.find_spec(spec.package)  # locate without importing it
     if found is None or not found.submodule_search_locations:
@@ -114,6 +115,7 @@ def _dequantise_gguf(package_dir: Path, gguf_file: str, target: Path) -> None:
         settings = json.loads(generation_config.read_text()) if generation_config.exists() else {}
         settings["do_sample"] = True  # servers ignore temperature / top_p unless sampling is on
         generation_config.write_text(json.dumps(settings, indent=2))
+        write_transformers4_spelling(tmp)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -121,6 +123,43 @@ def _dequantise_gguf(package_dir: Path, gguf_file: str, target: Path) -> None:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("de-quantised into %s in %.1f s", target, time.time() - started)
+
+
+def write_transformers4_spelling(folder: str | Path) -> None:
+    """Make a folder saved by transformers 5 read the same under transformers 4.x (vLLM, circuit-tracer, ...).
+
+    transformers 5 stores the RoPE base only in ``config.json``'s ``rope_parameters``, which 4.57 ignores
+    (it silently uses 10000 instead of SmolLM2's 100000), and names the tokenizer class ``TokenizersBackend``,
+    which 4.x cannot import. This adds ``rope_theta`` (and ``rope_scaling`` for non-default RoPE) at the top
+    level and names the tokenizer ``PreTrainedTokenizerFast``; transformers 5 reads both spellings alike.
+    Idempotent.
+    """
+    folder = Path(folder)
+    config_path, tokenizer_path = folder / "config.json", folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    rope = config.get("rope_parameters") or {}
+    changed = False
+    if "rope_theta" in rope and config.get("rope_theta") != rope["rope_theta"]:
+        config["rope_theta"] = rope["rope_theta"]
+        changed = True
+    scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
+    if scaling.get("rope_type", "default") != "default" and config.get("rope_scaling") != scaling:
+        config["rope_scaling"] = scaling
+        changed = True
+    if changed:
+        _write_json_atomically(config_path, config)
+    if tokenizer_path.exists():
+        settings = json.loads(tokenizer_path.read_text())
+        if settings.get("tokenizer_class") == "TokenizersBackend":
+            settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+            _write_json_atomically(tokenizer_path, settings)
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    """Another process may be loading the folder: it sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def load_model(
