@@ -51,6 +51,12 @@ def run_layerwise(model, tokens: torch.Tensor, on_layer: Callable[[int, dict], N
 
     def finish(tensor, hook, layer):
         stash["resid_post"] = tensor[0].detach()
+        missing = sorted(set(LAYER_HOOKS) - set(stash))
+        if missing:  # e.g. fused (SDPA) attention never materialises the pattern
+            raise UnsupportedArchitectureError(
+                f"layer {layer}: the hooks {missing} did not fire, so the attention cannot be decomposed; "
+                "load the model with eager attention (attn_implementation='eager')"
+            )
         on_layer(layer, dict(stash))
         stash.clear()
 

@@ -1,0 +1,192 @@
+"""Component circuits by edge attribution patching (Syed et al. 2023), with TransformerLens 4's own
+``transformer_lens.tools.analysis.attribution_patching`` (not written again here).
+
+On a prompt pair (clean, corrupt: same length, e.g. the mediation tasks' pairs) and a metric (a logit
+difference), it scores every writer -> reader edge (embedding, each head's output, each MLP -> each head's
+q/k/v input, each MLP's input, the logits) with ``(a_clean - a_corrupt) . d metric / d input``.
+
+Why an adapter: TransformerLens 4.3 refuses edge granularity on grouped-query attention ("K/V inputs are not
+per query head"), which is every Llama / Qwen2 model anchorlens runs, SmolLM2 included. ``expand_kv_heads``
+gives an exactly equivalent multi-head model (each key/value head's weights copied to every query head of its
+group: the same function, checked on the logits), on which the edge sweep runs. Edges into a query head's
+``k_input`` / ``v_input`` are then that head's copy of the shared key/value head: their sum over a group is
+the edge into the shared head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from anchorlens.errors import AnchorlensError
+from anchorlens.io import load_arrays, save_arrays
+
+
+class EdgePatchingError(AnchorlensError):
+    """Bad input to edge attribution patching: prompts of different token lengths, an unknown answer token."""
+
+
+@torch.no_grad()
+def expand_kv_heads(model, check_text: str = "The capital of France is"):
+    """An equivalent bridge whose attention has one key/value head per query head (no GQA).
+
+    Works for Hugging Face Llama / Qwen2 / Mistral-style models (``k_proj`` / ``v_proj`` linear layers).
+    The copy is checked: its logits equal the original's on ``check_text`` (else EdgePatchingError).
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    hf = model.original_model
+    config = hf.config
+    n_heads, n_kv = config.num_attention_heads, getattr(config, "num_key_value_heads", config.num_attention_heads)
+    if n_kv == n_heads:
+        return model
+    group = n_heads // n_kv
+    d_head = getattr(config, "head_dim", None) or config.hidden_size // n_heads
+    new_config = type(config).from_dict(config.to_dict())
+    new_config.num_key_value_heads = n_heads
+    new_config._attn_implementation = "eager"
+    expanded = type(hf)(new_config).to(dtype=next(hf.parameters()).dtype, device=next(hf.parameters()).device).eval()
+    # The bridge wraps the Hugging Face modules (its own state-dict names differ): read every parameter the
+    # plain model expects by attribute path, through the wrappers.
+    state = {}
+    for name in expanded.state_dict():
+        owner = hf
+        for part in name.split(".")[:-1]:
+            owner = getattr(owner, part)
+        state[name] = getattr(owner, name.split(".")[-1]).detach().clone()
+    for name, tensor in list(state.items()):
+        if any(f"self_attn.{p}_proj." in name for p in ("k", "v")):  # [kv * d_head, ...] -> [heads * d_head, ...]
+            rows = tensor.reshape(n_kv, d_head, *tensor.shape[1:])
+            state[name] = rows.repeat_interleave(group, dim=0).reshape(n_heads * d_head, *tensor.shape[1:])
+    expanded.load_state_dict(state)
+    bridge = TransformerBridge.boot_transformers(
+        getattr(model.cfg, "model_name", "expanded"), hf_model=expanded, tokenizer=model.tokenizer,
+        device=model.cfg.device, dtype=next(hf.parameters()).dtype,
+    )
+    bridge.eval()
+    bridge.anchorlens_name = f"{getattr(model, 'anchorlens_name', 'model')}-mha"
+    tokens = model.to_tokens(check_text)
+    if not torch.allclose(model(tokens), bridge(tokens), atol=1e-4, rtol=1e-4):
+        raise EdgePatchingError("the key/value-expanded copy does not reproduce the model's logits: this architecture's "
+                                "attention is not a plain grouped-query one; use node granularity instead")
+    return bridge
+
+
+@dataclass
+class EdgeAttribution:
+    """Edge attribution patching scores of one prompt pair (denoising convention of TransformerLens: a positive
+    score means moving that edge from corrupt to clean raises the metric).
+
+    Attributes:
+        edges: one row per edge: source (kind, layer, head, position), target (kind, layer, head, position), score.
+        metric_clean, metric_corrupt: the metric on each prompt.
+    """
+
+    edges: "pd.DataFrame"  # noqa: F821
+    metric_clean: float
+    metric_corrupt: float
+    clean: str = ""
+    corrupt: str = ""
+    metadata: dict = field(default_factory=dict)
+
+    def to_dataframe(self):
+        return self.edges.copy()
+
+    def top(self, k: int = 20):
+        """The ``k`` edges of largest |score|."""
+        order = self.edges["score"].abs().sort_values(ascending=False, kind="stable").index
+        return self.edges.loc[order].head(k).reset_index(drop=True)
+
+    def plot(self, k: int = 20, ax=None):
+        """Horizontal bars of the ``k`` strongest edges."""
+        import matplotlib.pyplot as plt
+
+        top = self.top(k)
+        if ax is None:
+            _, ax = plt.subplots(figsize=(7, 0.3 * len(top) + 1))
+        labels = [f"{r.source} -> {r.target}" for r in top.itertuples()]
+        ax.barh(range(len(top)), top["score"], color=["tab:red" if s > 0 else "tab:blue" for s in top["score"]])
+        ax.set_yticks(range(len(top)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("attribution score (metric units)")
+        ax.set_title(f"edge attribution patching: {self.clean!r} vs {self.corrupt!r}", fontsize=8)
+        return ax
+
+    def save(self, path: str | Path) -> Path:
+        numeric = ["source_layer", "source_head", "source_position", "target_layer", "target_head", "target_position", "score"]
+        arrays = {"numbers": torch.tensor(self.edges[numeric].to_numpy(dtype=float))}
+        meta = {"source_kind": self.edges["source_kind"].tolist(), "target_kind": self.edges["target_kind"].tolist(),
+                "metric_clean": self.metric_clean, "metric_corrupt": self.metric_corrupt, "clean": self.clean,
+                "corrupt": self.corrupt, "metadata": self.metadata}
+        return save_arrays(path, arrays, meta, kind=type(self).__name__)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EdgeAttribution":
+        import pandas as pd
+
+        arrays, meta = load_arrays(path, kind=cls.__name__)
+        numeric = ["source_layer", "source_head", "source_position", "target_layer", "target_head", "target_position", "score"]
+        frame = pd.DataFrame(arrays["numbers"].numpy(), columns=numeric)
+        frame.insert(0, "source_kind", meta["source_kind"])
+        frame.insert(4, "target_kind", meta["target_kind"])
+        return cls(_with_labels(frame), meta["metric_clean"], meta["metric_corrupt"], meta["clean"], meta["corrupt"], meta["metadata"])
+
+
+def _node_label(kind, layer, head, position) -> str:
+    parts = [kind] + ([f"L{int(layer)}"] if layer == layer and layer >= 0 else []) + ([f"H{int(head)}"] if head == head and head >= 0 else [])
+    return ".".join(parts) + f"@{int(position)}"
+
+
+def _with_labels(frame):
+    frame["source"] = [_node_label(*r) for r in frame[["source_kind", "source_layer", "source_head", "source_position"]].itertuples(index=False)]
+    frame["target"] = [_node_label(*r) for r in frame[["target_kind", "target_layer", "target_head", "target_position"]].itertuples(index=False)]
+    return frame
+
+
+def _token_id(model, token) -> int:
+    if isinstance(token, int):
+        return token
+    ids = model.tokenizer(token, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise EdgePatchingError(f"{token!r} is {len(ids)} tokens: pass a single-token answer (e.g. ' Paris') or its id")
+    return ids[0]
+
+
+def edge_attribution(model, clean: str, corrupt: str, answer, wrong_answer) -> EdgeAttribution:
+    """Edge attribution patching of ``clean`` against ``corrupt`` on the logit difference
+    ``logit(answer) - logit(wrong_answer)`` at the last position (GQA models through ``expand_kv_heads``).
+
+    >>> result = edge_attribution(model, "The capital of France is", "The capital of Italy is", " Paris", " Rome")  # doctest: +SKIP
+    >>> result.top(10)                                                                                          # doctest: +SKIP
+    """
+    import pandas as pd
+    from transformer_lens.tools.analysis.attribution_patching import EdgeAttributionConfig, attribution_patch
+
+    clean_tokens, corrupt_tokens = model.to_tokens(clean), model.to_tokens(corrupt)
+    if clean_tokens.shape != corrupt_tokens.shape:
+        raise EdgePatchingError(
+            f"the prompts have {clean_tokens.shape[1]} and {corrupt_tokens.shape[1]} tokens: attribution patching "
+            "compares activations position by position, so choose a pair of equal token length"
+        )
+    good, bad = _token_id(model, answer), _token_id(model, wrong_answer)
+    mha = expand_kv_heads(model)
+
+    def metric(logits):
+        return logits[0, -1, good] - logits[0, -1, bad]
+
+    with torch.no_grad():
+        metric_clean, metric_corrupt = float(metric(mha(clean_tokens))), float(metric(mha(corrupt_tokens)))
+    result = attribution_patch(mha, clean_tokens, corrupt_tokens, metric, EdgeAttributionConfig(granularity="edge"))
+    rows = []
+    for (source, target), score in result.edge_scores.items():
+        rows.append({
+            "source_kind": source.kind, "source_layer": -1 if source.layer is None else source.layer,
+            "source_head": -1 if source.head is None else source.head, "source_position": source.position,
+            "target_kind": target.kind, "target_layer": -1 if target.layer is None else target.layer,
+            "target_head": -1 if target.head is None else target.head, "target_position": target.position,
+            "score": float(score),
+        })
+    frame = _with_labels(pd.DataFrame(rows))
+    return EdgeAttribution(frame, metric_clean, metric_corrupt, clean, corrupt, {"answer": answer, "wrong_answer": wrong_answer})
