@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from anchorlens.errors import DegenerateTraceError
 from anchorlens.generation import generate_trace
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.scores import PROXIMITY_IGNORE
-from anchorlens.trace import Trace
+from anchorlens.trace import Trace, degenerate_reason
+from anchorlens.versions import version_report
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +258,17 @@ def _resume_trace(model, out: Path, problem, trace, max_new_tokens, seed, style)
         if problem is None:
             raise ValueError("pass a problem to reason about, or an existing trace")
         trace = generate_trace(model, problem, max_new_tokens=max_new_tokens, seed=seed, style=style)
+        reason = degenerate_reason(trace.cot, trace.n_sentences)
+        if reason:
+            raise DegenerateTraceError(
+                f"the model's chain of thought is degenerate ({reason}): {trace.cot[:120]!r}. Analysing it would "
+                "give meaningless results. Try another seed (--seed), more tokens (--max-new-tokens), or a larger "
+                f"model; if every seed gives such text, decoding itself may be broken: {version_report()}."
+            )
+    else:
+        reason = degenerate_reason(trace.cot)
+        if reason:
+            warnings.warn(f"this chain of thought looks degenerate ({reason}); its analyses may mean little")
     trace.save(path)
     return trace
 

@@ -201,3 +201,32 @@ def _token_spans(
             raise EmptyTextError(f"sentence {i} ({sentences[i].text!r}) maps onto no token")
         spans.append((start, end))
     return spans, prompt_end
+
+
+def degenerate_reason(cot: str, n_sentences: int | None = None) -> str | None:
+    """Why a chain of thought looks like broken decoding rather than reasoning, or None if it looks fine.
+
+    Catches what a broken KV cache or a wrong model produces: no sentence boundary at all, or one character
+    (``To------...``) or one word filling most of the text. A real trace can be short or loop now and then;
+    these are deliberately crude, so they flag only text no analysis would be worth running on. Pass
+    ``n_sentences`` to flag a single sentence too (right for a generated trace, not for a short one of yours).
+
+    >>> degenerate_reason("To" + "-" * 90)
+    "one character ('-') makes up 98% of the text"
+    >>> degenerate_reason("We need 6 times 7. 6 * 7 = 42. So the answer is 42.") is None
+    True
+    """
+    text = "".join(cot.split())
+    if not text:
+        return "it is empty"
+    char, count = max(((c, text.count(c)) for c in set(text)), key=lambda pair: pair[1])
+    if len(text) >= 20 and count / len(text) > 0.5:
+        return f"one character ({char!r}) makes up {count / len(text):.0%} of the text"
+    words = cot.split()
+    if len(words) >= 10:
+        word = max(set(words), key=words.count)
+        if words.count(word) / len(words) > 0.5:
+            return f"one word ({word!r}) makes up {words.count(word) / len(words):.0%} of the words"
+    if n_sentences is not None and n_sentences < 2:
+        return f"it holds {n_sentences} sentence"
+    return None

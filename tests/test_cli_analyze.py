@@ -163,3 +163,42 @@ def test_rollouts_from_a_server(embedded_server, tmp_path):
     wrong = run_anchorlens("analyze", "--trace", str(cot), "--server", "http://127.0.0.1:9", "--out", str(tmp_path / "x"))
     assert wrong.returncode == 2 and "loading" not in wrong.stderr, "a wrong URL fails before the model loads"
     assert "anchorlens: error:" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def dash_writer(folder: Path) -> Path:
+    """A model organism of broken decoding: a small Llama that writes '-' after anything (what transformers 5.24
+    made of SmolLM2 through a bridge: 'To----...'). Residual dimension 0 is a large constant (embeddings set it,
+    no layer writes to it) and only '-' reads it; other tokens read the rest weakly, so attention still matters."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from anchorlens.models import embedded_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+    torch.manual_seed(3)
+    hf = LlamaForCausalLM(config)
+    (dash,) = tokenizer.encode("-", add_special_tokens=False)
+    with torch.no_grad():
+        hf.model.embed_tokens.weight[:, 0] = 20.0
+        for layer in hf.model.layers:
+            layer.self_attn.o_proj.weight[0] = 0
+            layer.mlp.down_proj.weight[0] = 0
+        hf.lm_head.weight[:, 0] = 0
+        hf.lm_head.weight[dash, 0] = 100.0
+    hf.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_a_degenerate_generated_trace_is_an_error_with_advice(tmp_path):
+    folder = dash_writer(tmp_path / "dash-model")
+    done = run_anchorlens("analyze", "--model", str(folder), "--problem", "What is 6 times 7?", "--max-new-tokens",
+                          "40", "--out", str(tmp_path / "out"))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "degenerate" in done.stderr and "'-'" in done.stderr and "--seed" in done.stderr
+    assert "transformers" in done.stderr and "tested" in done.stderr, "names the installed and tested versions"
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out" / "report.html").exists(), "no report of garbage"
