@@ -34,6 +34,7 @@ from anchorlens.errors import (
     UnsupportedArchitectureError,
 )
 from anchorlens.generation import generate_trace, problem_prompt
+from anchorlens.hooks.fused_attention import FusedAttentionFallbackWarning, PatternUnavailableError, fused_attention
 from anchorlens.models import DEFAULT_MODEL, load_model, random_model, verify_attention_edits, verify_cached_decoding
 from anchorlens.sentences import Sentence, split_sentences
 from anchorlens.trace import Trace
@@ -121,6 +122,7 @@ __all__ = [
     "check_answer", "extract_boxed", "get_extractor", "last_number", "normalize_answer", "regex_extractor",
     "AnchorlensError", "EmptyTextError", "ModelPackageMissingError", "TokenizerMismatchError", "TraceTooLongError",
     "UnknownModelError", "UnsupportedArchitectureError", "CachedDecodingError", "DegenerateTraceError",
+    "fused_attention", "PatternUnavailableError", "FusedAttentionFallbackWarning",
     # 1. resampling
     "resampling_importance", "run_rollouts", "rollout_prompt", "RunSummary", "Rollout", "RolloutStore", "StoreError",
     "Sampler", "LocalSampler", "ServerSampler", "SampleRequest", "SamplingParams", "Completion", "SamplerError",
