@@ -1,0 +1,82 @@
+"""Hook plumbing for attribution graphs: the local replacement model's forward pass on a TransformerBridge.
+
+One forward on ``batch`` copies of the prompt in which the model is linear in its residual stream:
+attention patterns (``hook_pattern``) and normalisation scales (``hook_scale`` of ln1, ln2, ln_final) are
+detached, and each MLP output becomes ``skip(x) + (mlp_out - skip(x)).detach()`` (gradients pass only through
+a transcoder's linear skip connection). It records the tensors that gradients are injected into (each layer's
+MLP input, the final norm's output) and read from (the embedding output, each layer's MLP output).
+circuit-tracer detaches the same quantities (softmax output, RMSNorm mean, MLP output).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from anchorlens.tracing.transcoders import TranscoderSet
+
+
+@dataclass
+class ReplacementForward:
+    """What one frozen forward recorded. Lists are indexed by layer; tensors are [batch, position, d_model]."""
+
+    embed: Tensor | None = None  # gradient read here: token nodes
+    mlp_in: list[Tensor] = field(default_factory=list)  # gradient injected here: feature targets
+    mlp_out: list[Tensor] = field(default_factory=list)  # gradient read here: feature and error nodes
+    mlp_out_value: list[Tensor] = field(default_factory=list)  # the real MLP outputs (batch element 0)
+    final: Tensor | None = None  # final norm output: logit targets injected here
+    logits: Tensor | None = None
+
+
+def replacement_forward(model, transcoders: TranscoderSet, tokens: Tensor, batch: int) -> ReplacementForward:
+    """Run the frozen forward on ``batch`` copies of ``tokens`` ([position]) with autograd on."""
+    n_layers = model.cfg.n_layers
+    record = ReplacementForward(mlp_in=[None] * n_layers, mlp_out=[None] * n_layers,
+                                mlp_out_value=[None] * n_layers)
+
+    def embed_hook(e, hook):
+        e = e.detach().requires_grad_(True)
+        record.embed = e
+        return e
+
+    def detach_hook(t, hook):
+        return t.detach()
+
+    def mlp_in_hook(x, hook, layer):
+        record.mlp_in[layer] = x
+        return x
+
+    def mlp_out_hook(out, hook, layer):
+        record.mlp_out_value[layer] = out[0].detach().clone()
+        x = record.mlp_in[layer]
+        skip = transcoders[layer].skip(x) if transcoders.skip_connection else 0 * x.sum()
+        frozen = skip + (out - skip).detach()
+        record.mlp_out[layer] = frozen
+        return frozen
+
+    def final_hook(x, hook):
+        record.final = x
+        return x
+
+    hooks = [("embed.hook_out", embed_hook), ("ln_final.hook_scale", detach_hook), ("ln_final.hook_out", final_hook)]
+    for layer in range(n_layers):
+        hooks += [
+            (f"blocks.{layer}.attn.hook_pattern", detach_hook),
+            (f"blocks.{layer}.ln1.hook_scale", detach_hook),
+            (f"blocks.{layer}.ln2.hook_scale", detach_hook),
+            (f"blocks.{layer}.mlp.hook_in", lambda x, hook, layer=layer: mlp_in_hook(x, hook, layer)),
+            (f"blocks.{layer}.hook_mlp_out", lambda o, hook, layer=layer: mlp_out_hook(o, hook, layer)),
+        ]
+    with torch.enable_grad(), warnings.catch_warnings():
+        # The bridge warns that an edited hook_scale makes it rebuild the norm from hooked values: that is the point.
+        warnings.simplefilter("ignore")
+        with model.hooks(fwd_hooks=hooks):
+            record.logits = model(tokens.unsqueeze(0).expand(batch, -1)).detach()
+    missing = [name for name, value in (("embed.hook_out", record.embed), ("ln_final.hook_out", record.final))
+               if value is None] + [f"blocks.{i}.mlp.hook_in" for i, x in enumerate(record.mlp_in) if x is None]
+    if missing:
+        raise RuntimeError(f"hooks {missing} did not fire on {type(model).__name__}: attribution needs them")
+    return record

@@ -1,0 +1,191 @@
+"""Attribution graphs with circuit-tracer's definitions, on a TransformerBridge.
+
+Nodes, in circuit-tracer's order: active transcoder features sorted by (layer, position, feature); error nodes
+(MLP output minus the transcoder's reconstruction), layer-major; token embeddings; logits (the top tokens by
+probability, at most ``max_n_logits``, cut where their cumulative probability reaches ``desired_logit_prob``).
+A special token is prepended when the prompt does not start with one; position 0's features and errors are zeroed.
+
+Edge A[target, source] = (gradient of the target at the source's output site) . (source vector), computed in
+the local replacement model (``anchorlens.hooks.replacement``): a feature's vector is its activation times its
+decoder row, an error's is its error vector, a token's its embedding. Targets are injected as raw encoder rows at
+the MLP input (features) and as the unembedding row minus its vocabulary mean at the final norm output (logits).
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import einsum
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from anchorlens.errors import AnchorlensError, EmptyTextError, TraceTooLongError
+from anchorlens.hooks.replacement import replacement_forward
+from anchorlens.tracing.graph import AttributionGraph
+from anchorlens.tracing.transcoders import TranscoderSet
+
+
+class AttributionInputError(AnchorlensError):
+    """A prompt that cannot be attributed (empty, too long, not token ids)."""
+
+
+def prompt_tokens(model, prompt: str | Tensor | list[int]) -> Int[Tensor, " position"]:
+    """Token ids with a special token in front, as circuit-tracer's ``ensure_tokenized`` makes them."""
+    tokenizer = model.tokenizer
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise EmptyTextError("the prompt is empty: pass the text whose next token you want to explain")
+        tokens = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.squeeze(0)
+    elif isinstance(prompt, (Tensor, list)):
+        tokens = torch.as_tensor(prompt, dtype=torch.long).squeeze()
+        if tokens.ndim != 1 or tokens.numel() == 0:
+            raise AttributionInputError(f"token ids must be one non-empty sequence, got shape {tuple(tokens.shape)}")
+    else:
+        raise AttributionInputError(f"a prompt is a string or token ids, not {type(prompt).__name__}")
+    if int(tokens[0]) not in tokenizer.all_special_ids:
+        candidates = [tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id, *tokenizer.all_special_ids]
+        bos = next(filter(None, candidates), None)  # circuit-tracer skips falsy ids (0) the same way
+        if bos is not None:
+            tokens = torch.cat([torch.tensor([bos]), tokens])
+    n_ctx = model.cfg.n_ctx
+    if len(tokens) > n_ctx:
+        raise TraceTooLongError(f"the prompt has {len(tokens)} tokens (with the special token in front), more than "
+                                f"the model's context of {n_ctx}: shorten it")
+    return tokens
+
+
+def _unembedding(model) -> Float[Tensor, "vocab d_model"]:
+    return model.unembed.original_component.weight.detach()
+
+
+def logit_targets(logits: Float[Tensor, " vocab"], W_U: Float[Tensor, "vocab d_model"], max_n_logits: int,
+                  desired_logit_prob: float):
+    """(token ids, probabilities, demeaned unembedding rows) of the salient next tokens."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    top_p, top_idx = torch.topk(probs, max_n_logits)
+    cutoff = int(torch.searchsorted(torch.cumsum(top_p, 0), desired_logit_prob)) + 1
+    idx = top_idx[:cutoff]
+    return idx, probs[idx], W_U[idx] - W_U.mean(dim=0, keepdim=True)
+
+
+def attribution_graph(
+    model,
+    transcoders: TranscoderSet,
+    prompt: str | Tensor | list[int],
+    max_n_logits: int = 10,
+    desired_logit_prob: float = 0.95,
+    batch_size: int = 64,
+    max_feature_nodes: int | None = None,
+    progress: bool = True,
+) -> AttributionGraph:
+    """The attribution graph of ``prompt``'s next-token prediction through ``transcoders`` (circuit-tracer's).
+
+    Args:
+        model: a TransformerBridge (Llama / Qwen2 style: ``mlp.hook_in``, ``hook_mlp_out``, RMSNorm hooks).
+        transcoders: one transcoder per layer (``load_transcoders``, ``train_transcoders``).
+        prompt: text or token ids; a special token is put in front unless it starts with one.
+        max_n_logits, desired_logit_prob: which next tokens become logit nodes.
+        batch_size: targets per backward pass (memory grows with it).
+        max_feature_nodes: refuse graphs with more active features (the adjacency is dense, n^2 floats).
+    """
+    transcoders.check_model(model)
+    tokens = prompt_tokens(model, prompt)
+    device = next(model.parameters()).device
+    tokens = tokens.to(device)
+    transcoders = transcoders.to(device, torch.float32)
+    n_layers, n_pos = model.cfg.n_layers, len(tokens)
+
+    # Features and errors come from one plain forward (batch element 0 of the frozen forward has the same values).
+    probe = replacement_forward(model, transcoders, tokens, batch=1)
+    acts, errors, decoder_rows, encoder_rows, feats = _features_and_errors(probe, transcoders)
+    n_feat = len(feats)
+    if max_feature_nodes is not None and n_feat > max_feature_nodes:
+        raise AttributionInputError(f"{n_feat} active features exceed max_feature_nodes={max_feature_nodes}: "
+                                    "use a shorter prompt or sparser transcoders, or raise the limit")
+    token_vectors = probe.embed[0].detach()
+    W_U = _unembedding(model).float()
+    logit_ids, logit_probs, logit_vectors = logit_targets(probe.logits[0, -1], W_U, max_n_logits, desired_logit_prob)
+    del probe
+
+    n_logits = len(logit_ids)
+    n_nodes = n_feat + (n_layers + 1) * n_pos + n_logits
+    adjacency = torch.zeros(n_nodes, n_nodes)
+    # Every target: (site layer or n_layers for the final norm, position, injected vector, row in the adjacency).
+    target_layer = torch.cat([torch.full((n_logits,), n_layers), feats[:, 0]])
+    target_pos = torch.cat([torch.full((n_logits,), n_pos - 1), feats[:, 1]])
+    target_vec = torch.cat([logit_vectors, encoder_rows])
+    target_row = torch.cat([torch.arange(n_nodes - n_logits, n_nodes), torch.arange(n_feat)])
+
+    batch = max(1, min(batch_size, len(target_row)))
+    record = replacement_forward(model, transcoders, tokens, batch=batch)
+    sites = record.mlp_in + [record.final]
+    sources = [record.embed] + record.mlp_out
+    for start in tqdm(range(0, len(target_row), batch), desc="attribution", disable=not progress):
+        stop = min(start + batch, len(target_row))
+        layers, positions = target_layer[start:stop], target_pos[start:stop]
+        outputs, grad_outputs = [], []
+        for layer in layers.unique().tolist():
+            inject = torch.zeros_like(sites[layer])
+            chosen = (layers == layer).nonzero().squeeze(1)
+            inject[chosen.to(device), positions[chosen].to(device)] = target_vec[start:stop][chosen].to(inject)
+            outputs.append(sites[layer])
+            grad_outputs.append(inject)
+        grads = torch.autograd.grad(outputs, sources, grad_outputs, retain_graph=True, allow_unused=True)
+        grads = [torch.zeros_like(s) if g is None else g for g, s in zip(grads, sources)]
+        rows = _rows(grads, feats, decoder_rows, errors, token_vectors, n_layers, n_pos)[: stop - start]
+        adjacency[target_row[start:stop], : n_nodes - n_logits] = rows.cpu()
+    del record
+
+    return AttributionGraph(
+        adjacency=adjacency,
+        tokens=tokens.cpu(),
+        active_features=feats.cpu(),
+        activations=acts.cpu(),
+        logit_token_ids=logit_ids.cpu(),
+        logit_probabilities=logit_probs.cpu(),
+        n_layers=n_layers,
+        token_strings=[model.tokenizer.decode([t]) for t in tokens.tolist()],
+        logit_strings=[model.tokenizer.decode([t]) for t in logit_ids.tolist()],
+        scan=transcoders.scan,
+        model_name=getattr(model, "anchorlens_name", type(model).__name__),
+    )
+
+
+def _features_and_errors(probe, transcoders: TranscoderSet):
+    """Active features (layer, position, feature) in order, their activations, encoder and scaled decoder rows,
+    and the error vectors [layer, position, d_model]; position 0 zeroed."""
+    feats, acts, dec, enc, errors = [], [], [], [], []
+    for layer, transcoder in enumerate(transcoders):
+        x = probe.mlp_in[layer][0].detach()
+        with torch.no_grad():
+            a = transcoder.encode(x)
+            a[0] = 0
+            reconstruction = transcoder.decode(a, x)
+            error = probe.mlp_out_value[layer] - reconstruction
+            error[0] = 0
+        pos, feat = a.nonzero(as_tuple=True)  # row-major: sorted by (position, feature)
+        values = a[pos, feat]
+        feats.append(torch.stack([torch.full_like(pos, layer), pos, feat], dim=1))
+        acts.append(values)
+        dec.append(transcoder.W_dec[feat] * values[:, None])
+        enc.append(transcoder.W_enc[feat])
+        errors.append(error)
+    return (torch.cat(acts), torch.stack(errors), torch.cat(dec), torch.cat(enc), torch.cat(feats).cpu())
+
+
+def _rows(grads, feats, decoder_rows, errors, token_vectors, n_layers: int, n_pos: int):
+    """Adjacency rows [batch, features + errors + tokens] from gradients at the output sites."""
+    g_embed, g_out = grads[0], grads[1:]
+    batch = g_embed.shape[0]
+    n_feat = len(feats)
+    rows = torch.zeros(batch, n_feat + (n_layers + 1) * n_pos, device=g_embed.device)
+    for layer in range(n_layers):
+        mask = (feats[:, 0] == layer).nonzero().squeeze(1)
+        if len(mask):
+            g = g_out[layer][:, feats[mask, 1].to(g_embed.device)]  # [batch, n, d_model]
+            rows[:, mask.to(g_embed.device)] = einsum(g, decoder_rows[mask.to(g_embed.device)], "b n d, n d -> b n")
+        start = n_feat + layer * n_pos
+        rows[:, start : start + n_pos] = einsum(g_out[layer], errors[layer], "b p d, p d -> b p")
+    start = n_feat + n_layers * n_pos
+    rows[:, start : start + n_pos] = einsum(g_embed, token_vectors, "b p d, p d -> b p")
+    return rows

@@ -1,0 +1,298 @@
+"""Per-layer transcoders: a sparse dictionary that stands in for each MLP (circuit tracing's replacement model).
+
+A transcoder reads the MLP's input (``blocks.{l}.mlp.hook_in``: the normalised residual after attention) and
+predicts its output (``hook_mlp_out``):
+
+    features = act(x W_enc^T + b_enc)          act: ReLU, JumpReLU (threshold) or TopK
+    mlp_out ~ features W_dec + b_dec (+ x W_skip^T)
+
+Files: circuit-tracer's layout (a folder with ``config.yaml`` and ``layer_{i}.safetensors`` holding ``W_enc``
+[features, d_model], ``W_dec`` [features, d_model], ``b_enc``, ``b_dec``, optional
+``activation_function.threshold`` and ``W_skip``) is read and written; EleutherAI sparsify's layout (one folder
+per hookpoint with ``cfg.json`` and ``sae.safetensors``) is read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from jaxtyping import Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from anchorlens.errors import AnchorlensError
+
+FEATURE_INPUT_HOOK = "mlp.hook_in"
+FEATURE_OUTPUT_HOOK = "hook_mlp_out"
+
+
+class TranscoderError(AnchorlensError):
+    """Transcoder files that cannot be read, or transcoders that do not fit the model."""
+
+
+@dataclass
+class Transcoder:
+    """One layer's transcoder (weights in circuit-tracer's orientation: rows are features)."""
+
+    W_enc: Float[Tensor, "feature d_model"]
+    b_enc: Float[Tensor, " feature"]
+    W_dec: Float[Tensor, "feature d_model"]
+    b_dec: Float[Tensor, " d_model"]
+    threshold: Float[Tensor, " feature"] | None = None  # JumpReLU when set, else ReLU
+    W_skip: Float[Tensor, "d_model d_model"] | None = None
+    top_k: int | None = None  # TopK activation (sparsify); applied after ReLU
+
+    def __post_init__(self):
+        n, d = self.W_enc.shape
+        checks = {"W_dec": (self.W_dec.shape, (n, d)), "b_enc": (self.b_enc.shape, (n,)),
+                  "b_dec": (self.b_dec.shape, (d,))}
+        if self.threshold is not None:
+            checks["threshold"] = (self.threshold.shape, (n,))
+        if self.W_skip is not None:
+            checks["W_skip"] = (self.W_skip.shape, (d, d))
+        for name, (got, want) in checks.items():
+            if tuple(got) != want:
+                raise TranscoderError(f"transcoder {name} has shape {tuple(got)}, expected {want} "
+                                      f"for W_enc of shape {(n, d)}: the files do not belong together")
+
+    @property
+    def n_features(self) -> int:
+        return self.W_enc.shape[0]
+
+    @property
+    def d_model(self) -> int:
+        return self.W_enc.shape[1]
+
+    @property
+    def activation(self) -> str:
+        return "topk" if self.top_k else ("jumprelu" if self.threshold is not None else "relu")
+
+    def pre_activations(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... feature"]:
+        return torch.nn.functional.linear(x.to(self.W_enc.dtype), self.W_enc, self.b_enc)
+
+    def activate(self, pre: Float[Tensor, "... feature"]) -> Float[Tensor, "... feature"]:
+        if self.threshold is not None:
+            return pre * (pre > self.threshold)  # circuit-tracer's JumpReLU forward
+        acts = torch.relu(pre)
+        if self.top_k:
+            top = acts.topk(self.top_k, dim=-1)
+            acts = torch.zeros_like(acts).scatter_(-1, top.indices, top.values)
+        return acts
+
+    def encode(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... feature"]:
+        return self.activate(self.pre_activations(x))
+
+    def skip(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        if self.W_skip is None:
+            return torch.zeros_like(x)
+        return x @ self.W_skip.T
+
+    def decode(self, features: Float[Tensor, "... feature"], x: Float[Tensor, "... d_model"]) -> Tensor:
+        return features @ self.W_dec + self.b_dec + self.skip(x)
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        """The MLP output this transcoder predicts from the MLP input ``x``."""
+        return self.decode(self.encode(x), x)
+
+    __call__ = forward
+
+    def tensors(self) -> dict[str, Tensor]:
+        """circuit-tracer's safetensors keys."""
+        out = {"W_enc": self.W_enc, "W_dec": self.W_dec, "b_enc": self.b_enc, "b_dec": self.b_dec}
+        if self.threshold is not None:
+            out["activation_function.threshold"] = self.threshold
+        if self.W_skip is not None:
+            out["W_skip"] = self.W_skip
+        return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in out.items()}
+
+    def to(self, device=None, dtype=None) -> "Transcoder":
+        move = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
+        return Transcoder(move(self.W_enc), move(self.b_enc), move(self.W_dec), move(self.b_dec),
+                          move(self.threshold), move(self.W_skip), self.top_k)
+
+
+@dataclass
+class TranscoderSet:
+    """One transcoder per layer, reading ``feature_input_hook`` and writing ``feature_output_hook``."""
+
+    layers: list[Transcoder]
+    feature_input_hook: str = FEATURE_INPUT_HOOK
+    feature_output_hook: str = FEATURE_OUTPUT_HOOK
+    scan: str | None = None
+    meta: dict = field(default_factory=dict)  # e.g. training report (FVU, L0 per layer)
+
+    def __post_init__(self):
+        if not self.layers:
+            raise TranscoderError("a transcoder set needs at least one layer")
+        widths = {t.n_features for t in self.layers}
+        if len(widths) > 1:
+            raise TranscoderError(f"all layers' transcoders must have the same width; got {sorted(widths)}")
+        if len({t.W_skip is None for t in self.layers}) > 1:
+            raise TranscoderError("either every layer's transcoder has a skip connection (W_skip) or none has")
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, layer: int) -> Transcoder:
+        return self.layers[layer]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    @property
+    def n_features(self) -> int:
+        return self.layers[0].n_features
+
+    @property
+    def d_model(self) -> int:
+        return self.layers[0].d_model
+
+    @property
+    def skip_connection(self) -> bool:
+        return self.layers[0].W_skip is not None
+
+    def to(self, device=None, dtype=None) -> "TranscoderSet":
+        return TranscoderSet([t.to(device, dtype) for t in self.layers], self.feature_input_hook,
+                             self.feature_output_hook, self.scan, dict(self.meta))
+
+    def check_model(self, model) -> None:
+        """Refuse transcoders that do not fit ``model``: layer count, width of the residual stream, hooks."""
+        n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
+        if len(self) != n_layers:
+            raise TranscoderError(f"{len(self)} transcoders for a model with {n_layers} layers: train or load "
+                                  "one transcoder per layer (anchorlens.train_transcoders)")
+        if self.d_model != d_model:
+            raise TranscoderError(f"transcoders read vectors of width {self.d_model}, the model's residual "
+                                  f"stream has width {d_model}: they were made for another model")
+        if (self.feature_input_hook, self.feature_output_hook) != (FEATURE_INPUT_HOOK, FEATURE_OUTPUT_HOOK):
+            raise TranscoderError(
+                f"transcoders read {self.feature_input_hook!r} and write {self.feature_output_hook!r}; anchorlens "
+                f"attributes transcoders that read {FEATURE_INPUT_HOOK!r} and write {FEATURE_OUTPUT_HOOK!r}")
+        for name in (f"blocks.0.{FEATURE_INPUT_HOOK}", f"blocks.0.{FEATURE_OUTPUT_HOOK}"):
+            if name not in model.hook_dict:
+                raise TranscoderError(f"the model has no hook {name!r}; transcoders need a TransformerBridge "
+                                      "with MLP hooks")
+
+    def save(self, path: str | Path) -> Path:
+        """Write circuit-tracer's layout: ``config.yaml`` and ``layer_{i}.safetensors``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for i, transcoder in enumerate(self.layers):
+            save_file(transcoder.tensors(), str(path / f"layer_{i}.safetensors"))
+        config = {
+            "model_kind": "transcoder_set",
+            "feature_input_hook": self.feature_input_hook,
+            "feature_output_hook": self.feature_output_hook,
+            "scan": self.scan or f"anchorlens/{path.name}",
+            "transcoders": [f"layer_{i}.safetensors" for i in range(len(self))],
+        }
+        if any(t.top_k for t in self.layers):
+            config["anchorlens_top_k"] = [t.top_k for t in self.layers]
+        (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        if self.meta:
+            (path / "anchorlens.json").write_text(json.dumps(self.meta, indent=2))
+        return path
+
+
+def load_transcoders(path: str | Path, device: str | torch.device = "cpu") -> TranscoderSet:
+    """Load transcoders from a local folder: circuit-tracer's layout or EleutherAI sparsify's.
+
+    circuit-tracer: ``config.yaml`` + ``layer_{i}.safetensors``; sparsify: subfolders ``layers.{i}.mlp`` (or any
+    name ending in the layer index and ``.mlp``) with ``cfg.json`` + ``sae.safetensors``.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise TranscoderError(f"{path} is not a folder of transcoders; pass a folder with config.yaml and "
+                              "layer_{i}.safetensors (circuit-tracer) or sparsify's layers.{i}.mlp subfolders")
+    if (path / "config.yaml").exists():
+        return _load_circuit_tracer(path).to(device)
+    if list(path.glob("*/sae.safetensors")):
+        return _load_sparsify(path).to(device)
+    raise TranscoderError(f"{path} holds neither config.yaml (circuit-tracer) nor */sae.safetensors (sparsify)")
+
+
+def _load_circuit_tracer(path: Path) -> TranscoderSet:
+    config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    if config.get("model_kind", "transcoder_set") != "transcoder_set":
+        raise TranscoderError(f"{path}/config.yaml is a {config.get('model_kind')!r}; anchorlens reads per-layer "
+                              "transcoders (model_kind: transcoder_set)")
+    files = config.get("transcoders") or [p.name for p in sorted(path.glob("layer_*.safetensors"),
+                                                                   key=lambda p: int(p.stem.split("_")[1]))]
+    if not files:
+        raise TranscoderError(f"{path} has a config.yaml but no layer_{{i}}.safetensors")
+    top_k = config.get("anchorlens_top_k") or [None] * len(files)
+    layers = []
+    for i, name in enumerate(files):
+        file = Path(name) if Path(name).is_absolute() else path / name
+        if not file.exists():
+            raise TranscoderError(f"{path}/config.yaml names {name}, which is missing")
+        t = load_file(str(file))
+        missing = {"W_enc", "W_dec", "b_enc", "b_dec"} - set(t)
+        if missing:
+            raise TranscoderError(f"{file} lacks {sorted(missing)}: not a circuit-tracer transcoder")
+        layers.append(Transcoder(t["W_enc"].float(), t["b_enc"].float(), t["W_dec"].float(), t["b_dec"].float(),
+                                 _maybe(t, "activation_function.threshold"), _maybe(t, "W_skip"), top_k[i]))
+    meta_file = path / "anchorlens.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    return TranscoderSet(layers, config.get("feature_input_hook", FEATURE_INPUT_HOOK),
+                         config.get("feature_output_hook", FEATURE_OUTPUT_HOOK), config.get("scan"), meta)
+
+
+def _maybe(tensors: dict, key: str):
+    return tensors[key].float() if key in tensors else None
+
+
+def _load_sparsify(path: Path) -> TranscoderSet:
+    """sparsify (EleutherAI): ``encoder.weight`` [latents, d_in], ``encoder.bias``, ``W_dec`` [latents, d_in],
+    ``b_dec``, optional ``W_skip`` [d_in, d_in] (applied as ``x @ W_skip.T``); TopK activation with ``k``."""
+    import re
+
+    folders = {}
+    for sub in path.glob("*/sae.safetensors"):
+        found = re.search(r"(\d+)\D*$", sub.parent.name)
+        if found is None:
+            raise TranscoderError(f"cannot read a layer index from {sub.parent.name!r}; name it layers.{{i}}.mlp")
+        folders[int(found.group(1))] = sub.parent
+    if sorted(folders) != list(range(len(folders))):
+        raise TranscoderError(f"{path} has sparsify transcoders for layers {sorted(folders)}; need 0..n-1")
+    layers = []
+    for i in range(len(folders)):
+        cfg = json.loads((folders[i] / "cfg.json").read_text())
+        if not cfg.get("transcode", True):
+            raise TranscoderError(f"{folders[i]} is a sparse autoencoder, not a transcoder (cfg.json transcode: false)")
+        t = load_file(str(folders[i] / "sae.safetensors"))
+        b_dec = t["b_dec"].float()
+        layers.append(Transcoder(t["encoder.weight"].float(), t["encoder.bias"].float(), t["W_dec"].float(), b_dec,
+                                 None, _maybe(t, "W_skip"), int(cfg["k"])))
+    return TranscoderSet(layers, scan=f"sparsify/{path.name}")
+
+
+def random_transcoders(
+    n_layers: int,
+    d_model: int,
+    n_features: int,
+    activation: str = "relu",
+    skip: bool = False,
+    seed: int = 0,
+    enc_bias: float = 0.0,
+) -> TranscoderSet:
+    """Seeded random transcoders (tests, oracle comparisons): ``activation`` ``"relu"`` or ``"jumprelu"``."""
+    if activation not in ("relu", "jumprelu"):
+        raise TranscoderError(f"activation must be 'relu' or 'jumprelu', not {activation!r}")
+    g = torch.Generator().manual_seed(seed)
+    layers = []
+    for _ in range(n_layers):
+        W_enc = torch.randn(n_features, d_model, generator=g) / d_model**0.5
+        layers.append(Transcoder(
+            W_enc,
+            torch.randn(n_features, generator=g) * 0.1 + enc_bias,
+            torch.randn(n_features, d_model, generator=g) / n_features**0.5,
+            torch.randn(d_model, generator=g) * 0.01,
+            torch.rand(n_features, generator=g) * 0.5 if activation == "jumprelu" else None,
+            torch.randn(d_model, d_model, generator=g) / d_model if skip else None,
+        ))
+    return TranscoderSet(layers, scan=f"random-{activation}{'-skip' if skip else ''}-seed{seed}")

@@ -1,0 +1,63 @@
+"""anchorlens's attribution graphs equal circuit-tracer 0.5.0's (stored in tests/data/attribution/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attribution_cases import CASES, case_model, case_transcoders
+from anchorlens.tracing.attribution import attribution_graph
+
+DATA = Path(__file__).parent / "data" / "attribution"
+
+
+def compare(graph, ref):
+    assert graph.tokens.tolist() == ref["input_tokens"].tolist()
+    np.testing.assert_array_equal(graph.active_features.numpy(), ref["active_features"])  # same nodes, same order
+    np.testing.assert_allclose(graph.activations.numpy(), ref["activation_values"], rtol=1e-5, atol=1e-6)
+    assert graph.logit_token_ids.tolist() == ref["logit_token_ids"].tolist()
+    np.testing.assert_allclose(graph.logit_probabilities.numpy(), ref["logit_probabilities"], rtol=1e-4)
+    A, R = graph.adjacency.numpy(), ref["adjacency"]
+    assert A.shape == R.shape
+    # within 1e-4 relative, elementwise, with a floor of 1e-6 of the largest edge for edges that are ~0
+    assert np.all(np.abs(A - R) <= 1e-4 * np.abs(R) + 1e-6 * np.abs(R).max())
+    assert (np.abs(R) > 0).sum() > 100  # a graph with many edges, not a trivially empty one
+    np.testing.assert_allclose(graph.scores(), ref["scores"], rtol=1e-4)
+    pruned = graph.prune(0.8, 0.98)
+    np.testing.assert_array_equal(pruned.node_mask.numpy(), ref["node_mask"])
+    np.testing.assert_array_equal(pruned.edge_mask.numpy(), ref["edge_mask"])
+    # cumulative influence: the same curve; two nodes of nearly equal influence may swap places (float noise)
+    cumulative = pruned.cumulative_scores.numpy()
+    np.testing.assert_allclose(np.sort(cumulative), np.sort(ref["cumulative_scores"]), atol=1e-5)
+    np.testing.assert_allclose(cumulative, ref["cumulative_scores"], atol=1e-3)
+    np.testing.assert_allclose(pruned.scores(), ref["pruned_scores"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["tiny_llama_relu", "tiny_llama_jumprelu_skip"])
+def test_equals_circuit_tracer_on_random_llama(name, one_torch_thread):
+    case = CASES[name]
+    model = case_model(case)
+    graph = attribution_graph(model, case_transcoders(case), case["prompt"], progress=False)
+    compare(graph, np.load(DATA / f"{name}.npz"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2_relu", "smollm2_jumprelu_skip"])
+def test_equals_circuit_tracer_on_smollm2(name, smol, one_torch_thread):
+    case = CASES[name]
+    transcoders = case_transcoders(case, smol.cfg.n_layers, smol.cfg.d_model)
+    graph = attribution_graph(smol, transcoders, case["prompt"], progress=False)
+    compare(graph, np.load(DATA / f"{name}.npz"))
+
+
+def test_a_changed_definition_breaks_the_comparison(one_torch_thread):
+    """Control: without the skip connection's gradient path the graph no longer equals circuit-tracer's."""
+    case = CASES["tiny_llama_jumprelu_skip"]
+    transcoders = case_transcoders(case)
+    for t in transcoders:
+        t.W_skip = t.W_skip * 1.01
+    graph = attribution_graph(case_model(case), transcoders, case["prompt"], progress=False)
+    with pytest.raises(AssertionError):
+        compare(graph, np.load(DATA / "tiny_llama_jumprelu_skip.npz"))
