@@ -109,6 +109,11 @@ from anchorlens.taxonomy import (
     label_sentences_with_model,
 )
 
+# Attribution graphs (circuit tracing with transcoders)
+from anchorlens.tracing.attribution import AttributionInputError, attribution_graph
+from anchorlens.tracing.graph import AttributionGraph
+from anchorlens.tracing.transcoders import Transcoder, TranscoderError, TranscoderSet, load_transcoders
+
 # Everything into one report
 from anchorlens.pipeline import Analysis, analyze
 from anchorlens.report import ReportData, build_report
@@ -141,6 +146,9 @@ __all__ = [
     "SuppressionFallbackWarning",
     # sentence categories
     "SENTENCE_CATEGORIES", "classify_sentences", "TaxonomyClassifier", "label_sentences_with_model",
+    # attribution graphs
+    "attribution_graph", "AttributionGraph", "AttributionInputError", "load_transcoders", "Transcoder",
+    "TranscoderSet", "TranscoderError",
     # the report
     "analyze", "Analysis", "build_report", "ReportData",
 ]

@@ -2,6 +2,8 @@
 
 - Information flow routes (Ferrando and Voita 2024): ``information_flow`` (``flow``, ``flow_math``),
   ``routes``, attention knockout (``knockout``), sentence aggregation (``flow_sentences``).
+- Attribution graphs (circuit-tracer's definitions): ``transcoders``, ``attribution``, ``graph``, ``graph_json``,
+  ``graph_plot``, ``training``.
 """
 
 from anchorlens.tracing.flow import FlowInputError, InformationFlow, information_flow
@@ -9,3 +11,6 @@ from anchorlens.tracing.knockout import KnockoutResult, knockout_experiment
 from anchorlens.tracing.routes import Routes, build_routes, token_influence
 from anchorlens.tracing.flow_sentences import SentenceFlow, rank_correlations, sentence_flow
 from anchorlens.tracing.edge_patching import EdgeAttribution, EdgePatchingError, edge_attribution, expand_kv_heads
+from anchorlens.tracing.transcoders import Transcoder, TranscoderError, TranscoderSet, load_transcoders
+from anchorlens.tracing.graph import AttributionGraph
+from anchorlens.tracing.attribution import AttributionInputError, attribution_graph
