@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from anchorlens.answers import check_answer, extract_boxed
 from anchorlens.errors import AnchorlensError
 from anchorlens.hooks.head_ablation import ablate_heads
+from anchorlens.hooks.fused_attention import fused_attention
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.scores import Head, HeadSelectionError, check_heads
 from anchorlens.trace import encode_text
@@ -273,6 +274,7 @@ def head_ablation_experiment(
     seed: int = 0,
     target_name: str = "receiver heads",
     progress: bool = True,
+    attention: str = "auto",
 ) -> HeadAblationResult:
     """Ablate ``heads`` and ``n_random`` random head sets of the same size; measure what each costs.
 
@@ -285,6 +287,8 @@ def head_ablation_experiment(
             generation (``max_new_tokens``) with the heads ablated.
         n_random: how many random head sets (drawn outside ``heads`` and ``exclude_layers``).
         method, means: as in ``ablate_heads``.
+        attention: ``"auto"`` (fused SDPA attention where supported: the ablation edits ``hook_z``, which
+            fires either way), ``"sdpa"`` or ``"eager"``.
 
     >>> result = head_ablation_experiment(model, heads, continuations=traces, n_random=20)  # doctest: +SKIP
     >>> result.comparison("logprob")["p_value"], result.plot()                           # doctest: +SKIP
@@ -309,7 +313,7 @@ def head_ablation_experiment(
     answers: dict[str, list] = {}
     bar = tqdm(total=len(conditions) * (len(items) + len(tasks)), desc="head ablation", disable=not progress)
     for row, (name, head_set) in enumerate(conditions):
-        with ablate_heads(model, head_set or [], method=method, means=means):
+        with ablate_heads(model, head_set or [], method=method, means=means), fused_attention(model, attention):
             for column, (tokens, start) in enumerate(items):
                 logprob[row, column] = continuation_logprob(model, tokens, start)
                 bar.update()
