@@ -95,3 +95,16 @@ def test_graph_save_load(tiny_llama, tmp_path, one_torch_thread):
     assert list(graph.nodes.columns[:5]) == ["kind", "layer", "position", "feature", "token_id"]
     kinds = graph.nodes["kind"].tolist()
     assert kinds == sorted(kinds, key=["feature", "error", "token", "logit"].index)
+
+
+def test_sparsify_files_written_by_sparsify():
+    """Folders written by eai-sparsify 1.3.3 itself (tests/data/sparsify): the same outputs as sparsify computed."""
+    import numpy as np
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "sparsify"
+    expected = np.load(data / "expected.npz")
+    tcs = load_transcoders(data)
+    assert tcs.skip_connection and tcs[0].top_k == 4
+    for layer, t in enumerate(tcs):
+        np.testing.assert_allclose(t(torch.tensor(expected["x"][layer])).numpy(), expected["y"][layer], atol=1e-5)
