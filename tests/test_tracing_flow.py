@@ -74,7 +74,6 @@ def test_random_gqa_models_equal_naive(arch, distance, p, one_torch_thread, monk
     assert_flow_matches(flow, naive)
     # Tiny blocks (a row or two at a time) give the same numbers: the blocking is only about memory.
     monkeypatch.setattr(flow_math, "BLOCK_BYTES", 3 * 6 * 96 * 4)
-    monkeypatch.setattr(flow_math.attention_contributions, "__defaults__", ("l1", 3 * 6 * 96 * 4))
     assert_flow_matches(information_flow(model, TEXT, distance=distance), naive)
 
 
@@ -148,3 +147,10 @@ def test_attention_output_that_is_not_the_sum_of_heads_is_refused(one_torch_thre
     o_proj.bias = torch.nn.Parameter(torch.full((64,), 3.0))
     with pytest.raises(UnsupportedArchitectureError, match="layer 1.*cannot be decomposed per head"):
         information_flow(model, TEXT)
+
+
+def test_fused_l1_kernel_equals_naive(one_torch_thread):
+    """The torch.compile-d kernel (used from 256 tokens on) against the literal definition."""
+    model = random_model("qwen2", n_layers=2, d_model=96, n_heads=6, n_kv_heads=3, seed=7)
+    naive = naive_flow(model, TEXT, 1)
+    assert_flow_matches(information_flow(model, TEXT, fused=True), naive)

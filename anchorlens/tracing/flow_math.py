@@ -69,34 +69,43 @@ def attention_contributions(
     pattern: Float[Tensor, "head target source"],
     values_out: Float[Tensor, "head source d_model"],
     distance: str = "l1",
-    block_bytes: int = BLOCK_BYTES,
+    block_bytes: int | None = None,
+    fused: bool = False,
 ) -> tuple[Float[Tensor, "target source head"], Float[Tensor, " target"]]:
     """Normalised contributions of every (source, head) part and of the residual to each ``resid_mid``.
 
     Returns ``(parts [target, source, head], residual [target])``; for each target they sum to 1.
+    ``fused`` (L1 only) runs each block through one ``torch.compile``-d kernel that never writes the
+    ``[block, source, head, d_model]`` temporary (measured: tens of times faster on CPU; compiling takes
+    about 40 s once per process).
     """
     if distance == "l2":
         return _attention_contributions_l2(resid_pre, resid_mid, pattern, values_out)
     if distance != "l1":
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
     n_heads, n_pos, d_model = values_out.shape
+    block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes  # read at call time (tests shrink it)
     parts = torch.full((n_pos, n_pos, n_heads), EPS, dtype=resid_mid.dtype, device=resid_mid.device)
     values = rearrange(values_out, "head source d_model -> source head d_model")
     weights = rearrange(pattern, "head target source -> target source head")
     start = 0
     while start < n_pos:
         # Rows start..start+b-1 see sources 0..start+b-1: pick b with b * (start + b) vectors within budget.
-        budget = block_bytes / (n_heads * d_model * resid_mid.element_size())
+        # Fused, the temporary never exists: only the [block, source, head] result counts.
+        budget = block_bytes / (n_heads * (1 if fused else d_model) * resid_mid.element_size())
         rows = int((-start + math.sqrt(start * start + 4 * budget)) / 2)
         stop = min(n_pos, start + max(1, rows))
         n_src = stop
-        block = weights[start:stop, :n_src, :, None] * values[None, :n_src]  # [block, source, head, d_model]
-        whole = resid_mid[start:stop, None, None, :]
-        # |whole|_1 - |whole - part|_1 summed coordinate by coordinate: each term is at most |part_d|, so
-        # float32 keeps its precision where the difference of the two large norms would not.
-        block.neg_().add_(whole).abs_().sub_(whole.abs())
-        proximity = (-block.sum(-1)).clamp(min=EPS)
-        del block
+        if fused:
+            proximity = _fused_l1()(resid_mid[start:stop], weights[start:stop, :n_src], values[:n_src]).clamp(min=EPS)
+        else:
+            block = weights[start:stop, :n_src, :, None] * values[None, :n_src]  # [block, source, head, d_model]
+            whole = resid_mid[start:stop, None, None, :]
+            # |whole|_1 - |whole - part|_1 summed coordinate by coordinate: each term is at most |part_d|, so
+            # float32 keeps its precision where the difference of the two large norms would not.
+            block.neg_().add_(whole).abs_().sub_(whole.abs())
+            proximity = (-block.sum(-1)).clamp(min=EPS)
+            del block
         causal = torch.arange(n_src, device=proximity.device)[None, :] <= torch.arange(start, stop, device=proximity.device)[:, None]
         parts[start:stop, :n_src] = torch.where(causal[:, :, None], proximity, EPS)
         start = stop
@@ -104,21 +113,36 @@ def attention_contributions(
     return _normalise(parts, residual)
 
 
+def l1_proximity_block(
+    whole: Float[Tensor, "block d_model"], weights: Float[Tensor, "block source head"], values: Float[Tensor, "source head d_model"]
+) -> Float[Tensor, "block source head"]:
+    """``sum_d |whole_d| - |whole_d - a v_d|`` for every (target, source, head): the unclamped L1 proximity."""
+    whole = whole[:, None, None, :]
+    return (whole.abs() - (whole - weights[..., None] * values[None]).abs()).sum(-1)
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def _fused_l1():
+    """``l1_proximity_block`` compiled once per process (dynamic shapes: one kernel for every block size)."""
+    if "l1" not in _COMPILED:
+        _COMPILED["l1"] = torch.compile(l1_proximity_block, dynamic=True)
+    return _COMPILED["l1"]
+
+
 def _attention_contributions_l2(resid_pre, resid_mid, pattern, values_out):
-    """L2 proximity from dot products: ``|y - a v|^2 = |y|^2 - 2 a y.v + a^2 |v|^2`` (no [.., d_model] blocks)."""
+    """L2 proximity from dot products (no [.., d_model] blocks): with ``n = |y|^2 - |y - a v|^2 = a (2 y.v - a |v|^2)``,
+    ``|y| - |y - a v| = n / (|y| + |y - a v|)``, a form without the cancellation of ``|y|^2 - 2 a y.v + ...``."""
     dots = einsum(resid_mid, values_out, "target d_model, head source d_model -> target source head")
     value_sq = rearrange((values_out * values_out).sum(-1), "head source -> 1 source head")
-    whole_sq = (resid_mid * resid_mid).sum(-1)
+    whole_sq = (resid_mid * resid_mid).sum(-1)[:, None, None]
     weights = rearrange(pattern, "head target source -> target source head")
-    # float64 for the combination: |y - a v|^2 can be a small difference of large numbers.
-    dist_sq = (
-        whole_sq.double()[:, None, None] - 2 * weights.double() * dots.double() + weights.double() ** 2 * value_sq.double()
-    )
-    whole_norm = whole_sq.double().sqrt()
-    proximity = (whole_norm[:, None, None] - dist_sq.clamp(min=0).sqrt()).clamp(min=EPS)
+    gain = weights * (2 * dots - weights * value_sq)
+    distance = (whole_sq - gain).clamp(min=0).sqrt()
+    proximity = (gain / (whole_sq.sqrt() + distance).clamp(min=1e-30)).clamp(min=EPS)
     residual = _residual_proximity(resid_mid, resid_pre, p=2)
-    parts, residual = _normalise(proximity, residual)
-    return parts.to(resid_mid.dtype), residual.to(resid_mid.dtype)
+    return _normalise(proximity, residual)
 
 
 def mlp_contributions(
