@@ -121,6 +121,13 @@ def test_pattern_hooks_are_refused_or_make_auto_fall_back(tiny_llama, tokens):
             pass
         with pytest.warns(FusedAttentionFallbackWarning, match="hook_attn_scores"), fused_attention(tiny_llama, "auto"):
             assert not is_fused(tiny_llama)
+    eager = tiny_llama.run_with_hooks(tokens, fwd_hooks=hooks)
+    with fused_attention(tiny_llama):
+        with fused_attention(tiny_llama, "eager"):  # an eager analysis inside a fused block runs eager
+            assert not is_fused(tiny_llama)
+            assert torch.equal(tiny_llama.run_with_hooks(tokens, fwd_hooks=hooks), eager)
+        assert is_fused(tiny_llama)
+    assert not is_fused(tiny_llama)
 
 
 def test_unsupported_architecture_is_refused(one_torch_thread):

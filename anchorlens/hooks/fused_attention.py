@@ -186,32 +186,51 @@ def fused_attention(model, attention: str = "sdpa") -> Iterator:
         attention: ``"sdpa"`` (refuse an unsupported model), ``"auto"`` (fall back to eager with a
             warning) or ``"eager"`` (do nothing: lets callers pass their own setting through).
 
-    Re-entrant: a block inside a block changes nothing. Hooks on ``hook_q`` / ``hook_k`` / ``hook_v`` /
+    Re-entrant: a fused block inside a fused block changes nothing; ``attention="eager"`` inside a fused
+    block runs eager attention until it ends. Hooks on ``hook_q`` / ``hook_k`` / ``hook_v`` /
     ``hook_z`` (e.g. ``ablate_heads``) keep working; hooks on ``hook_attn_scores`` / ``hook_pattern``
     raise ``PatternUnavailableError``.
 
     >>> with fused_attention(model):                                        # doctest: +SKIP
     ...     logits = model(tokens)
     """
-    if resolve_attention(model, attention) == "eager" or is_fused(model):
+    wanted = resolve_attention(model, attention)
+    if (wanted == "sdpa") == is_fused(model):  # already as asked (a block inside a block)
         yield model
         return
-    bridges = attention_bridges(model)
-    hf_config = model.original_model.config
-    previous_impl = hf_config._attn_implementation
+    if wanted == "eager":  # an eager analysis inside a fused block: eager for its duration
+        saved = _uninstall(model)
+        try:
+            yield model
+        finally:
+            _install(model, saved)
+        return
+    _install(model)
     try:
-        for attn in bridges:
-            # An instance attribute shadows the class's forward. object.__setattr__: the bridge's own
-            # __setattr__ would forward the name to the wrapped Hugging Face module.
-            object.__setattr__(attn, "forward", types.MethodType(fused_forward, attn))
-            object.__setattr__(attn, _STATE, {})
-        hf_config._attn_implementation = "sdpa"  # decoder masks: None (is_causal) or boolean, never [q, k] floats
         yield model
     finally:
-        hf_config._attn_implementation = previous_impl
-        for attn in bridges:
-            vars(attn).pop("forward", None)
-            vars(attn).pop(_STATE, None)
+        _uninstall(model)
+
+
+def _install(model, states: list[dict] | None = None) -> None:
+    hf_config = model.original_model.config
+    object.__setattr__(model, "_anchorlens_attn_impl", hf_config._attn_implementation)
+    for k, attn in enumerate(attention_bridges(model)):
+        # An instance attribute shadows the class's forward. object.__setattr__: the bridge's own
+        # __setattr__ would forward the name to the wrapped Hugging Face module.
+        object.__setattr__(attn, "forward", types.MethodType(fused_forward, attn))
+        object.__setattr__(attn, _STATE, {} if states is None else states[k])
+    hf_config._attn_implementation = "sdpa"  # decoder masks: None (is_causal) or boolean, never [q, k] floats
+
+
+def _uninstall(model) -> list[dict]:
+    """Back to the bridge's own forward; returns each layer's fused state (for ``_install`` to put back)."""
+    model.original_model.config._attn_implementation = vars(model).pop("_anchorlens_attn_impl")
+    states = []
+    for attn in attention_bridges(model):
+        vars(attn).pop("forward", None)
+        states.append(vars(attn).pop(_STATE, {}))
+    return states
 
 
 HiddenKeys = Callable[[int, int, torch.device], Bool[Tensor, "batch head_or_1 query key"]]
