@@ -109,6 +109,23 @@ from anchorlens.taxonomy import (
     label_sentences_with_model,
 )
 
+# Information flow routes (Ferrando and Voita 2024): token / head / MLP contributions, routes, knockout
+from anchorlens.tracing import (
+    EdgeAttribution,
+    EdgePatchingError,
+    FlowInputError,
+    InformationFlow,
+    KnockoutResult,
+    Routes,
+    SentenceFlow,
+    edge_attribution,
+    expand_kv_heads,
+    information_flow,
+    knockout_experiment,
+    sentence_flow,
+)
+from anchorlens.tracing.flow_organism import planted_route_model
+
 # Attribution graphs (circuit tracing with transcoders)
 from anchorlens.tracing.attribution import AttributionInputError, attribution_graph
 from anchorlens.tracing.graph import AttributionGraph
@@ -146,6 +163,10 @@ __all__ = [
     "SuppressionFallbackWarning",
     # sentence categories
     "SENTENCE_CATEGORIES", "classify_sentences", "TaxonomyClassifier", "label_sentences_with_model",
+    # information flow routes
+    "information_flow", "InformationFlow", "Routes", "FlowInputError", "knockout_experiment", "KnockoutResult",
+    "sentence_flow", "SentenceFlow", "edge_attribution", "EdgeAttribution", "EdgePatchingError", "expand_kv_heads",
+    "planted_route_model",
     # attribution graphs
     "attribution_graph", "AttributionGraph", "AttributionInputError", "load_transcoders", "Transcoder",
     "TranscoderSet", "TranscoderError",
