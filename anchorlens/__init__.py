@@ -129,6 +129,7 @@ from anchorlens.tracing.flow_organism import planted_route_model
 # Attribution graphs (circuit tracing with transcoders)
 from anchorlens.tracing.attribution import AttributionInputError, attribution_graph
 from anchorlens.tracing.graph import AttributionGraph
+from anchorlens.tracing.training import train_transcoders
 from anchorlens.tracing.transcoders import Transcoder, TranscoderError, TranscoderSet, load_transcoders
 
 # Everything into one report
@@ -168,7 +169,8 @@ __all__ = [
     "sentence_flow", "SentenceFlow", "edge_attribution", "EdgeAttribution", "EdgePatchingError", "expand_kv_heads",
     "planted_route_model",
     # attribution graphs
-    "attribution_graph", "AttributionGraph", "AttributionInputError", "load_transcoders", "Transcoder",
+    "attribution_graph", "AttributionGraph", "AttributionInputError", "load_transcoders", "train_transcoders",
+    "Transcoder",
     "TranscoderSet", "TranscoderError",
     # the report
     "analyze", "Analysis", "build_report", "ReportData",
