@@ -31,6 +31,7 @@ from torch import Tensor
 EPS = 1e-5
 DISTANCES = ("l1", "l2")
 BLOCK_BYTES = 64 * 2**20  # the largest [block, source, head, d_model] temporary of the L1 computation
+FUSED_ROWS = 32  # target rows per fused-kernel call
 
 
 def head_values_out(
@@ -51,8 +52,8 @@ def head_values_out(
 def _normalise(
     parts: Float[Tensor, "target source head"], residual: Float[Tensor, " target"]
 ) -> tuple[Float[Tensor, "target source head"], Float[Tensor, " target"]]:
-    total = parts.double().sum(dim=(1, 2)) + residual.double()
-    return (parts / total[:, None, None]).to(parts.dtype), (residual / total).to(parts.dtype)
+    total = parts.sum(dim=(1, 2), dtype=torch.float64) + residual.double()  # float64 sum; float32 division
+    return parts / total.to(parts.dtype)[:, None, None], (residual / total).to(parts.dtype)
 
 
 def _residual_proximity(whole: Tensor, residual: Tensor, p: int) -> Tensor:
@@ -94,6 +95,8 @@ def attention_contributions(
         # Fused, the temporary never exists: only the [block, source, head] result counts.
         budget = block_bytes / (n_heads * (1 if fused else d_model) * resid_mid.element_size())
         rows = int((-start + math.sqrt(start * start + 4 * budget)) / 2)
+        if fused:  # small blocks: each computes its full [block, start + block] rectangle, causal or not
+            rows = min(rows, FUSED_ROWS)
         stop = min(n_pos, start + max(1, rows))
         n_src = stop
         if fused:
