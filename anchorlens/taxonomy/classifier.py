@@ -6,9 +6,11 @@ the evaluation in ``taxonomy_report.md``). Inference is numpy only, after the Mi
 
 The model is a multinomial logistic regression on standardised sentence features
 (``anchorlens.taxonomy.features``: the sentence's embedding, its neighbours', its position, lexical cues
-around it, and TF-IDF of its words). Simple on purpose: 2,900 labelled sentences from 10 problems do not
-support more, and heavier models (an MLP, a second stage over neighbours' predictions, Viterbi decoding
-over label transitions) did not beat it on held-out problems (see the report).
+around it, and TF-IDF of its words) and, when ``lm_layer`` is set (the shipped weights), the embedded
+SmolLM2's residual stream after that layer, averaged over the sentence's tokens with the whole trace before
+it in context (``anchorlens.taxonomy.lm_states``). Simple on purpose: 2,900 labelled sentences from 10
+problems do not support more, and heavier models (an MLP, a second stage over neighbours' predictions,
+Viterbi decoding over label transitions) did not beat it on held-out problems (see the report).
 
 >>> classify_sentences(["Okay, so I need to find the area.", "The area is 6 * 4 = 24.", "So the answer is 24."])
 ['problem_setup', 'active_computation', 'final_answer_emission']
@@ -64,6 +66,7 @@ class TaxonomyClassifier:
     vocabulary: NgramVocabulary | None = None  # TF-IDF terms, when the model uses them
     window: int = CONTEXT_WINDOW
     info: dict | None = None  # training facts and held-out scores, from the JSON next to the weights
+    lm_layer: int | None = None  # SmolLM2 layer whose in-context sentence states are features (None: not used)
 
     def predict_proba(
         self, sentences: Sequence[str], embed: Embedder | None = None
@@ -71,6 +74,8 @@ class TaxonomyClassifier:
         """Probabilities per sentence (columns in ``self.categories`` order); sentences of ONE trace, in order."""
         texts = _texts(sentences)
         x = sentence_features(texts, embed, self.window, self.vocabulary)
+        if self.lm_layer is not None:
+            x = np.concatenate([x, sentence_states(self.lm_layer)(texts)[self.lm_layer]], axis=1)
         return self.proba_from_features(x)
 
     def proba_from_features(self, x: Float[np.ndarray, "sentence feature"]) -> Float[np.ndarray, "sentence category"]:
@@ -91,7 +96,7 @@ class TaxonomyClassifier:
         path = Path(path).with_suffix(".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {k: np.asarray(v, dtype=np.float32) for k, v in vars(self.linear).items()}
-        meta = {"categories": list(self.categories), "window": self.window}
+        meta = {"categories": list(self.categories), "window": self.window, "lm_layer": self.lm_layer}
         if self.vocabulary is not None:
             arrays["idf"] = self.vocabulary.idf.astype(np.float32)
             meta["terms"] = list(self.vocabulary.terms)
@@ -116,7 +121,8 @@ class TaxonomyClassifier:
             vocabulary = NgramVocabulary(terms, data["idf"]) if terms is not None else None
         categories = tuple(meta.pop("categories", SENTENCE_CATEGORIES))
         window = int(meta.pop("window", CONTEXT_WINDOW))
-        return cls(categories, linear, vocabulary, window, meta)
+        lm_layer = meta.pop("lm_layer", None)
+        return cls(categories, linear, vocabulary, window, meta, None if lm_layer is None else int(lm_layer))
 
 
 def _texts(sentences) -> list[str]:
@@ -133,6 +139,14 @@ def _texts(sentences) -> list[str]:
     return texts
 
 
+@lru_cache(maxsize=2)
+def sentence_states(layer: int):
+    """The embedded SmolLM2 cut after ``layer`` (loaded once per layer; a few seconds)."""
+    from anchorlens.taxonomy.lm_states import SentenceStates
+
+    return SentenceStates(layers=(layer,))
+
+
 @lru_cache(maxsize=1)
 def default_classifier() -> TaxonomyClassifier:
     """The shipped classifier (loaded once)."""
@@ -140,15 +154,26 @@ def default_classifier() -> TaxonomyClassifier:
 
 
 def classify_sentences(
-    sentences, *, embed: Embedder | None = None, classifier: TaxonomyClassifier | None = None
-) -> list[str]:
+    sentences,
+    *,
+    embed: Embedder | None = None,
+    classifier: TaxonomyClassifier | None = None,
+    probabilities: bool = False,
+):
     """One of the 8 taxonomy tags (``SENTENCE_CATEGORIES``) per sentence, offline.
 
     ``sentences`` are the sentences of ONE chain of thought, in order (strings, ``Sentence`` objects or a
-    ``Trace``): context and position inform each label. Embeds with all-MiniLM-L6-v2 by default.
+    ``Trace``): context and position inform each label. Embeds with all-MiniLM-L6-v2 by default, and (the
+    shipped weights) reads the embedded SmolLM2's first layers over the whole trace.
+
+    With ``probabilities=True`` returns ``(tags, proba)``: ``proba[i, k]`` is the probability of
+    ``classifier.categories[k]`` (``SENTENCE_CATEGORIES`` order) for sentence ``i``, so uncertain labels can
+    be shown as such (the tag is the most probable category).
 
     >>> classify_sentences(["Hmm, wait.", "Let me double-check that 3 * 4 = 12."])   # doctest: +SKIP
     ['uncertainty_management', 'self_checking']
     """
     classifier = classifier or default_classifier()
-    return classifier.predict(_texts(sentences), embed)
+    proba = classifier.predict_proba(_texts(sentences), embed)
+    tags = [classifier.categories[k] for k in proba.argmax(axis=1)]
+    return (tags, proba) if probabilities else tags

@@ -1,0 +1,69 @@
+"""Score ``label_sentences_with_model`` on the taxonomy classifier's held-out problems, for comparison.
+
+Prompts the embedded SmolLM2-135M-Instruct (or ``--model NAME``) with the category definitions, the problem
+and the two preceding sentences, for every sentence of the held-out problems named in the shipped
+classifier's ``taxonomy_classifier.json``, and writes accuracy, macro-F1, per-category F1 and the confusion
+matrix to anchorlens/data/taxonomy_llm_labeller.json (``scripts/train_taxonomy.py`` puts them in the report).
+All 782 sentences take about 15 minutes on one free CPU thread for the embedded model; ``--sample N`` labels
+N of them drawn with random.Random(0) (each prompt still shows its own trace's preceding sentences).
+
+    .venv/bin/python scripts/eval_llm_labeller.py [--sample 150]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import anchorlens as al  # noqa: E402
+from anchorlens.resampling.reference_format import load_reference_trace, reference_trace_dirs  # noqa: E402
+from anchorlens.taxonomy.categories import SENTENCE_CATEGORIES  # noqa: E402
+from anchorlens.taxonomy.classifier import DATA_DIR, TaxonomyClassifier  # noqa: E402
+from anchorlens.taxonomy.llm_labeller import _label_with_bridge, labelling_prompt  # noqa: E402
+from anchorlens.taxonomy.training import score  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO / "data" / "thought-anchors")
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--out", type=Path, default=DATA_DIR / "taxonomy_llm_labeller.json")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sample", type=int, default=None, help="label this many sentences, drawn with seed 0")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    held_out = TaxonomyClassifier.load().info["held_out_problems"]
+    model = al.load_model(args.model)
+    start = time.time()
+    traces = [load_reference_trace(f) for f in reference_trace_dirs(args.data) if f.name in held_out]
+    items = [(t, i) for t, trace in enumerate(traces) for i in range(len(trace.sentences))]
+    if args.sample is not None:
+        items = sorted(random.Random(0).sample(items, args.sample))
+    truth, predicted = [], []
+    start = time.time()
+    for t, i in tqdm(items, desc="labelling sentences"):
+        trace = traces[t]
+        prompt = labelling_prompt(trace.sentences, i, problem=trace.problem.get("problem"))  # what
+        tag = _label_with_bridge(model, prompt)  # label_sentences_with_model does for each sentence
+        truth.append(SENTENCE_CATEGORIES.index(trace.categories[i]))
+        predicted.append(SENTENCE_CATEGORIES.index(tag))
+    result = score(truth, predicted)
+    result.update(model=args.model, held_out_problems=held_out, seconds=time.time() - start,
+                  sample=args.sample)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: result[k] for k in ("accuracy", "macro_f1", "f1", "seconds")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
