@@ -70,12 +70,15 @@ def main(argv=None) -> int:
             transcoder_dir = case_transcoders(case).save(tmp / "transcoders")
             done = subprocess.run([args.ct_python, str(REPO / "scripts" / "circuit_tracer_oracle.py"),
                                    "--model", str(model_dir), "--transcoders", str(transcoder_dir),
-                                   "--prompt", case["prompt"], "--out", str(OUT / f"{name}.npz")],
+                                   "--prompt", case["prompt"], "--out", str(OUT / f"{name}.npz"),
+                                   "--json-dir", str(tmp / "json")],
                                   capture_output=True, text=True)
             if done.returncode:
                 print(done.stderr[-4000:])
                 return 1
             print(name, done.stdout.strip().splitlines()[-1])
+            if name == "tiny_llama_relu":  # circuit-tracer's frontend JSON of one case, for the export test
+                (OUT / f"{name}.json").write_text((tmp / "json" / "oracle.json").read_text())
     (OUT / "cases.json").write_text(json.dumps(CASES, indent=2))
     return 0
 

@@ -189,3 +189,26 @@ def _rows(grads, feats, decoder_rows, errors, token_vectors, n_layers: int, n_po
     start = n_feat + n_layers * n_pos
     rows[:, start : start + n_pos] = einsum(g_embed, token_vectors, "b p d, p d -> b p")
     return rows
+
+
+def trace_attribution(model, transcoders: TranscoderSet, trace, answer_position: int | None = None, **kwargs):
+    """Attribute the final answer's logit of a chain of thought back to its sentences.
+
+    The graph is built on the trace's tokens before ``answer_position`` (default: the last token, taken as the
+    answer), so the logit nodes are the model's predictions of the answer token; each sentence gets the
+    influence of its token-embedding and feature nodes. Returns ``(graph, table)``: the table has one row per
+    sentence (text, token_influence, feature_influence, influence) plus whether the answer token is a logit node.
+    """
+    tokens = torch.tensor(trace.token_ids, dtype=torch.long)
+    answer_position = len(tokens) - 1 if answer_position is None else answer_position
+    if not 0 < answer_position < len(tokens):
+        raise AttributionInputError(f"answer_position must be within the trace's {len(tokens)} tokens, after the first")
+    prefix = tokens[:answer_position]
+    graph = attribution_graph(model, transcoders, prefix, **kwargs)
+    shift = len(graph.tokens) - len(prefix)  # 1 when a special token was put in front
+    spans = [(min(s, answer_position) + shift, min(e, answer_position) + shift) for s, e in trace.token_spans]
+    table = graph.sentence_attribution(spans)
+    table.insert(1, "text", trace.sentence_texts())
+    table.attrs["answer_token"] = int(tokens[answer_position])
+    table.attrs["answer_is_logit_node"] = int(tokens[answer_position]) in graph.logit_token_ids.tolist()
+    return graph, table

@@ -1,0 +1,57 @@
+"""Views of an attribution graph: circuit-tracer's frontend JSON, the plot, sentences of a chain of thought."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import anchorlens as al  # noqa: E402
+from attribution_cases import CASES, case_model, case_transcoders  # noqa: E402
+from anchorlens.tracing.attribution import attribution_graph, trace_attribution  # noqa: E402
+from anchorlens.tracing.graph_json import graph_json  # noqa: E402
+from anchorlens.tracing.transcoders import random_transcoders  # noqa: E402
+
+DATA = Path(__file__).parent / "data" / "attribution"
+
+
+def test_json_equals_circuit_tracers_create_graph_files(tmp_path, one_torch_thread):
+    """The same nodes (ids, fields, order) and links as circuit-tracer 0.5.0's own export of the same graph."""
+    case = CASES["tiny_llama_relu"]
+    graph = attribution_graph(case_model(case), case_transcoders(case), case["prompt"], progress=False)
+    ours = json.loads(graph.to_json(tmp_path / "g.json", slug="oracle").read_text())
+    ref = json.loads((DATA / "tiny_llama_relu.json").read_text())
+    assert ours["metadata"] | {"scan": None} == ref["metadata"] | {"scan": None}
+    assert ours["qParams"] == ref["qParams"]
+    assert [n["node_id"] for n in ours["nodes"]] == [n["node_id"] for n in ref["nodes"]]
+    for a, b in zip(ours["nodes"], ref["nodes"]):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(b[key], float):
+                assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(b[key])), key
+            else:
+                assert a[key] == b[key], key
+    assert [(x["source"], x["target"]) for x in ours["links"]] == [(x["source"], x["target"]) for x in ref["links"]]
+    assert all(abs(a["weight"] - b["weight"]) <= 1e-4 * max(1.0, abs(b["weight"]))
+               for a, b in zip(ours["links"], ref["links"]))
+    assert len(ours["links"]) > 100
+
+
+def test_plot_and_tables(tiny_llama, one_torch_thread):
+    graph = attribution_graph(tiny_llama, random_transcoders(2, 64, 16), "The capital of France is", progress=False)
+    ax = graph.plot()
+    assert ax.get_title().startswith("attribution graph")
+    assert len(graph.edges()) > 0 and len(graph.to_dataframe()) == graph.adjacency.shape[0]
+
+
+def test_sentences_of_a_trace(tiny_llama, one_torch_thread):
+    trace = al.Trace.from_text(tiny_llama, "We need 6 times 7. 6 * 7 = 42. So the answer is 42",
+                               prompt="What is 6 times 7?")
+    graph, table = trace_attribution(tiny_llama, random_transcoders(2, 64, 16), trace, progress=False)
+    assert len(table) == trace.n_sentences and list(table["text"]) == trace.sentence_texts()
+    total = graph.influence()[: graph.n_features].sum() + graph.influence()[graph.token_slice][1:].sum()
+    covered = table["influence"].sum()
+    assert 0 < covered <= total + 1e-6  # sentences hold part of the influence (the prompt holds the rest)
