@@ -32,7 +32,10 @@ def test_sentence_flow_sums_token_flow_and_finds_the_planted_sentence(one_torch_
     assert control.to_answer[1] < 0.4, control.to_answer
     loaded = SentenceFlow.load(sentences.save(tmp_path / "s"))
     torch.testing.assert_close(loaded.matrix, sentences.matrix)
-    assert list(sentences.to_dataframe().columns) == ["sentence", "text", "flow_to_answer", "flow_to_later"]
+    frame = sentences.to_dataframe()
+    assert list(frame.columns) == ["sentence", "text", "flow_to_answer", "flow_to_later"]
+    later = [float(sentences.matrix[s + 1 :, s].sum()) for s in range(trace.n_sentences)]
+    assert frame["flow_to_later"].tolist() == pytest.approx(later) and later[-1] == 0 and later[0] > 0
 
 
 def test_sentence_flow_needs_a_trace(tiny_llama):

@@ -53,13 +53,13 @@ class SentenceFlow:
         """One row per sentence: its text, how much it feeds the answer, how much later sentences draw on it."""
         import pandas as pd
 
-        later = torch.triu(self.matrix, diagonal=1).T  # [source, later target]
+        later = torch.tril(self.matrix, diagonal=-1)  # [target, source] with target after source
         return pd.DataFrame(
             {
                 "sentence": range(len(self.sentences)),
                 "text": self.sentences,
                 "flow_to_answer": self.to_answer.numpy(),
-                "flow_to_later": later.sum(1).numpy() if len(self.sentences) else [],
+                "flow_to_later": later.sum(0).numpy(),  # summed over the later sentences that draw on it
             }
         )
 
