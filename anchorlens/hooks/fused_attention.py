@@ -226,6 +226,7 @@ def _install(model, states: list[dict] | None = None) -> None:
 def _uninstall(model) -> list[dict]:
     """Back to the bridge's own forward; returns each layer's fused state (for ``_install`` to put back)."""
     model.original_model.config._attn_implementation = vars(model).pop("_anchorlens_attn_impl")
+    _MASK_CACHE.clear()  # drop the last forward's mask
     states = []
     for attn in attention_bridges(model):
         vars(attn).pop("forward", None)
@@ -335,6 +336,29 @@ def attend_mask(
     return allowed
 
 
+_MASK_CACHE: list = []  # [(attention_mask, hidden, n_queries, n_keys, device), (allowed, blind)]: one forward's
+
+
+def _layer_mask(attention_mask, n_queries: int, n_keys: int, hidden, device):
+    """``(allowed, blind)`` for one layer; every layer of a forward gets the same tensors, so they are built
+    once per forward (the decoder hands each layer the same mask object, ``hide_keys`` the same hidden one)."""
+    key = (attention_mask, hidden, n_queries, n_keys, device)
+    if _MASK_CACHE and all(a is b if isinstance(a, Tensor) or a is None else a == b for a, b in zip(_MASK_CACHE[0], key)):
+        return _MASK_CACHE[1]
+    allowed = attend_mask(attention_mask, n_queries, n_keys, hidden, device)
+    if allowed is None and n_queries not in (1, n_keys):  # cached prefix: SDPA's is_causal aligns top-left
+        allowed = causal_allowed(n_queries, n_keys, device)
+    blind = None
+    if allowed is not None:
+        # Eager: softmax over all-minimum scores = uniform over every key. Same here: a query that sees
+        # nothing sees every key, with a zero query (equal scores). Only padding queries, whose outputs
+        # nothing reads. Unconditional: checking first would synchronise with the device.
+        blind = ~allowed.any(dim=-1, keepdim=True)  # [batch, 1 or head, query, 1]
+        allowed = allowed | blind
+    _MASK_CACHE[:] = [key, (allowed, blind)]
+    return allowed, blind
+
+
 def fused_forward(self, *args, **kwargs):
     """``PositionEmbeddingsAttentionBridge.forward`` with SDPA in place of the explicit pattern.
 
@@ -399,15 +423,8 @@ def fused_forward(self, *args, **kwargs):
                 f"hide_keys got {hidden_keys.n_rows} key ranges for a batch of {query_states.shape[0]} rows: pass one per row"
             )
         hidden = hidden_keys(n_queries, n_keys, query_states.device)
-    allowed = attend_mask(attention_mask, n_queries, n_keys, hidden, query_states.device)
-    if allowed is None and n_queries not in (1, n_keys):  # cached prefix: SDPA's is_causal aligns top-left
-        allowed = causal_allowed(n_queries, n_keys, query_states.device)
-    if allowed is not None:
-        # Eager: softmax over all-minimum scores = uniform over every key. Same here: a query that sees
-        # nothing sees every key, with a zero query (equal scores). Only padding queries, whose outputs
-        # nothing reads. Unconditional: checking first would synchronise with the device.
-        blind = ~allowed.any(dim=-1, keepdim=True)  # [batch, 1 or head, query, 1]
-        allowed = allowed | blind
+    allowed, blind = _layer_mask(attention_mask, n_queries, n_keys, hidden, query_states.device)
+    if blind is not None:
         query_states = query_states.masked_fill(blind, 0.0)
     scaling = getattr(hf_attn, "scaling", head_dim**-0.5)
     observer = state.get("observer")
@@ -420,8 +437,10 @@ def fused_forward(self, *args, **kwargs):
         # No mask: the flash / fused kernels apply; grouped-query heads are expanded by the kernel.
         sdpa_kwargs["is_causal"] = n_queries > 1
         sdpa_kwargs["enable_gqa"] = groups > 1
+    elif groups > 1 and query_states.device.type == "cpu":
+        sdpa_kwargs["enable_gqa"] = True  # the CPU flash kernel takes a mask and grouped heads together
     elif groups > 1:
-        # With a mask, the memory-efficient kernels take no grouped-query layout: repeat K/V (cheap: no
+        # With a mask, the GPU memory-efficient kernel takes no grouped-query layout: repeat K/V (cheap: no
         # [query, key] tensor per head) rather than let SDPA fall back to the quadratic math kernel.
         key_states, value_states = repeat_kv(key_states, groups), repeat_kv(value_states, groups)
     attn_output = torch.nn.functional.scaled_dot_product_attention(
