@@ -68,12 +68,17 @@ def bench_suppression(repeats: int) -> dict:
             times[attention].append(wall)
             cpu[attention].append(proc)
             print(f"  {attention:5s} {wall:7.1f} s wall {proc:7.1f} s CPU  (load {load_average()})", flush=True)
-    diff = float((results["eager"].token_kl - results["sdpa"].token_kl).nan_to_num(0).abs().max())
+    eager_kl, sdpa_kl = results["eager"].token_kl, results["sdpa"].token_kl
+    gap = (eager_kl - sdpa_kl).nan_to_num(0).abs()
+    diff = float(gap.max())
+    finite = ~eager_kl.isnan()
     return {
         "tokens": trace.n_tokens, "sentences": trace.n_sentences, "eager_s": times["eager"], "sdpa_s": times["sdpa"],
         "eager_cpu_s": cpu["eager"], "sdpa_cpu_s": cpu["sdpa"],
         "wall_ratio": sum(times["eager"]) / sum(times["sdpa"]), "cpu_ratio": sum(cpu["eager"]) / sum(cpu["sdpa"]),
-        "max_token_kl_diff": diff, "load_after": load_average(),
+        "max_token_kl_diff": diff, "entries": int(finite.sum()), "entries_over_1e-4": int((gap > 1e-4).sum()),
+        "max_relative_diff": float((gap / eager_kl.nan_to_num(0).abs().clamp_min(1e-3)).max()),
+        "max_token_kl": float(eager_kl.nan_to_num(0).max()), "load_after": load_average(),
     }
 
 
