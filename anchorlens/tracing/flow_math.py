@@ -136,16 +136,16 @@ def _fused_l1():
 
 def _attention_contributions_l2(resid_pre, resid_mid, pattern, values_out):
     """L2 proximity from dot products (no [.., d_model] blocks): with ``n = |y|^2 - |y - a v|^2 = a (2 y.v - a |v|^2)``,
-    ``|y| - |y - a v| = n / (|y| + |y - a v|)``, a form without the cancellation of ``|y|^2 - 2 a y.v + ...``."""
-    dots = einsum(resid_mid, values_out, "target d_model, head source d_model -> target source head")
-    value_sq = rearrange((values_out * values_out).sum(-1), "head source -> 1 source head")
-    whole_sq = (resid_mid * resid_mid).sum(-1)[:, None, None]
-    weights = rearrange(pattern, "head target source -> target source head")
-    gain = weights * (2 * dots - weights * value_sq)
-    distance = (whole_sq - gain).clamp(min=0).sqrt()
-    proximity = (gain / (whole_sq.sqrt() + distance).clamp(min=1e-30)).clamp(min=EPS)
+    ``|y| - |y - a v| = n / (|y| + |y - a v|)``, a form without the cancellation of ``|y|^2 - 2 a y.v + ...``.
+    Computed head-major (the pattern's own layout), in place where possible."""
+    dots = torch.matmul(resid_mid, values_out.transpose(1, 2))  # [head, target, source]: y_i . (v W_O)_j
+    value_sq = (values_out * values_out).sum(-1)[:, None, :]  # [head, 1, source]
+    whole_sq = (resid_mid * resid_mid).sum(-1)[None, :, None]  # [1, target, 1]
+    gain = dots.mul_(2).sub_(pattern * value_sq).mul_(pattern)  # a (2 y.v - a |v|^2), in dots' memory
+    distance = (whole_sq - gain).clamp_(min=0).sqrt_().add_(whole_sq.sqrt())
+    proximity = gain.div_(distance.clamp_(min=1e-30)).clamp_(min=EPS)
     residual = _residual_proximity(resid_mid, resid_pre, p=2)
-    return _normalise(proximity, residual)
+    return _normalise(rearrange(proximity, "head target source -> target source head"), residual)
 
 
 def mlp_contributions(
