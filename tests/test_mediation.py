@@ -149,7 +149,7 @@ def test_batched_equals_one_cell_per_forward(organism, organism_pairs, component
     units = UNITS.get(COMPONENTS[component].unit)
     pairs = organism_pairs[:3]
     fast = mediation_sweep(organism, *columns(pairs), component=component, positions="all", units=units,
-                           chunk_size=50)
+                           chunk_size=50, layer_span=1)   # every forward enters at its own layer
     slow = naive_sweep(organism, *columns(pairs), component=component, positions="all", units=units)
     assert fast.effects.shape == (4, 11) + ((len(units),) if units else ())
     # the metrics (scale 1) to 1e-5; raw logits (scale 10-40; batch shapes change float32 rounding) to 1e-4
@@ -229,9 +229,11 @@ def test_batched_equals_transformer_lens_patching(organism, organism_pairs):
 
 def test_chunking_and_prefix_reuse_do_not_change_results(organism, organism_pairs):
     args = columns(organism_pairs[:3])
-    reference = mediation_sweep(organism, *args, component="head_out", positions="all", reuse_prefix=False)
-    for chunk_size in (5, 10_000):
-        other = mediation_sweep(organism, *args, component="head_out", positions="all", chunk_size=chunk_size)
+    reference = mediation_sweep(organism, *args, component="head_out", positions="all", reuse_prefix=False,
+                                reuse_layers=False)
+    for chunk_size, layer_span in ((5, None), (10_000, None), (7, 2)):
+        other = mediation_sweep(organism, *args, component="head_out", positions="all", chunk_size=chunk_size,
+                                layer_span=layer_span)
         torch.testing.assert_close(other.patched_logit_diff, reference.patched_logit_diff, atol=1e-5, rtol=0)
 
 

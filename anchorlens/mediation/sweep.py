@@ -1,9 +1,15 @@
 """Batched causal mediation sweeps: many (pair, cell) interventions per forward pass.
 
-For a cell at position ``t`` nothing before ``t`` changes (causal attention), so every row patched at ``t``
-starts from the base run's keys and values of positions ``< t`` (a Hugging Face ``DynamicCache``, as the
-suppression method does) and runs only positions ``t..end``; rows of a forward are (pair, layer, unit)
-combinations at one position, ``chunk_size`` of them at a time, which bounds memory.
+What a cell at (layer ``l``, position ``t``) cannot change is reused instead of recomputed:
+
+- positions before ``t`` (causal attention): every row patched at ``t`` starts from the base run's keys and
+  values of positions ``< t`` (a Hugging Face ``DynamicCache``, as the suppression method does) and runs
+  only positions ``t..end``;
+- layers before ``l``: the row enters at block ``l`` with the base run's residual stream
+  (``start_at_layer``), and blocks before it are skipped (``anchorlens.hooks.skip_blocks``).
+
+Rows of a forward are (pair, layer, unit) combinations at one position and a few neighbouring layers (the
+forward starts at the lowest), at most ``chunk_size`` of them, which bounds memory.
 """
 
 from __future__ import annotations
@@ -75,6 +81,8 @@ def mediation_sweep(
     units: Sequence[int] | None = None,
     chunk_size: int = 256,
     reuse_prefix: bool = True,
+    reuse_layers: bool = True,
+    layer_span: int | None = None,
     progress: bool = False,
 ) -> MediationResult:
     """Patch each cell's counterfactual activation into the base run and measure the effect on the answer.
@@ -91,6 +99,10 @@ def mediation_sweep(
         layers, units: subsets of layers and of heads / dims / hidden units (default: all).
         chunk_size: rows (cells x pairs) per forward pass; bounds memory.
         reuse_prefix: start each patched run from the base run's keys and values before the patched position.
+        reuse_layers: start each patched run at the lowest patched layer of its forward, from the base run's
+            residual stream, skipping the blocks before it.
+        layer_span: how many neighbouring layers' cells share a forward (default: enough for 32 rows; more
+            layers per forward means fewer, larger forwards but more recomputed blocks).
 
     Returns a ``MediationResult``; ``.effects`` is ``[n_layers, n_positions]`` (plus a unit dimension for
     ``head_out``, ``head_pattern``, ``mlp_out_dim``, ``mlp_post``), the mean over pairs.
@@ -123,7 +135,8 @@ def mediation_sweep(
     total = sum(g.n_pairs for g in groups) * len(cell_positions) * len(layers) * (len(units) if units else 1)
     bar = tqdm(total=total, desc=f"mediation {component}", disable=not progress, leave=False)
     for group in groups:
-        _sweep_group(model, comp, group, layers, cell_positions, units, chunk_size, reuse_prefix, out, bar)
+        _sweep_group(model, comp, group, layers, cell_positions, units, chunk_size, reuse_prefix, reuse_layers,
+                     layer_span, out, bar)
     bar.close()
     return MediationResult(
         component=component, layers=layers, positions=cell_positions, units=units, unit=comp.unit, metric=metric,
@@ -141,33 +154,44 @@ def _prefix_cache(cache, pairs: torch.Tensor, length: int):
     return DynamicCache([(layer.keys[pairs, :, :length], layer.values[pairs, :, :length]) for layer in cache.layers])
 
 
+def _chunks(n_layers: int, rows_per_layer: int, chunk_size: int, layer_span: int | None):
+    """Slot ranges ``(first layer slot, last + 1, first row in that range, last row + 1)`` of each forward."""
+    span = layer_span or max(1, -(-32 // rows_per_layer))
+    for first in range(0, n_layers, span):
+        stop = min(first + span, n_layers)
+        total = (stop - first) * rows_per_layer
+        for begin in range(0, total, chunk_size):
+            yield first, stop, begin, min(begin + chunk_size, total)
+
+
 def _sweep_group(model, comp: Component, group: EncodedPairs, layers, cell_positions, units, chunk_size,
-                 reuse_prefix, out, bar) -> None:
+                 reuse_prefix, reuse_layers, layer_span, out, bar) -> None:
+    from anchorlens.hooks.skip_blocks import skipped_blocks
     from anchorlens.suppression.prefix_cache import reusable
 
     n, length = group.n_pairs, group.n_positions
     index = torch.tensor(group.indices)
     hook_names = {comp.hook_name(layer) for layer in layers}
     cf_logits, cf_cache = model.run_with_cache(group.counterfactual_tokens, names_filter=lambda name: name in hook_names)
+    resid_names = {f"blocks.{layer}.hook_resid_pre" for layer in layers} if reuse_layers else set()
+    base_logits, base_resid = model.run_with_cache(group.base_tokens, names_filter=lambda name: name in resid_names)
     if reuse_prefix:
-        base_logits, base_kv = model(group.base_tokens, return_type="logits_and_cache")
+        _, base_kv = model(group.base_tokens, return_type="logits_and_cache")
         reuse_prefix = reusable(base_kv, length)
-    else:
-        base_logits = model(group.base_tokens)
     for logits, key in ((base_logits, "base"), (cf_logits, "cf")):
         logprobs, diff = answer_quantities(logits[:, -1], group.base_answer, group.counterfactual_answer)
         out[f"{key}_logprobs"][index] = logprobs.cpu()
         out[f"{key}_logit_diff"][index] = diff.cpu()
 
     unit_list = units if units else [None]
+    rows_per_layer = len(unit_list) * n
+    # rows at one position, layer-major: (layer slot, unit slot, pair), pair fastest
+    cells = torch.tensor(list(itertools.product(range(len(layers)), range(len(unit_list)), range(n))))
     for p_slot, position in enumerate(cell_positions):
         t = length - 1 if position == "last" else position
         start = t if reuse_prefix and t > 0 else 0
-        # rows: every (pair, layer, unit) at this position, pair fastest so a chunk shares few layers
-        cells = [(l_slot, u_slot, pair) for l_slot, u_slot, pair in
-                 itertools.product(range(len(layers)), range(len(unit_list)), range(n))]
-        for begin in range(0, len(cells), chunk_size):
-            chunk = torch.tensor(cells[begin:begin + chunk_size])
+        for first, _, begin, stop in _chunks(len(layers), rows_per_layer, chunk_size, layer_span):
+            chunk = cells[first * rows_per_layer + begin: first * rows_per_layer + stop]
             l_slots, u_slots, pairs = chunk[:, 0], chunk[:, 1], chunk[:, 2]
             row_layers = torch.tensor(layers)[l_slots]
             row_units = torch.tensor(units)[u_slots] if units else None
@@ -177,10 +201,16 @@ def _sweep_group(model, comp: Component, group: EncodedPairs, layers, cell_posit
                 sources[layer] = source_values(comp, cf_cache[comp.hook_name(layer)], pairs[rows], t,
                                                None if row_units is None else row_units[rows])
             hooks = cell_patch_hooks(comp, row_layers, t - start, row_units, sources)
-            tokens = group.base_tokens[pairs, start:]
             kwargs = {"past_key_values": _prefix_cache(base_kv, pairs, start)} if start > 0 else {}
-            logits = model.run_with_hooks(tokens, fwd_hooks=hooks, **kwargs)[:, -1]
-            logprobs, diff = answer_quantities(logits, group.base_answer[pairs], group.counterfactual_answer[pairs])
+            enter = int(row_layers.min()) if reuse_layers else 0
+            if enter > 0:  # enter at block `enter` with the base residual stream; skip the blocks before it
+                residual = base_resid[f"blocks.{enter}.hook_resid_pre"][pairs, start:]
+                with skipped_blocks(model, enter):
+                    logits = model.run_with_hooks(residual, fwd_hooks=hooks, start_at_layer=enter, **kwargs)
+            else:
+                logits = model.run_with_hooks(group.base_tokens[pairs, start:], fwd_hooks=hooks, **kwargs)
+            logprobs, diff = answer_quantities(logits[:, -1], group.base_answer[pairs],
+                                               group.counterfactual_answer[pairs])
             target = (index[pairs], l_slots, p_slot) + ((u_slots,) if units else ())
             out["patched_logprobs"][target] = logprobs.cpu()
             out["patched_logit_diff"][target] = diff.cpu()
