@@ -132,6 +132,21 @@ from anchorlens.tracing.graph import AttributionGraph
 from anchorlens.tracing.training import train_transcoders
 from anchorlens.tracing.transcoders import Transcoder, TranscoderError, TranscoderSet, load_transcoders
 
+# Causal mediation analysis (Stolfo, Belinkov, Sachan 2023): patch counterfactual activations cell by cell
+from anchorlens.mediation import (
+    MediationInputError,
+    MediationResult,
+    PromptPair,
+    arithmetic_pairs,
+    factual_pairs,
+    filter_pairs,
+    mediation_sweep,
+    retrieval_pairs,
+)
+from anchorlens.mediation.organism import arithmetic_organism
+from anchorlens.mediation.overlap import NeuronOverlap, neuron_overlap
+from anchorlens.mediation.picture import InformationFlow, information_flow
+
 # Everything into one report
 from anchorlens.pipeline import Analysis, analyze
 from anchorlens.report import ReportData, build_report
@@ -174,4 +189,8 @@ __all__ = [
     "TranscoderSet", "TranscoderError",
     # the report
     "analyze", "Analysis", "build_report", "ReportData",
+    # causal mediation analysis
+    "mediation_sweep", "MediationResult", "MediationInputError", "PromptPair", "arithmetic_pairs", "retrieval_pairs",
+    "factual_pairs", "filter_pairs", "arithmetic_organism", "neuron_overlap", "NeuronOverlap", "information_flow",
+    "InformationFlow",
 ]

@@ -78,10 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     split.add_argument("file", type=Path)
     split.add_argument("--style", default="default", choices=["default", "thought-anchors"])
 
+    from anchorlens.mediation.command import add_mediate_parser, run_mediate  # causal mediation analysis
+
+    add_mediate_parser(commands)
+
     args = parser.parse_args(argv)
     try:
         if args.command == "split":
             return _split(args)
+        if args.command == "mediate":
+            return run_mediate(args)
         return _analyze(args)
     except (ValueError, ImportError, FileNotFoundError) as error:
         print(f"anchorlens: error: {error}", file=sys.stderr)

@@ -330,3 +330,19 @@ def test_paper_picture_on_the_organism_and_not_on_its_shuffled_control():
     control = information_flow(shuffled_weights(arithmetic_organism(progress=False)), pairs)
     assert not control.holds
     assert control.mlp_last_late < 0.3
+
+
+def test_mediate_command_writes_heatmaps_and_tables(tmp_path, capsys):
+    from anchorlens.cli import main
+
+    out = tmp_path / "mediation"
+    status = main(["mediate", "--task", "arithmetic", "--model", "organism", "--components", "mlp_out", "head_out",
+                   "--pairs", "6", "--per-template", "1", "--out", str(out)])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "answers" in printed and "strongest cells" in printed
+    for name in ("filter.csv", "pairs.csv", "mlp_out.png", "mlp_out.csv", "head_out.png", "head_out.npz"):
+        assert (out / name).stat().st_size > 0
+    assert MediationResult.load(out / "head_out.npz").effects.shape == (4, 1, 4)
+    assert main(["mediate", "--task", "retrieval", "--model", "organism", "--out", str(tmp_path / "none")]) == 2
+    assert "survived the filter" in capsys.readouterr().err

@@ -112,7 +112,8 @@ class MediationResult:
         """The ``k`` cells with the largest mean effect, as a DataFrame."""
         metric = metric or self.metric
         frame = self.to_dataframe()
-        return frame.sort_values(metric, ascending=False, kind="stable").head(k).reset_index(drop=True)
+        return frame.sort_values(metric, ascending=False, kind="stable", na_position="last").head(k).reset_index(
+            drop=True)
 
     def plot(self, metric: str | None = None, ax=None, tokens: list[str] | None = None, **kwargs):
         """Heatmap of the mean effect: layer x position (layer x unit for unit kinds at one position)."""
