@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import random
 import sys
 import time
@@ -124,14 +125,28 @@ def predict(model, vocabulary, traces, kind: str, hyper: tuple):
     return y, model.proba(x).argmax(1)
 
 
+JOBS = 1  # worker processes for the folds (--jobs); each fold is fitted alone, so results do not depend on it
+
+
+def _fold(args) -> tuple:
+    traces, kind, hyper, problem = args
+    torch.set_num_threads(1)
+    train = [t for t in traces if t["problem"] != problem]
+    test = [t for t in traces if t["problem"] == problem]
+    model, vocabulary = fit(train, kind, hyper)
+    return predict(model, vocabulary, test, kind, hyper)
+
+
 def leave_one_problem_out(traces, kind: str, hyper: tuple) -> dict:
     """Pooled scores over all held-out folds, plus the mean over folds (``fold_mean``)."""
+    tasks = [(traces, kind, hyper, problem) for problem in sorted({t["problem"] for t in traces})]
+    if JOBS > 1:
+        with multiprocessing.get_context("fork").Pool(JOBS) as pool:
+            results = pool.map(_fold, tasks)
+    else:
+        results = [_fold(task) for task in tasks]
     ys, ps, folds = [], [], []
-    for problem in sorted({t["problem"] for t in traces}):
-        train = [t for t in traces if t["problem"] != problem]
-        test = [t for t in traces if t["problem"] == problem]
-        model, vocabulary = fit(train, kind, hyper)
-        y, p = predict(model, vocabulary, test, kind, hyper)
+    for y, p in results:
         ys.append(y)
         ps.append(p)
         folds.append(score(y, p))
@@ -204,8 +219,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO / "data" / "thought-anchors")
     parser.add_argument("--out", type=Path, default=DATA_DIR)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared machine)")
+    parser.add_argument("--jobs", type=int, default=1, help="processes for the cross-validation folds (same results)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global JOBS
+    JOBS = args.jobs
     start = time.time()
 
     traces = load_traces(args.data, MiniLMEmbedder())
@@ -283,8 +301,8 @@ on the same eight problems) chose for them.
 
 {table([
     (f"held out: {', '.join(held_out)} ({held['lm']['n_sentences']} sentences; the shipped model)", [held[k] for k in order]),
-    ("leave-one-problem-out, all 10 problems (2,929 sentences pooled; 10 models)", [cv[k] for k in order]),
-    ("leave-one-problem-out, mean over the 10 problems", [cv[k]["fold_mean"] for k in order]),
+    (f"leave-one-problem-out, all {len(problems)} problems ({cv['lm']['n_sentences']:,} sentences pooled; {len(problems)} models)", [cv[k] for k in order]),
+    (f"leave-one-problem-out, mean over the {len(problems)} problems", [cv[k]["fold_mean"] for k in order]),
 ])}
 
 Targets were 70% accuracy and macro-F1 0.65: {verdict(held['lm'])} on the held-out problems, {verdict(cv['lm'])} in

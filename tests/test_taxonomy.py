@@ -39,6 +39,7 @@ def test_shipped_weights_are_small_and_documented(shipped):
     assert (DEFAULT_WEIGHTS.parent / "taxonomy_report.md").exists()
 
 
+@pytest.mark.slow  # runs the embedded SmolLM2's first layers over four published traces
 def test_shipped_classifier_reproduces_its_held_out_scores(shipped):
     """The stated held-out numbers hold on the held-out published traces (problems it never saw)."""
     from sklearn.metrics import accuracy_score, f1_score
@@ -56,8 +57,13 @@ def test_shipped_classifier_reproduces_its_held_out_scores(shipped):
     assert accuracy == pytest.approx(info["held_out"]["accuracy"], abs=0.01)
     assert macro_f1 == pytest.approx(info["held_out"]["macro_f1"], abs=0.01)
     assert accuracy > info["held_out"]["baseline_accuracy"]  # better than embedding + logistic regression
+    # ... and than the previous classifier (MiniLM features only) on both scores, in the same evaluation
+    assert accuracy > info["held_out"]["previous_accuracy"] and macro_f1 > info["held_out"]["previous_macro_f1"]
+    assert info["leave_one_problem_out"]["accuracy"] > info["leave_one_problem_out"]["previous_accuracy"]
+    assert info["leave_one_problem_out"]["macro_f1"] > info["leave_one_problem_out"]["previous_macro_f1"]
 
 
+@pytest.mark.slow  # loads the SmolLM2 feature model
 def test_obvious_sentences():
     tags = classify_sentences(
         [
@@ -74,6 +80,7 @@ def test_obvious_sentences():
     assert tags[4] == "final_answer_emission"
 
 
+@pytest.mark.slow  # loads the SmolLM2 feature model
 def test_accepts_sentence_objects_and_rejects_bad_input():
     sentences = anchorlens.split_sentences("Let me add 2 and 3. That gives 5. So the answer is 5.")
     assert len(classify_sentences(sentences)) == len(sentences)
