@@ -24,7 +24,8 @@ from conftest import ANCHORLENS_COMMAND, run_anchorlens
 pytestmark = pytest.mark.slow
 
 OUTPUTS = ["trace.json", "receivers.npz", "suppression.npz", "importance.npz", "rollouts.sqlite", "sentences.csv",
-           "report.html", "report.json", "importance.png", "receiver_kurtosis.png", "suppression.png"]
+           "report.html", "report.json", "importance.png", "receiver_kurtosis.png", "suppression.png", "flow.npz",
+           "view_correlations.csv"]
 
 
 def _rollouts(out: Path) -> pd.DataFrame:
@@ -43,7 +44,7 @@ def test_sample_analysis_writes_every_output(sample_analysis):
     assert all(s["text"] in stdout for s in trace["sentences"]), "the command lists every sentence"
     assert str((out / "report.html").resolve()) in stdout
     assert "thought anchor by resampling_importance_accuracy" in stdout
-    steps = ["trace", "categories", "receivers", "suppression", "resampling", "report"]
+    steps = ["trace", "categories", "receivers", "suppression", "resampling", "flow", "report"]
     timing = stdout.split("seconds per step: ")[1].splitlines()[0]
     assert [part.split()[0] for part in timing.split(", ")] == steps
 
@@ -54,6 +55,7 @@ def test_sample_analysis_writes_every_output(sample_analysis):
     assert len(report["categories"]) == n and all(report["categories"])
     assert np.asarray(report["suppression_kl"], dtype=float).shape == (n, n)
     assert len(report["receiver_heads"]) == 16
+    assert frame["flow_to_answer"].notna().all() and "Rank correlations between views" in report["notes"]["summary"]
 
     # Analysis.load reads the folder back, without a model, into the same table.
     loaded = Analysis.load(out).to_dataframe()
