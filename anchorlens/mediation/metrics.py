@@ -51,7 +51,8 @@ def answer_quantities(logits: Tensor, base_answer: Tensor, cf_answer: Tensor) ->
     logits = logits.float()
     logprobs = logits.log_softmax(-1)
     answers = torch.stack([base_answer, cf_answer], dim=-1)
-    return logprobs.gather(-1, answers), logits.gather(-1, answers[:, :1])[:, 0] - logits.gather(-1, answers[:, 1:])[:, 0]
+    chosen = logits.gather(-1, answers)
+    return logprobs.gather(-1, answers), chosen[:, 0] - chosen[:, 1]
 
 
 def mean_and_ci(values: Tensor, level: float = 0.95) -> tuple[Tensor, Tensor, Tensor]:

@@ -66,7 +66,8 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 
 FACTS_FILE = Path(__file__).resolve().parents[1] / "data" / "mediation" / "factual_facts.json"
 RETRIEVAL_TEMPLATE = "I have {x} {entity1} and {y} {entity2}. How many {entity} do I have?"
-RETRIEVAL_ENTITIES = ("apples", "books", "cats", "dogs", "pens", "cups", "cars", "coins", "eggs", "hats", "keys", "shoes")
+RETRIEVAL_ENTITIES = ("apples", "books", "cats", "dogs", "pens", "cups", "cars", "coins", "eggs", "hats", "keys",
+                      "shoes")
 
 _ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
          "seventeen eighteen nineteen").split()

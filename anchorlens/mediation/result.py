@@ -11,7 +11,6 @@ from torch import Tensor
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.mediation.metrics import METRICS, effect, mean_and_ci, stolfo_effect
 
-UNIT_DIM = {"head": "head", "dim": "dim", "neuron": "neuron", None: None}
 
 
 @dataclass

@@ -172,7 +172,8 @@ def _sweep_group(model, comp: Component, group: EncodedPairs, layers, cell_posit
     n, length = group.n_pairs, group.n_positions
     index = torch.tensor(group.indices)
     hook_names = {comp.hook_name(layer) for layer in layers}
-    cf_logits, cf_cache = model.run_with_cache(group.counterfactual_tokens, names_filter=lambda name: name in hook_names)
+    cf_logits, cf_cache = model.run_with_cache(group.counterfactual_tokens,
+                                               names_filter=lambda name: name in hook_names)
     resid_names = {f"blocks.{layer}.hook_resid_pre" for layer in layers} if reuse_layers else set()
     base_logits, base_resid = model.run_with_cache(group.base_tokens, names_filter=lambda name: name in resid_names)
     if reuse_prefix:
