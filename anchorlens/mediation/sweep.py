@@ -6,7 +6,8 @@ What a cell at (layer ``l``, position ``t``) cannot change is reused instead of 
   values of positions ``< t`` (a Hugging Face ``DynamicCache``, as the suppression method does) and runs
   only positions ``t..end``;
 - layers before ``l``: the row enters at block ``l`` with the base run's residual stream
-  (``start_at_layer``), and blocks before it are skipped (``anchorlens.hooks.skip_blocks``).
+  (``start_at_layer``), and blocks before it are skipped (``anchorlens.hooks.skip_blocks``);
+- the unembedding of positions other than the last (``logits_to_keep=1``): the metrics read only the last.
 
 Rows of a forward are (pair, layer, unit) combinations at one position and a few neighbouring layers (the
 forward starts at the lowest), at most ``chunk_size`` of them, which bounds memory.
@@ -101,7 +102,7 @@ def mediation_sweep(
         reuse_prefix: start each patched run from the base run's keys and values before the patched position.
         reuse_layers: start each patched run at the lowest patched layer of its forward, from the base run's
             residual stream, skipping the blocks before it.
-        layer_span: how many neighbouring layers' cells share a forward (default: enough for 32 rows; more
+        layer_span: how many neighbouring layers' cells share a forward (default: enough for 16 rows; more
             layers per forward means fewer, larger forwards but more recomputed blocks).
 
     Returns a ``MediationResult``; ``.effects`` is ``[n_layers, n_positions]`` (plus a unit dimension for
@@ -154,9 +155,16 @@ def _prefix_cache(cache, pairs: torch.Tensor, length: int):
     return DynamicCache([(layer.keys[pairs, :, :length], layer.values[pairs, :, :length]) for layer in cache.layers])
 
 
+def _accepts_logits_to_keep(model) -> bool:
+    import inspect
+
+    original = getattr(model, "original_model", None)
+    return original is not None and "logits_to_keep" in inspect.signature(original.forward).parameters
+
+
 def _chunks(n_layers: int, rows_per_layer: int, chunk_size: int, layer_span: int | None):
     """Slot ranges ``(first layer slot, last + 1, first row in that range, last row + 1)`` of each forward."""
-    span = layer_span or max(1, -(-32 // rows_per_layer))
+    span = layer_span or max(1, -(-16 // rows_per_layer))
     for first in range(0, n_layers, span):
         stop = min(first + span, n_layers)
         total = (stop - first) * rows_per_layer
@@ -184,6 +192,8 @@ def _sweep_group(model, comp: Component, group: EncodedPairs, layers, cell_posit
         out[f"{key}_logprobs"][index] = logprobs.cpu()
         out[f"{key}_logit_diff"][index] = diff.cpu()
 
+    # the metrics read the last position only: skip the unembedding of the others where the model allows it
+    last_logits_only = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
     unit_list = units if units else [None]
     rows_per_layer = len(unit_list) * n
     # rows at one position, layer-major: (layer slot, unit slot, pair), pair fastest
@@ -203,6 +213,7 @@ def _sweep_group(model, comp: Component, group: EncodedPairs, layers, cell_posit
                                                None if row_units is None else row_units[rows])
             hooks = cell_patch_hooks(comp, row_layers, t - start, row_units, sources)
             kwargs = {"past_key_values": _prefix_cache(base_kv, pairs, start)} if start > 0 else {}
+            kwargs |= last_logits_only
             enter = int(row_layers.min()) if reuse_layers else 0
             if enter > 0:  # enter at block `enter` with the base residual stream; skip the blocks before it
                 residual = base_resid[f"blocks.{enter}.hook_resid_pre"][pairs, start:]
