@@ -1,7 +1,9 @@
 """Sentence taxonomy (METHODS.md 1.4): which of eight roles each sentence of a chain of thought plays.
 
-- ``classify_sentences(sentences)``: offline, fast; a small classifier over MiniLM sentence embeddings with
-  context, trained by ``scripts/train_taxonomy.py`` on the published labels, shipped in ``anchorlens/data``.
+- ``classify_sentences(sentences)``: offline; a small classifier over MiniLM sentence embeddings with
+  context and the embedded SmolLM2's in-context sentence states (``lm_states``), trained by
+  ``scripts/train_taxonomy.py`` on the published labels, shipped in ``anchorlens/data``;
+  ``probabilities=True`` also returns per-category probabilities.
 - ``label_sentences_with_model(model, sentences)``: prompts a language model you supply (the published
   labels came from gpt-4o).
 """

@@ -2,7 +2,8 @@
 
 Trained by ``scripts/train_taxonomy.py`` on the labelled reference traces (data/thought-anchors); its weights
 are ``anchorlens/data/taxonomy_classifier.npz`` (labels and held-out scores in ``taxonomy_classifier.json``,
-the evaluation in ``taxonomy_report.md``). Inference is numpy only, after the MiniLM embedding.
+the evaluation in ``taxonomy_report.md``). Inference is numpy only, after the MiniLM embedding and (when
+``lm_layer`` is set) the partial SmolLM2 forward.
 
 The model is a multinomial logistic regression on standardised sentence features
 (``anchorlens.taxonomy.features``: the sentence's embedding, its neighbours', its position, lexical cues
