@@ -120,7 +120,8 @@ def memory_child(n_tokens: int, what: str) -> dict:
     model = al.random_model("llama", n_layers=6, d_model=576, n_heads=9, n_kv_heads=3, d_mlp=1536, n_ctx=8192,
                             check_attention_edits=False, check_cached_decoding=False)
     source = json.loads(LONG_SOURCE.read_text())
-    cot = " ".join([source["solution"]] * 3)  # long enough for 8k tokens
+    thinking = source["solution"].split("</think>")[0].strip()  # the splitter keeps only text before </think>
+    cot = "\n\n".join([thinking] * 3)  # long enough for 8k tokens
     sentences = al.split_sentences(cot)
     lo, hi = 1, len(sentences)
     while lo < hi:
