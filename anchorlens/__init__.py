@@ -145,7 +145,8 @@ from anchorlens.mediation import (
 )
 from anchorlens.mediation.organism import arithmetic_organism
 from anchorlens.mediation.overlap import NeuronOverlap, neuron_overlap
-from anchorlens.mediation.picture import InformationFlow, information_flow
+# (al.information_flow is issue 12's stable entry point; given prompt pairs it runs the mediation picture below)
+from anchorlens.mediation.picture import InformationFlow as MediationFlow
 
 # Everything into one report
 from anchorlens.pipeline import Analysis, analyze
@@ -191,6 +192,5 @@ __all__ = [
     "analyze", "Analysis", "build_report", "ReportData",
     # causal mediation analysis
     "mediation_sweep", "MediationResult", "MediationInputError", "PromptPair", "arithmetic_pairs", "retrieval_pairs",
-    "factual_pairs", "filter_pairs", "arithmetic_organism", "neuron_overlap", "NeuronOverlap", "information_flow",
-    "InformationFlow",
+    "factual_pairs", "filter_pairs", "arithmetic_organism", "neuron_overlap", "NeuronOverlap", "MediationFlow",
 ]
