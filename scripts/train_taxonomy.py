@@ -18,9 +18,10 @@ Writes anchorlens/data/taxonomy_classifier.npz (+ .json: labels, vocabulary, hel
 anchorlens/data/taxonomy_report.md (which includes the language-model labeller's scores when
 scripts/eval_llm_labeller.py has written anchorlens/data/taxonomy_llm_labeller.json). Embeddings and
 SmolLM2 states are cached in $ANCHORLENS_CACHE (default ~/.cache/anchorlens); the first run computes them
-(about 15 minutes on one CPU thread), later runs take about 10 minutes.
+(the SmolLM2 states of the 20 traces: about 20 minutes of one CPU core, much longer on a loaded machine),
+then the fits take about 4 minutes with ``--jobs 4`` (results do not depend on ``--jobs``).
 
-    .venv/bin/python scripts/train_taxonomy.py
+    .venv/bin/python scripts/train_taxonomy.py [--jobs 4]
 """
 
 from __future__ import annotations
