@@ -35,7 +35,8 @@ from anchorlens.taxonomy.classifier import sentence_states  # noqa: E402
 from anchorlens.taxonomy.lm_states import HEADER, sentence_char_spans  # noqa: E402
 
 TRACES = REPO / "data" / "thought-anchors" / "deepseek-r1-distill-llama-8b"
-BENCH_TRACES = (TRACES / "incorrect_base_solution" / "problem_6998", TRACES / "incorrect_base_solution" / "problem_4164")
+BENCH_TRACES = (TRACES / "incorrect_base_solution" / "problem_6998",
+                TRACES / "incorrect_base_solution" / "problem_4164")
 PREVIOUS = REPO / "benchmarks" / "data" / "taxonomy_classifier_previous.npz"
 
 

@@ -88,7 +88,8 @@ def test_states_are_causal_and_read_the_context(states):
     np.testing.assert_allclose(later_edited[:3], base[:3], atol=1e-5)  # earlier sentences see nothing later
     assert np.abs(later_edited[3] - base[3]).max() > 1e-2
     # The same sentence after a different context gets a different state (what MiniLM alone cannot see).
-    other_context = states(["Hmm, wait, I made an error before.", "Let me verify the earlier step."] + SENTENCES[2:3])[7]
+    context = ["Hmm, wait, I made an error before.", "Let me verify the earlier step."]
+    other_context = states(context + SENTENCES[2:3])[7]
     assert np.abs(other_context[-1] - base[2]).max() > 1e-2
 
 

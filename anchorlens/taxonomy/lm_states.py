@@ -104,7 +104,9 @@ class SentenceStates:
         model = AutoModel.from_pretrained(folder, dtype=torch.float32)
         n_layers = len(model.layers)
         if self.layers[-1] >= n_layers:
-            raise AnchorlensError(f"the feature model has {n_layers} layers; layers must be below that, got {self.layers}")
+            raise AnchorlensError(
+                f"the feature model has {n_layers} layers; layers must be below that, got {self.layers}"
+            )
         # Run one layer past the deepest one read: the model's last recorded state may be after its final norm.
         model.layers = model.layers[: self.layers[-1] + 1]
         model.config.num_hidden_layers = len(model.layers)
