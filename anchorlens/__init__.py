@@ -145,8 +145,7 @@ from anchorlens.mediation import (
 )
 from anchorlens.mediation.organism import arithmetic_organism
 from anchorlens.mediation.overlap import NeuronOverlap, neuron_overlap
-# (al.information_flow is issue 12's stable entry point; given prompt pairs it runs the mediation picture below)
-from anchorlens.mediation.picture import InformationFlow as MediationFlow
+from anchorlens.mediation.picture import MediationPicture, mediation_picture
 
 # Everything into one report
 from anchorlens.pipeline import Analysis, analyze
@@ -192,5 +191,5 @@ __all__ = [
     "analyze", "Analysis", "build_report", "ReportData",
     # causal mediation analysis
     "mediation_sweep", "MediationResult", "MediationInputError", "PromptPair", "arithmetic_pairs", "retrieval_pairs",
-    "factual_pairs", "filter_pairs", "arithmetic_organism", "neuron_overlap", "NeuronOverlap", "MediationFlow",
+    "factual_pairs", "filter_pairs", "arithmetic_organism", "neuron_overlap", "NeuronOverlap", "MediationPicture", "mediation_picture",
 ]

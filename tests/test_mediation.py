@@ -33,7 +33,7 @@ from anchorlens.mediation import (
 from anchorlens.mediation.metrics import stolfo_effect
 from anchorlens.mediation.organism import arithmetic_organism, shuffled_weights
 from anchorlens.mediation.overlap import top_k_overlap
-from anchorlens.mediation.picture import information_flow
+from anchorlens.mediation.picture import mediation_picture
 from anchorlens.mediation.prompts import apply
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -321,13 +321,13 @@ def test_paper_picture_on_the_organism_and_not_on_its_shuffled_control():
                                          seed=3) if p.template.endswith("/1")]
     pairs = filter_pairs(model, pairs).kept
     assert len(pairs) >= 40
-    flow = information_flow(model, pairs)
+    flow = mediation_picture(model, pairs)
     assert flow.holds, flow.checks()
     # numbers: information at the operands/operator at layer 0, at the last token by the last layer, moved by
     # attention in layers 0-1, and MLPs at the last token in layers 2-3 write the result
     assert flow.source_early > 0.9 and flow.last_late > 0.95 and abs(flow.source_late) < 0.01
     assert flow.attn_last_early > 0.9 and abs(flow.attn_last_late) < 0.05 and flow.mlp_last_late > 0.4
-    control = information_flow(shuffled_weights(arithmetic_organism(progress=False)), pairs)
+    control = mediation_picture(shuffled_weights(arithmetic_organism(progress=False)), pairs)
     assert not control.holds
     assert control.mlp_last_late < 0.3
 

@@ -3,7 +3,7 @@
 Stolfo et al.: attention moves operand and operator information from their positions to the last token in
 early and middle layers, and MLPs at the last token write the result. With the normalised logit difference
 (0: base run, 1: counterfactual run) of ``resid_pre``, ``attn_out`` and ``mlp_out`` sweeps over all
-positions, ``information_flow`` measures:
+positions, ``mediation_picture`` measures:
 
 - ``source_early``: ``resid_pre`` at layer 0, the effect summed over the positions where a pair's base and
   counterfactual differ (its operands, or its operator word), mean over pairs: the information starts there;
@@ -30,7 +30,7 @@ from anchorlens.mediation.sweep import mediation_sweep
 
 
 @dataclass
-class InformationFlow:
+class MediationPicture:
     """The numbers of the paper's picture (see the module docstring) and the thresholds they are held to."""
 
     source_early: float
@@ -62,11 +62,11 @@ class InformationFlow:
         return asdict(self)
 
 
-def information_flow(model, pairs: Sequence[PromptPair], chunk_size: int = 256) -> InformationFlow:
+def mediation_picture(model, pairs: Sequence[PromptPair], chunk_size: int = 256) -> MediationPicture:
     """Sweep ``resid_pre``, ``attn_out`` and ``mlp_out`` over every position of equal-length ``pairs`` and
     summarise them (normalised logit difference, mean over pairs)."""
     if not pairs:
-        raise MediationInputError("information_flow needs at least one pair (filter_pairs may have dropped all)")
+        raise MediationInputError("mediation_picture needs at least one pair (filter_pairs may have dropped all)")
     args = ([p.base for p in pairs], [p.counterfactual for p in pairs], [p.base_answer for p in pairs],
             [p.counterfactual_answer for p in pairs])
     base_tokens = torch.stack([model.to_tokens(p.base)[0] for p in pairs])
@@ -83,7 +83,7 @@ def information_flow(model, pairs: Sequence[PromptPair], chunk_size: int = 256) 
     changed = (base_tokens != cf_tokens).to(per_pair.dtype)                      # [pair, position]
     source = lambda layer: (per_pair[:, layer] * changed).nansum(-1).mean().item()  # noqa: E731
     source_late = (resid[-1, :last] * changed.any(0)[:last]).sum().item()
-    return InformationFlow(
+    return MediationPicture(
         source_early=source(0), last_early=resid[0, last].item(),
         source_late=source_late, last_late=resid[-1, last].item(),
         attn_last_early=attn[:half, last].sum().item(), attn_last_late=attn[half:, last].sum().item(),

@@ -233,17 +233,9 @@ def information_flow(
             times faster on CPU, about 40 s to compile once per process); default: from 256 tokens on. Falls
             back to plain torch, with a warning, where compiling fails.
 
-    Given a list of mediation ``PromptPair`` objects instead of a text, it returns the causal mediation
-    picture (``anchorlens.mediation.picture.information_flow``), which once had this public name.
-
     >>> flow = information_flow(model, "The capital of France is")     # doctest: +SKIP
     >>> flow.attention.shape, flow.by_head(3).shape, flow.routes(-1).edges.head()   # doctest: +SKIP
     """
-    pairs = isinstance(text_or_trace, (list, tuple)) and bool(text_or_trace)
-    if pairs and all(hasattr(p, "counterfactual") for p in text_or_trace):
-        from anchorlens.mediation.picture import information_flow as mediation_picture
-
-        return mediation_picture(model, text_or_trace)
     if distance not in DISTANCES:
         raise FlowInputError(f"distance must be one of {DISTANCES}, got {distance!r}")
     check_flow_hooks(model)
