@@ -158,7 +158,8 @@ def test_by_layer_finds_the_planted_layer(organism, organism_traces):
 
     trace = organism_traces[0]
     recall = trace.n_sentences - 1
-    by_layer = suppression_by_layer(organism, trace, window=1, progress=False)
+    # eager: exactly zero is the claim, and SDPA's masked and unmasked kernels round differently (~1e-11)
+    by_layer = suppression_by_layer(organism, trace, window=1, progress=False, attention="eager")
     assert by_layer.windows == [[0], [1]]
     lower = torch.tril(torch.ones(trace.n_sentences, trace.n_sentences, dtype=torch.bool), diagonal=-1)
     assert by_layer.kl[0][lower].abs().max() == 0  # a dead layer carries nothing

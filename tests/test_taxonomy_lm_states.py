@@ -62,10 +62,10 @@ def states(one_torch_thread):
 
 
 @pytest.mark.slow
+@torch.no_grad()  # a decorator, not set_grad_enabled(False): that leaked into every later test (training failed)
 def test_states_equal_naive_pooling_of_the_whole_model(states):
     from transformers import AutoModelForCausalLM
 
-    torch.set_grad_enabled(False)
     got = states(SENTENCES)
     full = AutoModelForCausalLM.from_pretrained(states.tokenizer.name_or_path, dtype=torch.float32).eval()
     text = HEADER + " ".join(SENTENCES)
