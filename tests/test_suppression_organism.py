@@ -158,11 +158,13 @@ def test_by_layer_finds_the_planted_layer(organism, organism_traces):
 
     trace = organism_traces[0]
     recall = trace.n_sentences - 1
-    # eager: exactly zero is the claim, and SDPA's masked and unmasked kernels round differently (~1e-11)
-    by_layer = suppression_by_layer(organism, trace, window=1, progress=False, attention="eager")
+    by_layer = suppression_by_layer(organism, trace, window=1, progress=False)
     assert by_layer.windows == [[0], [1]]
     lower = torch.tril(torch.ones(trace.n_sentences, trace.n_sentences, dtype=torch.bool), diagonal=-1)
-    assert by_layer.kl[0][lower].abs().max() == 0  # a dead layer carries nothing
+    # A dead layer carries nothing. Not exactly zero: the fast path's batched suffix forwards round
+    # differently from the baseline's full forward (~1e-11 seen in CI, eager or fused alike), which is
+    # still nine orders below the planted edge.
+    assert by_layer.kl[0][lower].abs().max() < 1e-8
     assert by_layer.kl[1, recall, 0] > 0.05
     summary = by_layer.summary()
     planted = summary[(summary.target == recall) & (summary.suppressed == 0)].iloc[0]
