@@ -23,6 +23,7 @@ from anchorlens.report.html import embed_json, page_payload, render_html
 from anchorlens.report.transforms import color_range, rounded, suppression_for_display, top_edges
 from conftest import REFERENCE, load_json
 
+ORACLE_GRAPH = REFERENCE.parent.parent / "tests" / "data" / "attribution" / "tiny_llama_relu.json"  # circuit-tracer's
 SMALL = REFERENCE / "deepseek-r1-distill-llama-8b" / "incorrect_base_solution" / "problem_2189"  # 24 sentences
 COT = "First we add 2 and 3. That gives 5. Wait, is that right? Yes, 5 is correct. So the answer is 5."
 
@@ -112,6 +113,17 @@ def test_report_data_refuses_data_that_does_not_fit_the_trace(small_trace):
         ReportData(small_trace, suppression_kl=-np.ones((n, n)))
     with pytest.raises(ReportDataError, match="outside receiver_kurtosis"):
         ReportData(small_trace, receiver_kurtosis=np.zeros((2, 3)), receiver_heads=[(2, 0)])
+    with pytest.raises(ReportDataError, match=r"flow_matrix.*shape \(2, 2\)"):
+        ReportData(small_trace, flow_matrix=np.zeros((2, 2)))
+    with pytest.raises(ReportDataError, match="circuit-tracer's graph JSON"):
+        ReportData(small_trace, attribution_graph=[1, 2])
+    graph = load_json(ORACLE_GRAPH)
+    with pytest.raises(ReportDataError, match="known node ids"):
+        ReportData(small_trace, attribution_graph=graph | {"links": graph["links"] + [{"source": "x", "target": "y",
+                                                                                      "weight": 1.0}]})
+    with pytest.raises(ReportDataError, match="no logit node"):
+        ReportData(small_trace, attribution_graph=graph | {
+            "nodes": [n for n in graph["nodes"] if n["feature_type"] != "logit"], "links": []})
     with pytest.raises(ReportDataError, match="unknown sections"):
         ReportData(small_trace, notes={"bogus": "x"})
     with pytest.raises(ReportDataError, match="Trace"):
@@ -155,9 +167,9 @@ def test_published_sentences_labels_and_metrics_reach_the_page_unchanged(tokeniz
     assert payload["labels"]["summary"] == [c["summary"] for c in chunks]
     assert payload["metrics"]["resampling_importance_accuracy"]["kind"] == "diverging"
     assert payload["meta"]["n_sentences"] == len(chunks)
-    assert set(payload["heatmaps"]) == {"receiver", "head_attention", "suppression", "counterfactual"}
+    assert set(payload["heatmaps"]) == {"receiver", "head_attention", "suppression", "counterfactual", "flow"}
     assert all(heatmap is None for heatmap in payload["heatmaps"].values())
-    assert payload["graph"] is None
+    assert payload["graph"] is None and payload["attribution"] is None
 
 
 def test_reference_loader_explains_a_wrong_folder(tmp_path, tokenizer):
@@ -184,6 +196,8 @@ def planted(data_trace: Trace) -> dict:
         "receiver_heads": [(2, 1), (3, 0)],
         "head_attention": np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None],
         "receiver_scores": np.linspace(0, 1, n),
+        "flow_matrix": np.tril(np.full((n, n), 0.1)) + np.diag(np.full(n, 0.5)),
+        "attribution_graph": load_json(ORACLE_GRAPH),
     }
 
 
@@ -209,8 +223,9 @@ def test_build_report_writes_a_self_contained_page_json_and_pngs(tmp_path, small
     names = sorted(p.name for p in page.parent.iterdir())
     assert names == sorted(
         ["report.html", "report.json", "importance.png", "receiver_kurtosis.png", "head_attention.png",
-         "suppression.png", "counterfactual.png"]
+         "suppression.png", "counterfactual.png", "flow.png", "attribution_graph.json"]
     )
+    assert load_json(page.parent / "attribution_graph.json") == load_json(ORACLE_GRAPH), "circuit-tracer's file back"
     for png in page.parent.glob("*.png"):
         with Image.open(png) as image:
             assert image.format == "PNG" and image.width > 300 and image.height > 200
@@ -236,14 +251,49 @@ def test_build_report_writes_a_self_contained_page_json_and_pngs(tmp_path, small
     suppression = np.array(payload["heatmaps"]["suppression"]["values"], dtype=float)
     assert np.isnan(suppression[np.triu_indices(n)]).all()
     assert payload["metrics"]["receiver_score"]["values"][-1] == 1.0
+    flow = np.array(payload["heatmaps"]["flow"]["values"], dtype=float)
+    assert np.isnan(flow[np.triu_indices(n, k=1)]).all() and flow[0, 0] == 0.6 and flow[n - 1, 0] == 0.1
     assert payload["notes"] == {"suppression": "planted matrix (test)"}
 
     again = ReportData.load(page.parent / "report.json")
     pd.testing.assert_frame_equal(again.metrics, data.metrics)
-    for name in ("suppression_kl", "counterfactual_matrix", "receiver_kurtosis", "head_attention", "receiver_scores"):
+    for name in ("suppression_kl", "counterfactual_matrix", "receiver_kurtosis", "head_attention", "receiver_scores",
+                 "flow_matrix"):
         np.testing.assert_allclose(getattr(again, name), getattr(data, name))
+    assert again.attribution_graph == data.attribution_graph
     assert again.trace.to_dict() == data.trace.to_dict() and again.categories == data.categories
     assert again.receiver_heads == data.receiver_heads and again.title == data.title
+
+
+def test_attribution_graph_from_circuit_tracers_json_is_drawn_by_layer_and_position(small_trace):
+    """circuit-tracer 0.5.0's own export (tiny Llama, 2 layers): each node in its layer's row and its position's
+    column, the logits on top, the embeddings below, and the strongest links with their weights."""
+    graph = load_json(ORACLE_GRAPH)
+    layout = page_payload(ReportData(small_trace, attribution_graph=graph))["attribution"]
+    n_pos = len(graph["metadata"]["prompt_tokens"])
+    assert layout["rows"] == 4 and layout["n_pos"] == n_pos == 6 and layout["tokens"] == graph["metadata"]["prompt_tokens"]
+    assert [n["id"] for n in layout["nodes"]] == [n["node_id"] for n in graph["nodes"]]
+    for ours, theirs in zip(layout["nodes"], graph["nodes"]):
+        kind = theirs["feature_type"]
+        expected_row = {"embedding": 0, "logit": 3}[kind] if kind in ("embedding", "logit") else int(theirs["layer"]) + 1
+        assert ours["row"] == expected_row, theirs
+        pos = theirs["ctx_idx"]
+        assert layout["column_edges"][pos] < ours["x"] < layout["column_edges"][pos + 1], "in its position's column"
+        assert ours["token"] == graph["metadata"]["prompt_tokens"][pos]
+        if kind == "cross layer transcoder":
+            layer, feature, position = (int(x) for x in theirs["node_id"].split("_"))
+            assert (ours["layer"], ours["feature"], ours["pos"]) == (layer, feature, position)
+            assert ours["activation"] == pytest.approx(theirs["activation"], rel=1e-3)
+        if kind == "logit":
+            assert ours["label"] == theirs["clerp"] and ours["pos"] == n_pos - 1
+    strongest = sorted(graph["links"], key=lambda link: -abs(link["weight"]))
+    ids = [n["node_id"] for n in graph["nodes"]]
+    assert len(layout["edges"]) == min(len(strongest), 800) and layout["n_links"] == len(graph["links"])
+    for (s, t, w), link in zip(layout["edges"], strongest):
+        assert (ids[s], ids[t]) == (link["source"], link["target"]) and w == pytest.approx(link["weight"], rel=1e-3)
+    assert layout["max_weight"] == pytest.approx(abs(strongest[0]["weight"]), rel=1e-3)
+    assert layout["column_edges"][0] == 0 and layout["column_edges"][-1] == 1
+    assert np.all(np.diff(layout["column_edges"]) > 0)
 
 
 def test_text_cannot_break_out_of_the_embedded_json(tmp_path, tokenizer):

@@ -25,8 +25,9 @@ def build_report(out_dir: str | Path, data: ReportData, figures: bool = True, pr
 
     - ``report.html``: one self-contained interactive page (opens offline, loads nothing);
     - ``report.json``: all the data (``ReportData.load`` reads it back, so a report can be rebuilt);
+    - ``attribution_graph.json``: the attribution graph in circuit-tracer's format (for its frontend), if given;
     - ``importance.png``, ``receiver_kurtosis.png``, ``head_attention.png``, ``suppression.png``,
-      ``counterfactual.png``: those the data allows (skip them all with ``figures=False``).
+      ``counterfactual.png``, ``flow.png``: those the data allows (skip them all with ``figures=False``).
 
     A bare trace gives a page whose analyses all say "not computed":
 
@@ -42,6 +43,10 @@ def build_report(out_dir: str | Path, data: ReportData, figures: bool = True, pr
         raise AnchorlensError(f"{out} is a file: pass a folder for the report")
     out.mkdir(parents=True, exist_ok=True)
     data.save(out / "report.json")
+    if data.attribution_graph is not None:
+        import json
+
+        (out / "attribution_graph.json").write_text(json.dumps(data.attribution_graph, indent=1))
     page = out / "report.html"
     tmp = page.with_name(page.name + ".tmp")
     tmp.write_text(render_html(data), encoding="utf-8")

@@ -57,6 +57,8 @@ SECTIONS: tuple[str, ...] = (
     "head_attention",
     "suppression",
     "counterfactual",
+    "flow",
+    "attribution",
 )
 
 #: Metrics the page colours by first, when present (the paper's headline measures first).
@@ -97,6 +99,10 @@ class ReportData:
         head_attention: ``[n, n]`` sentence-averaged attention of one receiver head (row = query).
         head_attention_head: which head ``head_attention`` belongs to (default: ``receiver_heads[0]``).
         receiver_scores: ``[n]`` receiver score per sentence (shown as the metric ``receiver_score``).
+        flow_matrix: ``[n, n]`` information flow between sentences (``SentenceFlow.matrix``: row = target
+            sentence, column = source sentence; only source <= target is meaningful).
+        attribution_graph: a pruned attribution graph as circuit-tracer's graph JSON (``graph_json(graph)``;
+            an ``AttributionGraph`` is converted), drawn by layer and position.
         notes: per section (see ``SECTIONS``), a line shown under its heading, e.g. where the data came
             from or "synthetic matrix, for layout only".
         primary_metric: the metric to colour by first (default: the first of ``PREFERRED_METRICS`` present).
@@ -116,6 +122,8 @@ class ReportData:
     head_attention: Float[np.ndarray, "query key"] | None = None
     head_attention_head: tuple[int, int] | None = None
     receiver_scores: Float[np.ndarray, "sentence"] | None = None
+    flow_matrix: Float[np.ndarray, "target source"] | None = None
+    attribution_graph: dict | None = None
     notes: dict[str, str] = field(default_factory=dict)
     primary_metric: str | None = None
 
@@ -158,6 +166,8 @@ class ReportData:
             )
         self.counterfactual_matrix = _matrix(self.counterfactual_matrix, "counterfactual_matrix", (n, n))
         self.head_attention = _matrix(self.head_attention, "head_attention", (n, n))
+        self.flow_matrix = _matrix(self.flow_matrix, "flow_matrix", (n, n))
+        self.attribution_graph = _attribution_graph(self.attribution_graph)
         self.receiver_kurtosis = _matrix(self.receiver_kurtosis, "receiver_kurtosis", None)
         if self.receiver_scores is not None:
             self.receiver_scores = _as_array(self.receiver_scores, "receiver_scores").reshape(-1)
@@ -280,6 +290,8 @@ class ReportData:
             "head_attention": _nested(self.head_attention),
             "head_attention_head": list(self.head_attention_head) if self.head_attention_head is not None else None,
             "receiver_scores": _nested(self.receiver_scores),
+            "flow_matrix": _nested(self.flow_matrix),
+            "attribution_graph": self.attribution_graph,
             "notes": dict(self.notes),
             "primary_metric": self.primary_metric,
         }
@@ -319,6 +331,8 @@ class ReportData:
             head_attention=_from_nested(payload.get("head_attention")),
             head_attention_head=tuple(head) if head is not None else None,
             receiver_scores=_from_nested(payload.get("receiver_scores")),
+            flow_matrix=_from_nested(payload.get("flow_matrix")),
+            attribution_graph=payload.get("attribution_graph"),
             notes=payload.get("notes") or {},
             primary_metric=payload.get("primary_metric"),
         )
@@ -374,6 +388,38 @@ def _matrix(value, name: str, shape: tuple[int, int] | None) -> np.ndarray | Non
         wanted = f"{shape[0]} x {shape[1]} (one row and column per sentence)" if shape else "2-dimensional"
         raise ReportDataError(f"`{name}` has shape {tuple(array.shape)} but must be {wanted}")
     return array
+
+
+#: The fields of circuit-tracer's graph JSON that the page draws (``frontend/graph_models.py``).
+_GRAPH_NODE_FIELDS = ("node_id", "feature", "layer", "ctx_idx", "feature_type")
+_GRAPH_LINK_FIELDS = ("source", "target", "weight")
+
+
+def _attribution_graph(graph) -> dict | None:
+    """circuit-tracer's graph JSON, checked: nodes with ids, layers and positions; links between known nodes."""
+    if graph is None:
+        return None
+    if hasattr(graph, "adjacency") and hasattr(graph, "prune"):  # an AttributionGraph: export it
+        from anchorlens.tracing.graph_json import graph_json
+
+        graph = graph_json(graph)
+    if not isinstance(graph, dict) or not {"metadata", "nodes", "links"} <= set(graph):
+        raise ReportDataError(
+            "`attribution_graph` must be an AttributionGraph or circuit-tracer's graph JSON (a dict with "
+            f"metadata, nodes and links), got {type(graph).__name__}"
+        )
+    ids = set()
+    for node in graph["nodes"]:
+        missing = [f for f in _GRAPH_NODE_FIELDS if f not in node]
+        if missing:
+            raise ReportDataError(f"attribution graph node {node.get('node_id')!r} lacks {missing}")
+        ids.add(node["node_id"])
+    for link in graph["links"]:
+        if any(f not in link for f in _GRAPH_LINK_FIELDS) or link["source"] not in ids or link["target"] not in ids:
+            raise ReportDataError(f"attribution graph link {link} needs source, target (known node ids) and weight")
+    if not any(node["feature_type"] == "logit" for node in graph["nodes"]):
+        raise ReportDataError("the attribution graph has no logit node: export a graph with graph_json(graph)")
+    return json.loads(json.dumps(graph, allow_nan=False))  # plain JSON (a copy; NaN refused)
 
 
 def _head(head, kurtosis: np.ndarray | None) -> tuple[int, int]:

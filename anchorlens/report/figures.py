@@ -132,4 +132,10 @@ def report_figures(data: ReportData) -> dict[str, Figure]:
             matrix, "Counterfactual sentence-to-sentence importance", "later sentence j", "resampled sentence i",
             kind="diverging", value_label="M[i, j]",
         )
+    if data.flow_matrix is not None:
+        flow = np.array(data.flow_matrix, dtype=float)
+        flow[np.triu_indices_from(flow, k=1)] = np.nan
+        figures["flow"] = heatmap_figure(
+            flow, "Information flow between sentences", "source sentence", "target sentence", value_label="mean flow"
+        )
     return figures

@@ -24,6 +24,8 @@ from anchorlens.report.transforms import color_range, rounded, scale_kind, suppr
 
 #: At most this many edges of each kind go into the page (the page's slider picks how many to draw).
 MAX_EDGES = 600
+#: At most this many edges of the attribution graph (the strongest by |weight|) go into the page.
+MAX_ATTRIBUTION_EDGES = 800
 
 
 def page_payload(data: ReportData) -> dict:
@@ -100,7 +102,18 @@ def page_payload(data: ReportData) -> dict:
                 value_label="M[i, j]",
                 mask="lower",
             ),
+            "flow": _sentence_heatmap(
+                data.flow_matrix,
+                "sequential",
+                title="Information flow between sentences",
+                x_label="source sentence",
+                y_label="target sentence",
+                value_label="mean flow",
+                mask="upper",
+                range_offset=-1,  # a sentence draws mostly on itself: scale by the flow from earlier ones
+            ),
         },
+        "attribution": attribution_layout(data.attribution_graph),
         "receiver_heads": [list(h) for h in data.receiver_heads or []],
         "notes": dict(data.notes),
     }
@@ -163,6 +176,80 @@ def _graph(data: ReportData) -> dict | None:
         "suppression": suppression,
         "counterfactual": counterfactual,
         "default_edges": int(min(40, max(8, n))),
+    }
+
+
+def attribution_layout(graph: dict | None, max_edges: int = MAX_ATTRIBUTION_EDGES) -> dict | None:
+    """Where the page draws each node of circuit-tracer's graph JSON, and its strongest edges.
+
+    Rows: token embeddings at the bottom (row 0), layer l's features and errors at row l + 1, the logits on top;
+    columns: token positions. Nodes sharing a cell are spread across it (``x`` is a fraction of the width).
+    Edges are ``[source, target, weight]`` with node indices, strongest |weight| first.
+    """
+    if graph is None:
+        return None
+    tokens = list(graph["metadata"].get("prompt_tokens") or [])
+    nodes = graph["nodes"]
+    n_pos = max([len(tokens)] + [int(n["ctx_idx"]) + 1 for n in nodes])
+    logit_layers = [int(n["layer"]) for n in nodes if n["feature_type"] == "logit"]
+    top_row = logit_layers[0] if logit_layers else 1 + max(int(n["layer"]) for n in nodes if n["layer"] != "E")
+    kinds = {"cross layer transcoder": "feature", "mlp reconstruction error": "error", "embedding": "token",
+             "logit": "logit"}
+
+    def row(node) -> int:
+        return 0 if node["layer"] == "E" else top_row if node["feature_type"] == "logit" else int(node["layer"]) + 1
+
+    cells: dict[tuple[int, int], list[int]] = {}
+    for i, node in enumerate(nodes):
+        cells.setdefault((row(node), int(node["ctx_idx"])), []).append(i)
+    # A column is as wide as its crowdest cell needs (at least 3 node slots): one crowded position does not
+    # stretch the others.
+    slots = [3] * n_pos
+    for (_, pos), members in cells.items():
+        slots[pos] = max(slots[pos], len(members))
+    edges = [0]
+    for width in slots:
+        edges.append(edges[-1] + width)
+    total = edges[-1]
+    placed = [None] * len(nodes)
+    for (r, pos), members in cells.items():
+        # logits keep their order (by probability); others left to right by influence rank (lower = stronger)
+        if nodes[members[0]]["feature_type"] != "logit":
+            members = sorted(members, key=lambda i: nodes[i].get("influence") or 0.0)
+        for k, i in enumerate(members):
+            placed[i] = (r, (edges[pos] + (k + 0.5) * slots[pos] / len(members)) / total)
+    index = {node["node_id"]: i for i, node in enumerate(nodes)}
+    links = sorted(graph["links"], key=lambda link: -abs(link["weight"]))[:max_edges]
+    out_nodes = []
+    for i, node in enumerate(nodes):
+        kind = kinds.get(node["feature_type"], node["feature_type"])
+        pos = int(node["ctx_idx"])
+        entry = {"kind": kind, "row": placed[i][0], "x": _r(placed[i][1]), "pos": pos,
+                 "token": tokens[pos] if pos < len(tokens) else "", "id": node["node_id"]}
+        if kind in ("feature", "error"):
+            entry["layer"] = int(node["layer"])
+        if kind == "feature":  # node_id is "{layer}_{feature}_{position}"
+            entry["feature"] = int(node["node_id"].split("_")[1])
+        if node.get("activation") is not None:
+            entry["activation"] = _r(node["activation"])
+        if node.get("influence") is not None:
+            entry["influence"] = _r(node["influence"])
+        if kind == "logit":
+            entry["label"] = node.get("clerp") or str(node["feature"])
+            entry["probability"] = _r(node.get("token_prob") or 0.0)
+        out_nodes.append(entry)
+    top = max((abs(link["weight"]) for link in links), default=1.0) or 1.0
+    return {
+        "nodes": out_nodes,
+        "edges": [[index[link["source"]], index[link["target"]], _r(link["weight"])] for link in links],
+        "max_weight": _r(top),
+        "n_links": len(graph["links"]),
+        "rows": top_row + 1,
+        "n_pos": n_pos,
+        "column_edges": [_r(e / total) for e in edges],  # fractions of the width
+        "slots": total,
+        "tokens": tokens,
+        "prompt": graph["metadata"].get("prompt", ""),
     }
 
 

@@ -504,13 +504,142 @@
     window.addEventListener("resize", function () { layout(); drawEdges(); drawNodes(); });
   }
 
+  // ------------------------------------------------------------------ attribution graph
+
+  var ATTR_COLOR = { feature: "#e08a1e", error: "#8d96a3", token: "#4c9a52", logit: "#7b4ea3" };
+  var ATTR_KIND = { feature: "transcoder feature", error: "MLP reconstruction error", token: "token embedding", logit: "logit" };
+
+  function attributionTip(n) {
+    var box = el("div");
+    var title = n.kind === "logit" ? n.label : n.kind === "feature" ? "L" + n.layer + " feature " + n.feature
+      : n.kind === "error" ? "error L" + n.layer : "token";
+    box.appendChild(el("div", { cls: "head" }, [
+      el("span", { cls: "swatch", style: "background:" + ATTR_COLOR[n.kind] }), document.createTextNode(title)
+    ]));
+    var table = el("table");
+    var rows = [["kind", ATTR_KIND[n.kind] || n.kind], ["position", n.pos], ["token", JSON.stringify(n.token)]];
+    if (n.layer !== undefined) rows.push(["layer", n.layer]);
+    if (n.feature !== undefined) rows.push(["feature", n.feature]);
+    if (n.activation !== undefined) rows.push(["activation", fmt(n.activation)]);
+    if (n.probability !== undefined) rows.push(["probability", fmt(n.probability)]);
+    if (n.influence !== undefined) rows.push(["cumulative influence", fmt(n.influence)]);
+    rows.push(["node id", n.id]);
+    rows.forEach(function (r) {
+      table.appendChild(el("tr", null, [el("td", { text: r[0] }), el("td", { cls: "v", text: String(r[1]) })]));
+    });
+    box.appendChild(table);
+    return box;
+  }
+
+  function renderAttribution() {
+    var box = document.querySelector('[data-section="attribution"]');
+    var G = D.attribution;
+    if (!G) {
+      notComputed(box, "No attribution graph was given.", "It needs transcoders (anchorlens analyze --transcoders PATH).");
+      return;
+    }
+    box.appendChild(el("p", { cls: "explain", text:
+      "The pruned attribution graph of the prediction after " + JSON.stringify(clip(G.prompt, 160)) +
+      ": token embeddings at the bottom, each layer's transcoder features (orange) and MLP errors (grey) by layer " +
+      "and position, the logits on top. Edges: direct effects, blue positive, red negative, width by |weight| (" +
+      G.edges.length + " strongest of " + G.n_links + "). Hover a node for its feature and token." }));
+    var scroll = el("div", { cls: "attr-scroll" });
+    box.appendChild(scroll);
+    var root = svg("svg", { role: "img", "aria-label": "attribution graph" });
+    scroll.appendChild(root);
+    var M = { l: 52, r: 16, t: 96, b: 64 };  // room above for the logits' slanted labels
+    var rowH = Math.max(12, Math.min(64, 640 / G.rows));
+    var W = Math.min(6000, Math.max(scroll.clientWidth || 900, G.slots * 11 + M.l + M.r));  // ~11 px per node slot
+    var H = M.t + M.b + rowH * (G.rows - 1);
+    root.setAttribute("width", W); root.setAttribute("height", H); root.setAttribute("viewBox", "0 0 " + W + " " + H);
+    var pw = W - M.l - M.r;
+    function px(n) { return M.l + n.x * pw; }
+    function py(n) { return M.t + (G.rows - 1 - n.row) * rowH; }
+    var grid = svg("g"), edgeLayer = svg("g"), nodeLayer = svg("g"), labelLayer = svg("g");
+    [grid, edgeLayer, nodeLayer, labelLayer].forEach(function (g) { root.appendChild(g); });
+    for (var r = 0; r < G.rows; r++) {
+      var y = M.t + (G.rows - 1 - r) * rowH;
+      grid.appendChild(svg("line", { "class": "rowline", x1: M.l, x2: W - M.r, y1: y, y2: y }));
+      var name = r === 0 ? "emb" : r === G.rows - 1 ? "logits" : "L" + (r - 1);
+      var step = Math.max(1, Math.ceil(14 / rowH));
+      if (r === 0 || r === G.rows - 1 || (r - 1) % step === 0) {
+        var t = svg("text", { x: M.l - 6, y: y + 3.5, "text-anchor": "end" }); t.textContent = name; grid.appendChild(t);
+      }
+    }
+    G.tokens.forEach(function (tok, p) {
+      var x = M.l + 0.5 * (G.column_edges[p] + G.column_edges[p + 1]) * pw, y = H - M.b + 14;
+      var t = svg("text", { x: x, y: y, "text-anchor": "end", transform: "rotate(-40 " + x + " " + y + ")" });
+      t.textContent = clip(JSON.stringify(tok).slice(1, -1), 14);
+      grid.appendChild(t);
+    });
+    var edgesBy = G.nodes.map(function () { return []; });
+    G.edges.forEach(function (e) {
+      var s = G.nodes[e[0]], t = G.nodes[e[1]], w = e[2], a = Math.abs(w) / G.max_weight;
+      var line = svg("line", { "class": "aedge", x1: px(s).toFixed(1), y1: py(s).toFixed(1), x2: px(t).toFixed(1),
+        y2: py(t).toFixed(1), stroke: w >= 0 ? "#2b6cb0" : "#c53030", "stroke-width": (0.4 + 3.2 * a).toFixed(2),
+        "stroke-opacity": (0.15 + 0.6 * a).toFixed(2), "data-weight": w });
+      edgeLayer.appendChild(line);
+      edgesBy[e[0]].push(line); edgesBy[e[1]].push(line);
+    });
+    var circles = [];
+    G.nodes.forEach(function (n, i) {
+      var x = px(n), y = py(n), shape;
+      if (n.kind === "feature" || n.kind === "logit") {
+        var rad = n.kind === "logit" ? 4 + 6 * Math.sqrt(n.probability || 0) : 4;
+        shape = svg("circle", { cx: x.toFixed(1), cy: y.toFixed(1), r: rad.toFixed(2) });
+      } else {
+        shape = svg("rect", { x: (x - 4).toFixed(1), y: (y - 4).toFixed(1), width: 8, height: 8 });
+      }
+      shape.setAttribute("class", "anode " + n.kind);
+      shape.setAttribute("fill", ATTR_COLOR[n.kind]);
+      shape.setAttribute("data-n", i);
+      nodeLayer.appendChild(shape);
+      circles.push(shape);
+      if (n.kind === "logit") {
+        var t = svg("text", { x: x + 3, y: y - 12, "text-anchor": "start", transform: "rotate(-55 " + (x + 3) + " " + (y - 12) + ")" });
+        t.textContent = clip(n.label.replace(/^Output /, ""), 22);
+        labelLayer.appendChild(t);
+      }
+    });
+    var focused = null;
+    function focus(i) {
+      if (focused !== null) {
+        circles[focused].classList.remove("focus");
+        edgesBy[focused].forEach(function (l) { l.classList.remove("on"); });
+      }
+      focused = i;
+      root.classList.toggle("dim", i !== null && edgesBy[i].length > 0);
+      if (i !== null) {
+        circles[i].classList.add("focus");
+        edgesBy[i].forEach(function (l) { l.classList.add("on"); });
+      }
+    }
+    nodeLayer.addEventListener("mouseover", function (evt) {
+      var t = evt.target;
+      if (!t.hasAttribute || !t.hasAttribute("data-n")) return;
+      var i = +t.getAttribute("data-n");
+      showTip(evt, attributionTip(G.nodes[i]));
+      focus(i);
+    });
+    nodeLayer.addEventListener("mousemove", moveTip);
+    nodeLayer.addEventListener("mouseout", function () { hideTip(); focus(null); });
+    var legend = el("div", { cls: "legend" });
+    Object.keys(ATTR_COLOR).forEach(function (k) {
+      legend.appendChild(el("span", { cls: "item" }, [
+        el("span", { cls: "swatch", style: "background:" + ATTR_COLOR[k] }), document.createTextNode(ATTR_KIND[k])
+      ]));
+    });
+    box.appendChild(legend);
+  }
+
   // ------------------------------------------------------------------ heatmaps
 
   var HEATMAP_TEXT = {
     receiver: ["Receiver heads", "No receiver-head analysis was given.", "It needs one forward pass with attention patterns."],
     head_attention: ["Attention of the top receiver head", "No sentence attention matrix was given.", ""],
     suppression: ["Attention suppression matrix", "No suppression matrix was given.", "It needs one forward pass per sentence."],
-    counterfactual: ["Counterfactual matrix", "No counterfactual sentence-to-sentence matrix was given.", "It needs resampling rollouts."]
+    counterfactual: ["Counterfactual matrix", "No counterfactual sentence-to-sentence matrix was given.", "It needs resampling rollouts."],
+    flow: ["Information flow between sentences", "No information-flow matrix was given.", "It needs one forward pass (information flow routes)."]
   };
 
   function renderHeatmap(key) {
@@ -604,7 +733,8 @@
   renderCot();
   renderBars();
   renderGraph();
-  ["receiver", "head_attention", "suppression", "counterfactual"].forEach(renderHeatmap);
+  ["receiver", "head_attention", "suppression", "counterfactual", "flow"].forEach(renderHeatmap);
+  renderAttribution();
   renderNotes();
   redrawers.forEach(function (f) { f("metric"); });
   document.body.setAttribute("data-rendered", "true");
