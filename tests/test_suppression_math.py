@@ -54,6 +54,25 @@ def test_position_kl_is_chunked_without_changing_the_result():
     torch.testing.assert_close(whole, chunked)
 
 
+def test_position_kl_with_precomputed_base_probs_matches_float64():
+    generator = torch.Generator().manual_seed(4)
+    base = torch.randn(40, 3000, generator=generator) * 4
+    edited = base + torch.randn(2, 40, 3000, generator=generator) * torch.tensor([0.01, 1.0])[:, None, None]
+    base[5, :7] = -torch.inf  # tokens the baseline never emits (P_base = 0) contribute nothing
+    # float64, by the definition: sum over P_base > 0 of P_base * log(P_base / P_suppressed)
+    p, log_p = torch.softmax(base.double() / 0.6, -1), torch.log_softmax(base.double() / 0.6, -1)
+    log_q = torch.log_softmax(edited.double() / 0.6, -1)
+    reference = torch.where(p > 0, p * (log_p - log_q), 0.0).sum(-1)
+    lp = log_probs(base)
+    for probs in (None, lp.exp()):
+        got = position_kl(lp, edited, base_probs=probs, chunk_size=16)
+        assert got.dtype == torch.float32 and got.isfinite().all()
+        assert (got - reference).abs().max() < 1e-5
+    assert reference[0].max() < 1e-2 < reference[1].min()  # control: small and large KL both covered
+    with pytest.raises(ValueError, match="base_probs"):
+        position_kl(lp, edited, base_probs=lp[1:].exp())
+
+
 def test_shift_moves_a_change_at_position_p_onto_token_p_plus_1():
     base = torch.randn(10, 20)
     edited = base.clone()

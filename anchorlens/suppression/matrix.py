@@ -50,12 +50,16 @@ def position_kl(
     suppressed_logits: Float[Tensor, "batch pos vocab"],
     temperature: float = DEFAULT_TEMPERATURE,
     chunk_size: int = 256,
+    base_probs: Float[Tensor, "pos vocab"] | None = None,
 ) -> Float[Tensor, "batch pos"]:
     """Per-position KL between the baseline (as log-probs) and a batch of suppressed runs (as logits).
 
     Works through ``chunk_size`` positions at a time, so the temporary log-softmax of a long trace never
     holds more than ``batch * chunk_size * vocab`` floats (a 4k-token trace with a 49k vocabulary would
-    otherwise need 800 MB per row and per temporary).
+    otherwise need 800 MB per row and per temporary). ``base_probs`` (``base_log_probs.exp()``, computed
+    once per baseline by the caller) saves the exponential of every suppressed run; the terms
+    ``P_base * (log P_base - log P_suppressed)`` are the same floats as ``kl_from_log_probs``'s, formed
+    in place in the log-softmax's buffer (half the time of ``kl_div`` with its temporaries).
 
     >>> base = torch.randn(5, 7)
     >>> position_kl(log_probs(base), base.expand(2, 5, 7)).abs().max() < 1e-6
@@ -65,11 +69,19 @@ def position_kl(
         raise ValueError(
             f"suppressed logits {tuple(suppressed_logits.shape)} do not match the baseline {tuple(base_log_probs.shape)}"
         )
+    if base_probs is not None and base_probs.shape != base_log_probs.shape:
+        raise ValueError(f"base_probs {tuple(base_probs.shape)} do not match the baseline {tuple(base_log_probs.shape)}")
     n_pos = base_log_probs.shape[0]
     out = torch.empty(suppressed_logits.shape[:-1], dtype=torch.float32, device=suppressed_logits.device)
     for lo in range(0, n_pos, chunk_size):
         hi = min(lo + chunk_size, n_pos)
-        out[:, lo:hi] = kl_from_log_probs(base_log_probs[lo:hi], log_probs(suppressed_logits[:, lo:hi], temperature))
+        base = base_log_probs[lo:hi]
+        probs = base.exp() if base_probs is None else base_probs[lo:hi]
+        terms = log_probs(suppressed_logits[:, lo:hi], temperature)  # a fresh buffer: edited in place below
+        terms.sub_(base).mul_(probs).neg_()  # P_base * (log P_base - log P_suppressed)
+        # P_base == 0 (log -inf): 0 * inf = NaN, contributes nothing (as in kl_from_log_probs)
+        terms.nan_to_num_(nan=0.0, posinf=torch.inf, neginf=-torch.inf)
+        out[:, lo:hi] = terms.sum(-1).clamp_min_(0.0)
     return out
 
 
