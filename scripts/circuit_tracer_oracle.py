@@ -57,6 +57,7 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-feature-nodes", type=int, default=None)
     parser.add_argument("--node-threshold", type=float, default=0.8)
     parser.add_argument("--edge-threshold", type=float, default=0.98)
     parser.add_argument("--threads", type=int, default=1)
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
         seconds = []
         for _ in range(args.repeat):
             started = time.perf_counter()
-            graph = attribute(args.prompt, model, batch_size=args.batch_size)
+            graph = attribute(args.prompt, model, batch_size=args.batch_size, max_feature_nodes=args.max_feature_nodes)
             seconds.append(time.perf_counter() - started)
         if args.json_dir:
             from circuit_tracer.utils.create_graph_files import create_graph_files

@@ -71,7 +71,10 @@ def main(argv=None) -> int:
             done = subprocess.run([args.ct_python, str(REPO / "scripts" / "circuit_tracer_oracle.py"),
                                    "--model", str(model_dir), "--transcoders", str(transcoder_dir),
                                    "--prompt", case["prompt"], "--out", str(OUT / f"{name}.npz"),
-                                   "--json-dir", str(tmp / "json")],
+                                   "--json-dir", str(tmp / "json"),
+                                   "--batch-size", str(case.get("batch_size", 64)),
+                                   *(["--max-feature-nodes", str(case["max_feature_nodes"])]
+                                     if case.get("max_feature_nodes") else [])],
                                   capture_output=True, text=True)
             if done.returncode:
                 print(done.stderr[-4000:])

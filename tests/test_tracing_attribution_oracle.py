@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 
 from attribution_cases import CASES, case_model, case_transcoders
-from anchorlens.tracing.attribution import attribution_graph
+from anchorlens.tracing.attribution import AttributionInputError, attribution_graph
 
 DATA = Path(__file__).parent / "data" / "attribution"
 
 
 def compare(graph, ref):
     assert graph.tokens.tolist() == ref["input_tokens"].tolist()
-    np.testing.assert_array_equal(graph.active_features.numpy(), ref["active_features"])  # same nodes, same order
-    np.testing.assert_allclose(graph.activations.numpy(), ref["activation_values"], rtol=1e-5, atol=1e-6)
+    selected = ref["selected_features"]  # all active features unless max_feature_nodes chose some
+    np.testing.assert_array_equal(graph.active_features.numpy(), ref["active_features"][selected])  # same nodes, order
+    np.testing.assert_allclose(graph.activations.numpy(), ref["activation_values"][selected], rtol=1e-5, atol=1e-6)
     assert graph.logit_token_ids.tolist() == ref["logit_token_ids"].tolist()
     np.testing.assert_allclose(graph.logit_probabilities.numpy(), ref["logit_probabilities"], rtol=1e-4)
     A, R = graph.adjacency.numpy(), ref["adjacency"]
@@ -50,6 +51,25 @@ def test_equals_circuit_tracer_on_smollm2(name, smol, one_torch_thread):
     transcoders = case_transcoders(case, smol.cfg.n_layers, smol.cfg.d_model)
     graph = attribution_graph(smol, transcoders, case["prompt"], progress=False)
     compare(graph, np.load(DATA / f"{name}.npz"))
+
+
+def test_max_feature_nodes_keeps_the_features_circuit_tracer_keeps(one_torch_thread):
+    """circuit-tracer picks 100 of 241 features by influence, re-ranked after each 4 x 16 rows: the same ones,
+    the same graph; the others are reported as dropped."""
+    case = CASES["tiny_llama_relu_max100"]
+    ref = np.load(DATA / "tiny_llama_relu_max100.npz")
+    assert len(ref["selected_features"]) == 100 < len(ref["active_features"])
+    graph = attribution_graph(case_model(case), case_transcoders(case), case["prompt"], progress=False,
+                              max_feature_nodes=case["max_feature_nodes"], batch_size=case["batch_size"])
+    compare(graph, ref)
+    dropped = np.setdiff1d(np.arange(len(ref["active_features"])), ref["selected_features"])
+    np.testing.assert_array_equal(graph.dropped_features.numpy(), ref["active_features"][dropped])
+    # control: the first 100 features in node order are not circuit-tracer's choice
+    assert not np.array_equal(ref["selected_features"], np.arange(100))
+    full = attribution_graph(case_model(case), case_transcoders(case), case["prompt"], progress=False)
+    assert full.dropped_features.numel() == 0 and full.n_features == len(ref["active_features"])
+    with pytest.raises(AttributionInputError, match="max_feature_nodes"):
+        attribution_graph(case_model(case), case_transcoders(case), case["prompt"], max_feature_nodes=-1)
 
 
 def test_a_changed_definition_breaks_the_comparison(one_torch_thread):

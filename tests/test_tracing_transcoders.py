@@ -78,7 +78,7 @@ def test_bad_input_gets_clear_errors(tiny_llama, one_torch_thread):
     with pytest.raises(TraceTooLongError, match="context"):
         prompt_tokens(tiny_llama, list(range(5, 5 + tiny_llama.cfg.n_ctx + 1)))
     with pytest.raises(AnchorlensError, match="max_feature_nodes"):
-        attribution_graph(tiny_llama, good, "Hello world", max_feature_nodes=1, progress=False)
+        attribution_graph(tiny_llama, good, "Hello world", max_feature_nodes=-1, progress=False)
 
 
 def test_bos_is_put_in_front_once(tiny_llama):

@@ -13,6 +13,8 @@ the MLP input (features) and as the unembedding row minus its vocabulary mean at
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from einops import einsum
 from jaxtyping import Float, Int
@@ -21,8 +23,10 @@ from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError, EmptyTextError, TraceTooLongError
 from anchorlens.hooks.replacement import replacement_forward
-from anchorlens.tracing.graph import AttributionGraph
+from anchorlens.tracing.graph import AttributionGraph, partial_influence
 from anchorlens.tracing.transcoders import TranscoderSet
+
+log = logging.getLogger(__name__)
 
 
 class AttributionInputError(AnchorlensError):
@@ -77,6 +81,7 @@ def attribution_graph(
     batch_size: int = 64,
     max_feature_nodes: int | None = None,
     progress: bool = True,
+    update_interval: int = 4,
 ) -> AttributionGraph:
     """The attribution graph of ``prompt``'s next-token prediction through ``transcoders`` (circuit-tracer's).
 
@@ -86,9 +91,14 @@ def attribution_graph(
         prompt: text or token ids; a special token is put in front unless it starts with one.
         max_n_logits, desired_logit_prob: which next tokens become logit nodes.
         batch_size: targets per backward pass (memory grows with it).
-        max_feature_nodes: refuse graphs with more active features (the adjacency is dense, n^2 floats).
+        max_feature_nodes: keep at most this many feature nodes, those of largest influence on the logits, as
+            circuit-tracer chooses them: the logit rows first, then repeatedly the ``update_interval *
+            batch_size`` unvisited features of largest influence estimated from the rows computed so far. The
+            features left out are in the graph's ``dropped_features`` (the adjacency is dense: n^2 floats).
     """
     transcoders.check_model(model)
+    if max_feature_nodes is not None and max_feature_nodes < 0:
+        raise AttributionInputError(f"max_feature_nodes must be >= 0 (or None for all), got {max_feature_nodes}")
     tokens = prompt_tokens(model, prompt)
     device = next(model.parameters()).device
     tokens = tokens.to(device)
@@ -99,9 +109,6 @@ def attribution_graph(
     probe = replacement_forward(model, transcoders, tokens, batch=1)
     acts, errors, decoder_rows, encoder_rows, feats = _features_and_errors(probe, transcoders)
     n_feat = len(feats)
-    if max_feature_nodes is not None and n_feat > max_feature_nodes:
-        raise AttributionInputError(f"{n_feat} active features exceed max_feature_nodes={max_feature_nodes}: "
-                                    "use a shorter prompt or sparser transcoders, or raise the limit")
     token_vectors = probe.embed[0].detach()
     W_U = _unembedding(model).float()
     logit_ids, logit_probs, logit_vectors = logit_targets(probe.logits[0, -1], W_U, max_n_logits, desired_logit_prob)
@@ -109,38 +116,60 @@ def attribution_graph(
 
     n_logits = len(logit_ids)
     n_nodes = n_feat + (n_layers + 1) * n_pos + n_logits
-    adjacency = torch.zeros(n_nodes, n_nodes)
-    # Every target: (site layer or n_layers for the final norm, position, injected vector, row in the adjacency).
+    # Every target, logits first: (site layer or n_layers for the final norm, position, injected vector).
     target_layer = torch.cat([torch.full((n_logits,), n_layers), feats[:, 0]])
     target_pos = torch.cat([torch.full((n_logits,), n_pos - 1), feats[:, 1]])
     target_vec = torch.cat([logit_vectors, encoder_rows])
-    target_row = torch.cat([torch.arange(n_nodes - n_logits, n_nodes), torch.arange(n_feat)])
 
-    batch = max(1, min(batch_size, len(target_row)))
+    batch = max(1, min(batch_size, n_logits + n_feat))
     record = replacement_forward(model, transcoders, tokens, batch=batch)
     sites = record.mlp_in + [record.final]
     sources = [record.embed] + record.mlp_out
-    for start in tqdm(range(0, len(target_row), batch), desc="attribution", disable=not progress):
-        stop = min(start + batch, len(target_row))
-        layers, positions = target_layer[start:stop], target_pos[start:stop]
-        outputs, grad_outputs = [], []
-        for layer in layers.unique().tolist():
-            inject = torch.zeros_like(sites[layer])
-            chosen = (layers == layer).nonzero().squeeze(1)
-            inject[chosen.to(device), positions[chosen].to(device)] = target_vec[start:stop][chosen].to(inject)
-            outputs.append(sites[layer])
-            grad_outputs.append(inject)
-        grads = torch.autograd.grad(outputs, sources, grad_outputs, retain_graph=True, allow_unused=True)
-        grads = [torch.zeros_like(s) if g is None else g for g, s in zip(grads, sources)]
-        rows = _rows(grads, feats, decoder_rows, errors, token_vectors, n_layers, n_pos)[: stop - start]
-        adjacency[target_row[start:stop], : n_nodes - n_logits] = rows.cpu()
+    bar = tqdm(total=n_logits + min(n_feat, max_feature_nodes if max_feature_nodes is not None else n_feat),
+               desc="attribution", disable=not progress)
+
+    def attribute_rows(targets: Tensor) -> Tensor:
+        """Adjacency rows (columns: features, errors, tokens) of the given targets, ``batch`` per backward pass."""
+        out = torch.zeros(len(targets), n_nodes - n_logits)
+        for start in range(0, len(targets), batch):
+            chosen_targets = targets[start : start + batch]
+            layers, positions = target_layer[chosen_targets], target_pos[chosen_targets]
+            outputs, grad_outputs = [], []
+            for layer in layers.unique().tolist():
+                inject = torch.zeros_like(sites[layer])
+                chosen = (layers == layer).nonzero().squeeze(1)
+                inject[chosen.to(device), positions[chosen].to(device)] = target_vec[chosen_targets[chosen]].to(inject)
+                outputs.append(sites[layer])
+                grad_outputs.append(inject)
+            grads = torch.autograd.grad(outputs, sources, grad_outputs, retain_graph=True, allow_unused=True)
+            grads = [torch.zeros_like(s) if g is None else g for g, s in zip(grads, sources)]
+            rows = _rows(grads, feats, decoder_rows, errors, token_vectors, n_layers, n_pos)
+            out[start : start + len(chosen_targets)] = rows[: len(chosen_targets)].cpu()
+            bar.update(len(chosen_targets))
+        return out
+
+    if max_feature_nodes is None or max_feature_nodes >= n_feat:
+        adjacency = torch.zeros(n_nodes, n_nodes)
+        rows = attribute_rows(torch.arange(n_logits + n_feat))
+        adjacency[n_nodes - n_logits :, : n_nodes - n_logits] = rows[:n_logits]
+        adjacency[:n_feat, : n_nodes - n_logits] = rows[n_logits:]
+        kept, dropped = torch.arange(n_feat), torch.zeros(0, dtype=torch.long)
+    else:
+        adjacency, kept = _select_features(attribute_rows, n_feat, n_nodes, n_logits, logit_probs.cpu().float(),
+                                           max_feature_nodes, batch * update_interval)
+        dropped = torch.ones(n_feat, dtype=torch.bool)
+        dropped[kept] = False
+        dropped = dropped.nonzero().squeeze(1)
+        log.info("attribution: kept %d of %d active features (max_feature_nodes), dropped %d of smaller influence",
+                 len(kept), n_feat, len(dropped))
+    bar.close()
     del record
 
     return AttributionGraph(
         adjacency=adjacency,
         tokens=tokens.cpu(),
-        active_features=feats.cpu(),
-        activations=acts.cpu(),
+        active_features=feats[kept].cpu(),
+        activations=acts.cpu()[kept],
         logit_token_ids=logit_ids.cpu(),
         logit_probabilities=logit_probs.cpu(),
         n_layers=n_layers,
@@ -148,7 +177,38 @@ def attribution_graph(
         logit_strings=[model.tokenizer.decode([t]) for t in logit_ids.tolist()],
         scan=transcoders.scan,
         model_name=getattr(model, "anchorlens_name", type(model).__name__),
+        dropped_features=feats[dropped].cpu(),
     )
+
+
+def _select_features(attribute_rows, n_feat: int, n_nodes: int, n_logits: int, logit_probs: Tensor,
+                     max_feature_nodes: int, queue_size: int) -> tuple[Tensor, Tensor]:
+    """circuit-tracer's choice of ``max_feature_nodes`` features (``_run_attribution``, phase 4): logit rows
+    first, then in rounds the ``queue_size`` unvisited features of largest partial influence on the logits.
+    Returns the adjacency over the kept features (in their original order) and their indices."""
+    n_rows = n_logits + max_feature_nodes
+    rows = torch.zeros(n_rows, n_nodes)
+    row_node = torch.zeros(n_rows, dtype=torch.long)  # which node each stored row belongs to
+    rows[:n_logits, : n_nodes - n_logits] = attribute_rows(torch.arange(n_logits))
+    row_node[:n_logits] = torch.arange(n_nodes - n_logits, n_nodes)
+    visited = torch.zeros(n_feat, dtype=torch.bool)
+    filled = n_logits
+    while filled < n_rows:
+        influence = partial_influence(rows[:filled], row_node[:filled], logit_probs)
+        rank = torch.argsort(influence[:n_feat], descending=True)
+        pending = rank[~visited[rank]][: min(queue_size, n_rows - filled)]
+        rows[filled : filled + len(pending), : n_nodes - n_logits] = attribute_rows(n_logits + pending)
+        row_node[filled : filled + len(pending)] = pending
+        visited[pending] = True
+        filled += len(pending)
+    kept = visited.nonzero().squeeze(1)
+    columns = torch.cat([kept, torch.arange(n_feat, n_nodes)])
+    ordered = rows[row_node.argsort()][:, columns]  # kept features in order, then the logits
+    size = len(columns)
+    adjacency = torch.zeros(size, size)
+    adjacency[:max_feature_nodes] = ordered[:max_feature_nodes]
+    adjacency[size - n_logits :] = ordered[max_feature_nodes:]
+    return adjacency, kept
 
 
 def _features_and_errors(probe, transcoders: TranscoderSet):

@@ -37,6 +37,23 @@ def neumann_influence(A: Float[Tensor, "n n"], weights: Float[Tensor, " n"], max
     raise RuntimeError(f"influence did not converge after {max_iter} steps: the adjacency has a cycle")
 
 
+def partial_influence(rows: Float[Tensor, "row node"], row_node: Int[Tensor, " row"], logit_probs: Tensor,
+                      max_iter: int = 128) -> Float[Tensor, " node"]:
+    """Influence on the logits from the rows computed so far (circuit-tracer's ``compute_partial_influences``):
+    ``rows[r]`` is the row of node ``row_node[r]``; the logits are the last ``len(logit_probs)`` nodes."""
+    normalized = rows.abs()
+    normalized = normalized / normalized.sum(dim=1, keepdim=True).clamp(min=1e-8)
+    influence = torch.zeros(rows.shape[1])
+    current = torch.zeros(rows.shape[1])
+    current[-len(logit_probs) :] = logit_probs
+    for _ in range(max_iter):
+        current = current[row_node] @ normalized
+        if not current.any():
+            return influence
+        influence = influence + current
+    raise RuntimeError(f"partial influence did not converge after {max_iter} steps: the adjacency has a cycle")
+
+
 def _threshold(scores: Tensor, fraction: float) -> Tensor:
     """The score above which ``fraction`` of the total is kept."""
     ordered = torch.sort(scores, descending=True).values
@@ -67,6 +84,8 @@ class AttributionGraph:
     node_mask: Bool[Tensor, " node"] | None = None
     edge_mask: Bool[Tensor, "node node"] | None = None
     cumulative_scores: Float[Tensor, " node"] | None = None
+    # active features that ``max_feature_nodes`` left out (smallest estimated influence): (layer, position, feature)
+    dropped_features: Int[Tensor, "dropped 3"] | None = None
 
     # ----- sizes and node table
     @property
@@ -193,7 +212,7 @@ class AttributionGraph:
         arrays = {"adjacency": self.adjacency, "tokens": self.tokens, "active_features": self.active_features,
                   "activations": self.activations, "logit_token_ids": self.logit_token_ids,
                   "logit_probabilities": self.logit_probabilities}
-        for name in ("node_mask", "edge_mask", "cumulative_scores"):
+        for name in ("node_mask", "edge_mask", "cumulative_scores", "dropped_features"):
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name)
         meta = {"n_layers": self.n_layers, "token_strings": self.token_strings, "logit_strings": self.logit_strings,
