@@ -13,6 +13,7 @@ import anchorlens as al
 from anchorlens.errors import AnchorlensError
 from anchorlens.mediation import (
     COMPONENTS,
+    MediationInputError,
     OPERATORS,
     TEMPLATES,
     MediationResult,
@@ -170,6 +171,26 @@ def test_batched_on_gqa_qwen_with_mixed_lengths(tiny_qwen):
         torch.testing.assert_close(fast.patched_logit_diff, slow.patched_logit_diff, atol=1e-5, rtol=0)
     with pytest.raises(AnchorlensError, match="one token length"):
         mediation_sweep(tiny_qwen, *columns(pairs), positions="all")
+
+
+def test_fused_sweep_equals_eager_one_cell_per_forward(organism, organism_pairs, tiny_qwen):
+    """Sweeps run fused (SDPA) attention by default; the reference runs eager, one forward per cell."""
+    pairs = organism_pairs[:3]
+    for component in ("head_out", "resid_pre", "attn_out"):
+        fused = mediation_sweep(organism, *columns(pairs), component=component, positions="all", attention="sdpa")
+        eager = naive_sweep(organism, *columns(pairs), component=component, positions="all")
+        torch.testing.assert_close(fused.values("stolfo_ie"), eager.values("stolfo_ie"), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fused.patched_logit_diff, eager.patched_logit_diff, atol=1e-4, rtol=0)
+        assert fused.values("logit_diff").abs().max() > 1e-2  # control: effects far above the tolerance
+    qwen_pairs = filter_pairs(tiny_qwen, arithmetic_pairs(n_per_template=1, operators=["addition"], seed=2),
+                              require_correct=False).kept[:4]  # grouped-query heads, prompts of several lengths
+    fused = mediation_sweep(tiny_qwen, *columns(qwen_pairs), component="head_out", attention="sdpa", chunk_size=3)
+    eager = naive_sweep(tiny_qwen, *columns(qwen_pairs), component="head_out")
+    torch.testing.assert_close(fused.patched_logit_diff, eager.patched_logit_diff, atol=1e-5, rtol=0)
+    with pytest.raises(MediationInputError, match="pattern"):
+        mediation_sweep(organism, *columns(pairs), component="head_pattern", attention="sdpa")
+    with pytest.raises(MediationInputError, match="attention"):
+        mediation_sweep(organism, *columns(pairs), attention="flash")
 
 
 def _tl_metric(model, pairs_tokens):

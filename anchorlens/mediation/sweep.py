@@ -9,6 +9,10 @@ What a cell at (layer ``l``, position ``t``) cannot change is reused instead of 
   (``start_at_layer``), and blocks before it are skipped (``anchorlens.hooks.skip_blocks``);
 - the unembedding of positions other than the last (``logits_to_keep=1``): the metrics read only the last.
 
+Every forward runs fused SDPA attention (``anchorlens.hooks.fused_attention``) unless a pattern is read:
+the components patch ``hook_z``, ``hook_attn_out``, ``hook_mlp_out``, residuals or MLP units, never the
+pattern, except ``head_pattern``, which runs eager.
+
 Rows of a forward are (pair, layer, unit) combinations at one position and a few neighbouring layers (the
 forward starts at the lowest), at most ``chunk_size`` of them, which bounds memory.
 """
@@ -22,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from anchorlens.hooks.cell_patch import COMPONENTS, Component, cell_patch_hooks, source_values
+from anchorlens.hooks.fused_attention import ATTENTION_CHOICES, fused_attention
 from anchorlens.mediation.errors import MediationInputError, PositionError, UnknownComponentError
 from anchorlens.mediation.metrics import METRICS, answer_quantities
 from anchorlens.mediation.pairs import EncodedPairs, encode_pairs
@@ -85,6 +90,7 @@ def mediation_sweep(
     reuse_layers: bool = True,
     layer_span: int | None = None,
     progress: bool = False,
+    attention: str = "auto",
 ) -> MediationResult:
     """Patch each cell's counterfactual activation into the base run and measure the effect on the answer.
 
@@ -104,11 +110,16 @@ def mediation_sweep(
             residual stream, skipping the blocks before it.
         layer_span: how many neighbouring layers' cells share a forward (default: enough for 16 rows; more
             layers per forward means fewer, larger forwards but more recomputed blocks).
+        attention: ``"auto"`` (fused SDPA attention where the model supports it, else eager with a
+            warning; always eager for ``head_pattern``, which patches the pattern), ``"sdpa"`` (refuses an
+            unsupported model and ``head_pattern``) or ``"eager"``. Equal to float rounding (tested against
+            one eager forward per cell).
 
     Returns a ``MediationResult``; ``.effects`` is ``[n_layers, n_positions]`` (plus a unit dimension for
     ``head_out``, ``head_pattern``, ``mlp_out_dim``, ``mlp_post``), the mean over pairs.
     """
     comp = get_component(component)
+    attention = resolve_sweep_attention(comp, attention)
     if metric not in METRICS:
         raise MediationInputError(f"unknown metric {metric!r}; choose one of {METRICS}")
     if chunk_size < 1:
@@ -135,9 +146,10 @@ def mediation_sweep(
     }
     total = sum(g.n_pairs for g in groups) * len(cell_positions) * len(layers) * (len(units) if units else 1)
     bar = tqdm(total=total, desc=f"mediation {component}", disable=not progress, leave=False)
-    for group in groups:
-        _sweep_group(model, comp, group, layers, cell_positions, units, chunk_size, reuse_prefix, reuse_layers,
-                     layer_span, out, bar)
+    with fused_attention(model, attention):
+        for group in groups:
+            _sweep_group(model, comp, group, layers, cell_positions, units, chunk_size, reuse_prefix,
+                         reuse_layers, layer_span, out, bar)
     bar.close()
     return MediationResult(
         component=component, layers=layers, positions=cell_positions, units=units, unit=comp.unit, metric=metric,
@@ -147,6 +159,19 @@ def mediation_sweep(
         model_name=getattr(model, "anchorlens_name", None) or getattr(cfg, "model_name", None),
         method="batched",
     )
+
+
+def resolve_sweep_attention(comp: Component, attention: str) -> str:
+    """The attention a sweep of ``comp`` runs with: ``head_pattern`` needs the eager pattern."""
+    if attention not in ATTENTION_CHOICES:
+        raise MediationInputError(f"unknown attention {attention!r}: choose one of {ATTENTION_CHOICES}")
+    if comp.hook.endswith("hook_pattern"):
+        if attention == "sdpa":
+            raise MediationInputError(
+                f"component {comp.name!r} patches the attention pattern, which fused (SDPA) attention never "
+                "computes: use attention='auto' or 'eager'")
+        return "eager"
+    return attention
 
 
 def _prefix_cache(cache, pairs: torch.Tensor, length: int):
