@@ -73,6 +73,16 @@ def main(argv: list[str] | None = None) -> int:
         choices=["categories", "receivers", "suppression", "resampling", "flow"],
         help="leave an analysis out (repeatable; flow: information flow routes aggregated to sentences)",
     )
+    analyze.add_argument(
+        "--transcoders", type=Path, default=None,
+        help="a transcoder folder (circuit-tracer's or sparsify's layout, or anchorlens train_transcoders'): adds "
+             "the attribution step, the final answer's logit attributed back to sentences (off by default)",
+    )
+    analyze.add_argument(
+        "--attribution-features", type=int, default=1024,
+        help="at most this many feature nodes in the attribution graph, those of largest influence "
+             "(default: %(default)s)",
+    )
 
     split = commands.add_parser("split", help="split a text file into sentences and print them")
     split.add_argument("file", type=Path)
@@ -108,6 +118,9 @@ def _analyze(args) -> int:
     from anchorlens.models import load_model
     from anchorlens.pipeline import analyze
 
+    if args.transcoders is not None and not args.transcoders.is_dir():  # before the minutes of loading a model
+        raise FileNotFoundError(f"no transcoder folder {args.transcoders}: pass the folder with config.yaml and "
+                                "layer_*.safetensors (or sparsify's layout)")
     if args.trace is not None and not args.trace.is_file():  # say so before the minutes of loading a model
         raise FileNotFoundError(
             f"no trace file {args.trace}: pass a .txt with the chain of thought or a trace .json (Trace.save)"
@@ -142,6 +155,8 @@ def _analyze(args) -> int:
         sampler=sampler,
         extractor=args.extractor,
         steps=steps,
+        transcoders=args.transcoders,
+        attribution_features=args.attribution_features,
     )
     trace = analysis.trace
     print(trace)

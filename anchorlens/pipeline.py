@@ -8,6 +8,8 @@ Steps, each saved into the output folder as it finishes so that a killed run res
 4. attention suppression: the sentence-to-sentence KL matrix -> ``suppression.npz``;
 5. resampling importance: rollouts in ``rollouts.sqlite`` (resumable), metrics -> ``importance.npz``;
 5b. information flow (L2 routes, Ferrando and Voita 2024) aggregated to sentences -> ``flow.npz``;
+5c. only with ``transcoders``: the final answer's logit attributed back to sentences through an attribution
+    graph (circuit tracing) -> ``attribution.npz`` (per sentence) and ``attribution_graph.npz`` (pruned graph);
 6. the report: ``report.html``, ``report.json``, PNGs; and ``sentences.csv`` with every per-sentence number.
 """
 
@@ -34,9 +36,10 @@ log = logging.getLogger(__name__)
 
 RECEIVERS_FILE, SUPPRESSION_FILE, IMPORTANCE_FILE = "receivers.npz", "suppression.npz", "importance.npz"
 FLOW_FILE = "flow.npz"
+ATTRIBUTION_FILE, ATTRIBUTION_GRAPH_FILE = "attribution.npz", "attribution_graph.npz"
 # the per-sentence views compared by rank correlation (Analysis.view_correlations)
-VIEW_COLUMNS = ["receiver_score", "suppression_out_kl", "flow_to_answer", "resampling_importance_accuracy",
-                "counterfactual_importance_kl"]
+VIEW_COLUMNS = ["receiver_score", "suppression_out_kl", "flow_to_answer", "attribution_to_answer",
+                "resampling_importance_accuracy", "counterfactual_importance_kl"]
 
 
 @dataclass
@@ -55,6 +58,9 @@ class Analysis:
     importance: object | None = None  # ImportanceResult
     flow_to_answer: torch.Tensor | None = None  # information flow: how much each sentence feeds the last token
     flow_matrix: torch.Tensor | None = None  # information flow [target sentence, source sentence]
+    attribution_to_answer: torch.Tensor | None = None  # attribution graph: each sentence's influence on the answer
+    attribution_graph: object | None = None  # the pruned AttributionGraph behind it
+    attribution_info: dict = field(default_factory=dict)  # answer token and position, features kept, scores
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step in this run (resumed: short)
 
     @classmethod
@@ -80,6 +86,8 @@ class Analysis:
             analysis.suppression_kl = saved["kl"]
         if (saved := _fresh(out / FLOW_FILE, trace)) is not None:
             analysis.flow_to_answer, analysis.flow_matrix = saved["to_answer"], saved["matrix"]
+        if (saved := _fresh(out / ATTRIBUTION_FILE, trace)) is not None and (out / ATTRIBUTION_GRAPH_FILE).exists():
+            _read_attribution(saved, out, analysis)
         if (out / IMPORTANCE_FILE).exists():
             importance = ImportanceResult.load(out / IMPORTANCE_FILE)
             if list(importance.sentences) == trace.sentence_texts():  # not one left from another trace
@@ -101,6 +109,8 @@ class Analysis:
             frame["suppression_in_kl"] = kl.sum(1).numpy()  # how much it depends on earlier ones
         if self.flow_to_answer is not None:
             frame["flow_to_answer"] = self.flow_to_answer.numpy()
+        if self.attribution_to_answer is not None:
+            frame["attribution_to_answer"] = self.attribution_to_answer.numpy()
         if self.importance is not None:
             importance = self.importance.to_dataframe().drop(columns=["chunk", "chunk_idx"], errors="ignore")
             frame = pd.concat([frame, importance.reset_index(drop=True)], axis=1)
@@ -131,6 +141,8 @@ def analyze(
     extractor: str = "boxed",
     steps: tuple[str, ...] = ("categories", "receivers", "suppression", "resampling", "flow"),
     progress: bool = True,
+    transcoders=None,
+    attribution_features: int = 1024,
 ) -> Analysis:
     """Find the thought anchors of one chain of thought three ways and write an interactive report.
 
@@ -148,6 +160,9 @@ def analyze(
         extractor: how answers are read from rollouts: ``"boxed"`` (as published), ``"boxed_or_last_number"``
             (for small models that seldom write ``\\boxed{}``), or a callable ``text -> answer``.
         steps: which analyses to run.
+        transcoders: a ``TranscoderSet`` or its folder (``load_transcoders``): adds the attribution step (the
+            final answer's logit attributed back to sentences through an attribution graph). Off by default.
+        attribution_features: at most this many feature nodes in that graph (those of largest influence).
 
     >>> analysis = analyze(load_model(), "report/", problem="What is 12 + 30?")   # doctest: +SKIP
     >>> analysis.report_path                                                     # doctest: +SKIP
@@ -161,6 +176,16 @@ def analyze(
     analysis = Analysis(trace=trace, out_dir=out, report_path=out / "report.html")
     analysis.seconds["trace"] = time.perf_counter() - started
     notes: dict[str, str] = {}
+    if transcoders is not None:
+        steps = (*steps, "attribution") if "attribution" not in steps else steps
+        if isinstance(transcoders, (str, Path)):
+            from anchorlens.tracing.transcoders import load_transcoders
+
+            transcoders = load_transcoders(transcoders)
+        transcoders.check_model(model)  # a mismatch fails now, not after minutes of other steps
+    elif "attribution" in steps:
+        raise ValueError("the attribution step needs transcoders: pass transcoders=... (anchorlens analyze "
+                         "--transcoders PATH), e.g. from anchorlens.train_transcoders or circuit-tracer's layout")
     if "resampling" in steps and not trace.prompt.strip():  # refused before minutes of other steps
         raise ValueError(
             "the chain of thought has no prompt, so rollouts would not know the problem: give the problem "
@@ -201,6 +226,10 @@ def analyze(
     if "flow" in steps:
         with _timed(analysis, "flow"):
             _flow(model, trace, out, analysis)
+    if "attribution" in steps:
+        with _timed(analysis, "attribution"):
+            _attribution(model, transcoders, trace, out, analysis, answer, attribution_features, progress)
+        notes["attribution"] = _attribution_note(analysis.attribution_info)
     frame = analysis.to_dataframe()
     frame.to_csv(out / "sentences.csv", index=False)
     correlations = analysis.view_correlations()
@@ -226,6 +255,8 @@ def analyze(
         head_attention=_numpy(analysis.head_attention),
         head_attention_head=analysis.receiver_heads[0] if analysis.receiver_heads else None,
         receiver_scores=_numpy(analysis.receiver_scores),
+        flow_matrix=_numpy(analysis.flow_matrix),
+        attribution_graph=analysis.attribution_graph,
         notes=notes,
     )
     with _timed(analysis, "report"):
@@ -332,6 +363,55 @@ def _flow(model, trace, out, analysis) -> None:
         save_arrays(path, {"to_answer": flow.to_answer, "matrix": flow.matrix}, _stamp(trace))
     saved = _fresh(path, trace)
     analysis.flow_to_answer, analysis.flow_matrix = saved["to_answer"], saved["matrix"]
+
+
+def _attribution(model, transcoders, trace, out, analysis, answer, max_features, progress) -> None:
+    """The answer's logit (the first token of its last occurrence; else the last token) attributed to sentences."""
+    from anchorlens.tracing.attribution import answer_token_position, trace_attribution
+
+    path, graph_path = out / ATTRIBUTION_FILE, out / ATTRIBUTION_GRAPH_FILE
+    settings = {"transcoders": transcoders.scan, "max_feature_nodes": max_features}
+    saved = _fresh(path, trace)
+    if saved is None or not graph_path.exists() or {k: saved["meta"].get(k) for k in settings} != settings:
+        position = answer_token_position(model.tokenizer, trace, answer)
+        if position is None:
+            warnings.warn(f"the answer {answer!r} does not occur in the chain of thought: attributing the logit of "
+                          "its last token instead")
+            position = trace.n_tokens - 1
+        graph, table = trace_attribution(model, transcoders, trace, answer_position=position,
+                                         max_feature_nodes=max_features, progress=progress)
+        pruned = graph.prune()
+        replacement, completeness = pruned.scores()
+        pruned.save(graph_path)
+        info = settings | {"answer_position": position, "answer_token": table.attrs["answer_token"],
+                           "answer_text": model.tokenizer.decode([table.attrs["answer_token"]]),
+                           "answer_is_logit_node": bool(table.attrs["answer_is_logit_node"]),
+                           "features_kept": graph.n_features, "features_dropped": len(graph.dropped_features),
+                           "replacement": replacement, "completeness": completeness}
+        arrays = {name: torch.tensor(table[name].to_numpy(), dtype=torch.float32)
+                  for name in ("influence", "token_influence", "feature_influence")}
+        save_arrays(path, arrays, _stamp(trace) | info)
+        saved = _fresh(path, trace)
+    _read_attribution(saved, out, analysis)
+
+
+def _read_attribution(saved: dict, out: Path, analysis: Analysis) -> None:
+    from anchorlens.tracing.graph import AttributionGraph
+
+    analysis.attribution_to_answer = saved["influence"]
+    analysis.attribution_info = {k: v for k, v in saved["meta"].items() if k not in ("token_ids", "spans", "kind")}
+    analysis.attribution_graph = AttributionGraph.load(out / ATTRIBUTION_GRAPH_FILE)
+
+
+def _attribution_note(info: dict) -> str:
+    logit = ("one of the logit nodes: attribution_to_answer is each sentence's influence on its logit"
+             if info["answer_is_logit_node"] else "NOT among the logit nodes (not among the model's top predictions "
+             "there): attribution_to_answer is each sentence's influence on the top predictions instead")
+    return (f"The logit of the answer token {info['answer_text']!r} (position {info['answer_position']}; {logit}) "
+            f"through transcoders {info['transcoders']}: {info['features_kept']} feature nodes kept, "
+            f"{info['features_dropped']} of smaller influence dropped (max_feature_nodes={info['max_feature_nodes']}); "
+            f"pruned graph replacement score {info['replacement']:.3f}, completeness {info['completeness']:.3f}. "
+            "A sentence's influence sums its token-embedding and feature nodes.")
 
 
 def _trace_answer(trace: Trace, extractor) -> str | None:

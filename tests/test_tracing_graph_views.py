@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -55,3 +58,29 @@ def test_sentences_of_a_trace(tiny_llama, one_torch_thread):
     total = graph.influence()[: graph.n_features].sum() + graph.influence()[graph.token_slice][1:].sum()
     covered = table["influence"].sum()
     assert 0 < covered <= total + 1e-6  # sentences hold part of the influence (the prompt holds the rest)
+
+
+def test_sentence_attribution_to_one_logit_equals_the_matrix_inverse(one_torch_thread):
+    """Influence on one logit node: w (N + N^2 + ...) = w N (I - N)^-1 computed directly (N: row-normalised |A|)."""
+    import torch
+
+    case = CASES["tiny_llama_relu"]
+    graph = attribution_graph(case_model(case), case_transcoders(case), case["prompt"], progress=False)
+    A = graph.adjacency.double().abs()
+    N = A / A.sum(1, keepdim=True).clamp(min=1e-10)
+    token = int(graph.logit_token_ids[1])  # not the top one: a weighting by probability would differ
+    w = torch.zeros(len(N), dtype=torch.float64)
+    w[graph.logit_slice.start + 1] = 1.0
+    influence = w @ N @ torch.linalg.inv(torch.eye(len(N), dtype=torch.float64) - N)
+    spans = [(0, 2), (2, 4), (4, 6)]
+    table = graph.sentence_attribution(spans, logit_token=token)
+    feat_pos = graph.active_features[:, 1]
+    for (start, stop), (_, row) in zip(spans, table.iterrows()):
+        tokens = influence[graph.token_slice][start:stop].sum()
+        features = influence[: graph.n_features][(feat_pos >= start) & (feat_pos < stop)].sum()
+        assert abs(row["token_influence"] - float(tokens)) < 1e-5 * max(1.0, float(tokens))
+        assert abs(row["feature_influence"] - float(features)) < 1e-5 * max(1.0, float(features))
+    weighted = graph.sentence_attribution(spans)
+    assert not np.allclose(weighted["influence"], table["influence"]), "control: probability weighting differs"
+    with pytest.raises(ValueError, match="not a logit node"):
+        graph.sentence_attribution(spans, logit_token=-5)

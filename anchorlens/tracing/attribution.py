@@ -251,13 +251,28 @@ def _rows(grads, feats, decoder_rows, errors, token_vectors, n_layers: int, n_po
     return rows
 
 
+def answer_token_position(tokenizer, trace, answer: str | None) -> int | None:
+    """Position in ``trace.token_ids`` of the first token of the last occurrence of ``answer`` in the chain of
+    thought (its logit is the one to explain), or None when the answer does not occur there."""
+    answer = (answer or "").strip()
+    if not answer:
+        return None
+    ids = trace.token_ids
+    # the largest p whose suffix still holds the answer: token p holds the answer's first character
+    for p in range(len(ids) - 1, max(trace.prompt_token_end, 1) - 1, -1):
+        if answer in tokenizer.decode(ids[p:]):
+            return p
+    return None
+
+
 def trace_attribution(model, transcoders: TranscoderSet, trace, answer_position: int | None = None, **kwargs):
     """Attribute the final answer's logit of a chain of thought back to its sentences.
 
     The graph is built on the trace's tokens before ``answer_position`` (default: the last token, taken as the
     answer), so the logit nodes are the model's predictions of the answer token; each sentence gets the
-    influence of its token-embedding and feature nodes. Returns ``(graph, table)``: the table has one row per
-    sentence (text, token_influence, feature_influence, influence) plus whether the answer token is a logit node.
+    influence of its token-embedding and feature nodes on the answer token's logit (on all logit nodes weighted
+    by probability when the answer token is not among them). Returns ``(graph, table)``: the table has one row
+    per sentence (text, token_influence, feature_influence, influence) plus whether the answer token is a logit node.
     """
     tokens = torch.tensor(trace.token_ids, dtype=torch.long)
     answer_position = len(tokens) - 1 if answer_position is None else answer_position
@@ -267,8 +282,10 @@ def trace_attribution(model, transcoders: TranscoderSet, trace, answer_position:
     graph = attribution_graph(model, transcoders, prefix, **kwargs)
     shift = len(graph.tokens) - len(prefix)  # 1 when a special token was put in front
     spans = [(min(s, answer_position) + shift, min(e, answer_position) + shift) for s, e in trace.token_spans]
-    table = graph.sentence_attribution(spans)
+    answer = int(tokens[answer_position])
+    is_logit = answer in graph.logit_token_ids.tolist()
+    table = graph.sentence_attribution(spans, logit_token=answer if is_logit else None)
     table.insert(1, "text", trace.sentence_texts())
-    table.attrs["answer_token"] = int(tokens[answer_position])
-    table.attrs["answer_is_logit_node"] = int(tokens[answer_position]) in graph.logit_token_ids.tolist()
+    table.attrs["answer_token"] = answer
+    table.attrs["answer_is_logit_node"] = is_logit
     return graph, table

@@ -177,10 +177,19 @@ class AttributionGraph:
         return graph_scores(self.adjacency, self.logit_weights(), self.error_slice, self.token_slice)
 
     # ----- views
-    def sentence_attribution(self, token_spans: list[tuple[int, int]]) -> pd.DataFrame:
+    def sentence_attribution(self, token_spans: list[tuple[int, int]], logit_token: int | None = None) -> pd.DataFrame:
         """Influence on the logits summed per span of positions (token-embedding and feature nodes); spans index
-        the graph's positions (position 0 is the special token put in front)."""
-        influence = self.influence()
+        the graph's positions (position 0 is the special token put in front). With ``logit_token`` (a token id
+        among the logit nodes) the influence on that logit alone, else on all logits weighted by probability."""
+        if logit_token is None:
+            influence = self.influence()
+        else:
+            ids = self.logit_token_ids.tolist()
+            if logit_token not in ids:
+                raise ValueError(f"token {logit_token} is not a logit node of this graph (those are {ids})")
+            weights = torch.zeros(self.adjacency.shape[0])
+            weights[self.logit_slice.start + ids.index(logit_token)] = 1.0
+            influence = neumann_influence(normalize_matrix(self.adjacency), weights)
         token_inf = influence[self.token_slice]
         feat_pos = self.active_features[:, 1] if self.n_features else torch.zeros(0, dtype=torch.long)
         feat_inf = influence[: self.n_features]
