@@ -293,7 +293,7 @@ def resampling_importance(
     forced_max_tokens: int = 16,
     sentences: Sequence[int] | None = None,
     extractor: str | AnswerExtractor | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     embed=None,
     similarity_threshold: float = 0.8,
     alpha: float = 1e-9,
@@ -313,7 +313,7 @@ def resampling_importance(
             interrupted call resumes when called again.
         reference_answer: the correct final answer (see ``run_rollouts``).
         forced: also make forced-answer rollouts (for the forced importance columns).
-        batch_size: rows per batch for a model (ignored for samplers and URLs).
+        batch_size: rows per batch for a model (ignored for samplers and URLs); None: ``LocalSampler``'s default.
         embed, similarity_threshold, alpha: passed to ``sentence_importance``.
         Other arguments: as for ``run_rollouts``.
 
@@ -345,7 +345,7 @@ def resampling_importance(
     return result
 
 
-def as_sampler(model_or_sampler, batch_size: int = 8, progress: bool = True) -> Sampler:
+def as_sampler(model_or_sampler, batch_size: int | None = None, progress: bool = True) -> Sampler:
     """A ``Sampler`` from a sampler (returned as is), a server URL, or a ``TransformerBridge``."""
     from anchorlens.resampling.samplers.local import LocalSampler
     from anchorlens.resampling.samplers.remote import ServerSampler

@@ -21,7 +21,7 @@ from anchorlens.io import load_arrays, save_arrays
 from anchorlens.suppression.matrix import DEFAULT_TEMPERATURE, log_kl, sentence_matrix
 from anchorlens.suppression.result import SuppressionMatrix
 from anchorlens.hooks.fused_attention import fused_attention
-from anchorlens.suppression.runner import DEFAULT_BATCH_POSITIONS, DEFAULT_MAX_WASTE, run_baseline
+from anchorlens.suppression.runner import DEFAULT_MAX_WASTE, run_baseline
 from anchorlens.suppression.suppress import check_method, suppressed_token_kl
 from anchorlens.suppression.validation import (
     SuppressionInputError,
@@ -213,7 +213,7 @@ def suppression_by_layer(
     heads: Sequence[int] | int | None = None,
     temperature: float = DEFAULT_TEMPERATURE,
     method: str = "fast",
-    batch_positions: int = DEFAULT_BATCH_POSITIONS,
+    batch_positions: int | None = None,
     max_waste: float = DEFAULT_MAX_WASTE,
     progress: bool = True,
     attention: str = "auto",

@@ -41,6 +41,23 @@ DEFAULT_BATCH_POSITIONS = 4096
 DEFAULT_MAX_WASTE = 0.25
 
 
+def default_batch_positions(model, n_tokens: int, device) -> int:
+    """``DEFAULT_BATCH_POSITIONS`` on a CPU; on a CUDA device as many as fit in half its free memory.
+
+    Per (row x position) a suppressed forward holds the logits and the KL's log-softmax of that position
+    (``vocabulary`` floats each), its rows of the boolean key masks (a few bytes per key) and one layer's
+    activations. Not measured on a GPU yet (none was lent); pass ``batch_positions`` to override.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return DEFAULT_BATCH_POSITIONS
+    free, _ = torch.cuda.mem_get_info(device)
+    cfg = model.cfg
+    element = torch.finfo(getattr(cfg, "dtype", None) or torch.float32).bits // 8
+    per_position = cfg.d_vocab * (element + 4) + 4 * n_tokens + element * (8 * cfg.d_model + 3 * (cfg.d_mlp or 0))
+    return max(n_tokens, int(0.5 * free / per_position))
+
+
 def default_max_batch(device) -> int | None:
     """One sentence per forward on a CPU, batches (bounded by positions and waste) elsewhere.
 
@@ -148,14 +165,14 @@ def naive_position_kl(
 ) -> Float[Tensor, "suppressed pos"]:
     """One full forward per suppressed sentence: KL per logit position, ``[len(suppressed), n_tokens]``."""
     n_tokens = tokens.shape[1]
-    out = torch.zeros(len(suppressed), n_tokens)
+    out = torch.zeros(len(suppressed), n_tokens, device=tokens.device)  # on the device: no sync per row
     for row, j in enumerate(tqdm(suppressed, desc="suppression (naive)", disable=not progress, leave=False)):
         start, end = spans[j]
         logits = suppressed_logits(model, tokens, [(start, end)], layers, heads)
         kl = baseline.kl(start, logits[:, start:])
-        out[row, start:] = kl[0].cpu()
+        out[row, start:] = kl[0]
         del logits
-    return out
+    return out.cpu()
 
 
 @torch.inference_mode()
@@ -167,20 +184,26 @@ def fast_position_kl(
     suppressed: Sequence[int],
     layers: Sequence[int],
     heads: Sequence[int] | None,
-    max_positions: int = DEFAULT_BATCH_POSITIONS,
+    max_positions: int | None = None,
     max_waste: float = DEFAULT_MAX_WASTE,
     max_batch: int | None = None,
     progress: bool = True,
 ) -> Float[Tensor, "suppressed pos"]:
-    """Batched suppressed forwards that reuse the baseline's keys and values before each batch's first sentence."""
+    """Batched suppressed forwards that reuse the baseline's keys and values before each batch's first sentence.
+
+    ``max_positions`` None: ``default_batch_positions``. The KL stays on the model's device until the
+    end: no host synchronisation between batches.
+    """
     if baseline.cache is None:
         return naive_position_kl(model, tokens, baseline, spans, suppressed, layers, heads, progress)
     if max_batch is None:
         max_batch = default_max_batch(tokens.device)
     n_tokens = tokens.shape[1]
+    if max_positions is None:
+        max_positions = default_batch_positions(model, n_tokens, tokens.device)
     order = sorted(range(len(suppressed)), key=lambda r: spans[suppressed[r]][0])
     starts = [spans[suppressed[r]][0] for r in order]
-    out = torch.zeros(len(suppressed), n_tokens)
+    out = torch.zeros(len(suppressed), n_tokens, device=tokens.device)
     bar = tqdm(total=len(suppressed), desc="suppression (fast)", disable=not progress, leave=False)
     for batch in plan_batches(starts, n_tokens, max_positions, max_waste, max_batch):
         rows = [order[k] for k in batch]
@@ -194,7 +217,7 @@ def fast_position_kl(
             del cache
         else:
             logits = suppressed_logits(model, new_tokens, ranges, layers, heads)
-        kl = baseline.kl(prefix, logits).cpu()
+        kl = baseline.kl(prefix, logits)
         del logits
         for k, r in enumerate(rows):
             start = ranges[k][0]
@@ -202,4 +225,4 @@ def fast_position_kl(
             out[r, start:] = kl[k, start - prefix :]
         bar.update(size)
     bar.close()
-    return out
+    return out.cpu()

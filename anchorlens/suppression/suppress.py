@@ -10,7 +10,6 @@ from anchorlens.hooks.fused_attention import fused_attention
 from anchorlens.suppression.matrix import DEFAULT_TEMPERATURE, sentence_matrix, shift_to_tokens
 from anchorlens.suppression.result import SuppressionMatrix
 from anchorlens.suppression.runner import (
-    DEFAULT_BATCH_POSITIONS,
     DEFAULT_MAX_WASTE,
     METHODS,
     Baseline,
@@ -35,7 +34,7 @@ def suppression_matrix(
     heads: Sequence[int] | int | None = None,
     temperature: float = DEFAULT_TEMPERATURE,
     method: str = "fast",
-    batch_positions: int = DEFAULT_BATCH_POSITIONS,
+    batch_positions: int | None = None,
     max_waste: float = DEFAULT_MAX_WASTE,
     max_batch: int | None = None,
     progress: bool = True,
@@ -58,7 +57,8 @@ def suppression_matrix(
         method: ``"fast"`` (reuses the baseline's keys and values for the unchanged prefix, batches
             consecutive sentences) or ``"naive"`` (one full forward per sentence). Equal up to float rounding.
         batch_positions: fast method: at most this many (rows x positions) per forward; bounds memory
-            (the suppressed logits of a batch take ``batch_positions x vocabulary`` floats).
+            (the suppressed logits of a batch take ``batch_positions x vocabulary`` floats). None: 4096
+            on a CPU; on a CUDA device as many as half its free memory holds (``default_batch_positions``).
         max_waste: fast method: share of a batch's work that may be recomputed needlessly for batching.
         max_batch: fast method: at most this many sentences per forward. None: 1 on a CPU (batching
             only adds recomputation there), otherwise bounded by ``batch_positions`` and ``max_waste``.
@@ -109,7 +109,7 @@ def suppressed_token_kl(
     layers: list[int],
     heads: list[int] | None,
     method: str = "fast",
-    batch_positions: int = DEFAULT_BATCH_POSITIONS,
+    batch_positions: int | None = None,
     max_waste: float = DEFAULT_MAX_WASTE,
     max_batch: int | None = None,
     progress: bool = True,

@@ -35,7 +35,9 @@ class LocalSampler(Sampler):
 
     Args:
         model: a ``TransformerBridge`` (e.g. ``anchorlens.load_model()``).
-        batch_size: rows decoded together (rollouts of the same prompt).
+        batch_size: rows decoded together (rollouts of the same prompt). None: 8 on a CPU; on a CUDA
+            device as many as half its free memory holds for their KV caches (at most 64; see
+            ``default_rollout_batch``).
         share_prefix: run each prompt once and copy its KV cache across the batch (the fast path);
             False runs the prompt once per row, as plain batched generation does.
         progress: show a tqdm bar.
@@ -55,11 +57,12 @@ class LocalSampler(Sampler):
     """
 
     def __init__(
-        self, model, batch_size: int = 8, share_prefix: bool = True, progress: bool = True, attention: str = "auto"
+        self, model, batch_size: int | None = None, share_prefix: bool = True, progress: bool = True,
+        attention: str = "auto",
     ):
         if not hasattr(model, "tokenizer") or model.tokenizer is None:
             raise SamplerError("LocalSampler needs a model with a tokenizer (a TransformerBridge from load_model)")
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise SamplerError(f"batch_size must be a positive integer, got {batch_size!r}")
         if attention not in ATTENTION_CHOICES:
             raise SamplerError(f"unknown attention {attention!r}: choose one of {ATTENTION_CHOICES}")
@@ -86,8 +89,9 @@ class LocalSampler(Sampler):
             for prompt, group in groups.items():
                 prompt_ids = self._encode(prompt, params.max_tokens)
                 shared = self._prefill(prompt_ids, rows=1) if self.share_prefix else None
-                for start in range(0, len(group), self.batch_size):
-                    batch = group[start : start + self.batch_size]
+                rows = self.batch_size or default_rollout_batch(self.model, len(prompt_ids) + params.max_tokens)
+                for start in range(0, len(group), rows):
+                    batch = group[start : start + rows]
                     if shared is not None:
                         last_logits, cache = _expand(*shared, rows=len(batch))
                     else:
@@ -133,8 +137,8 @@ class LocalSampler(Sampler):
             probs = nucleus_probs(logits, params.temperature, params.top_p)
             next_tokens = sample_rows(probs, [generators[r] for r in active])
             finished, keep = [], []
-            for k, row in enumerate(active):
-                token = int(next_tokens[k])
+            # One host read per step (the stop check needs the tokens), not one per row.
+            for k, (row, token) in enumerate(zip(active, next_tokens.tolist())):
                 generated[row].append(token)
                 if token in self.stop_token_ids:
                     finished.append(self._completion(batch[row], generated[row], "stop"))
@@ -158,6 +162,24 @@ class LocalSampler(Sampler):
         body = tokens[:-1] if reason == "stop" else tokens
         text = self.model.tokenizer.decode(body, skip_special_tokens=True)
         return Completion(request, text=text, n_tokens=len(tokens), finish_reason=reason)
+
+
+ROLLOUT_BATCH_CAP = 64
+
+
+def default_rollout_batch(model, n_positions: int) -> int:
+    """Rows per batch: 8 on a CPU; on a CUDA device as many KV caches of ``n_positions`` as half its free
+    memory holds (plus each row's logits and sampling temporaries), at most ``ROLLOUT_BATCH_CAP``.
+    Not measured on a GPU yet (none was lent); pass ``batch_size`` to override."""
+    device = torch.device(model.cfg.device)
+    if device.type != "cuda":
+        return 8
+    free, _ = torch.cuda.mem_get_info(device)
+    cfg = model.cfg
+    element = torch.finfo(getattr(cfg, "dtype", None) or torch.float32).bits // 8
+    n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+    per_row = 2 * cfg.n_layers * n_kv * cfg.d_head * n_positions * element + 16 * cfg.d_vocab
+    return max(1, min(ROLLOUT_BATCH_CAP, int(0.5 * free / per_row)))
 
 
 def _expand(last_logits, cache, rows: int):
