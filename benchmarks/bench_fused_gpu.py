@@ -77,10 +77,12 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, nargs="+", default=[16384, 32768])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--skip-eager", action="store_true", help="only the SDPA runs (when eager cannot fit)")
-    parser.add_argument("--smoke", action="store_true", help="a tiny model on the CPU: check that the script runs")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny bfloat16 model on the CPU: check that the script runs (use with --tokens 300)")
     options = parser.parse_args()
     if options.smoke:
-        return run(options, "cpu", dict(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_mlp=128), torch.float32)
+        # bfloat16 as on the GPU: the same dtype paths (bf16 SDPA, logits upcast for the KL)
+        return run(options, "cpu", dict(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_mlp=128), torch.bfloat16)
     if not torch.cuda.is_available():
         print("bench_fused_gpu.py: no CUDA device here, nothing measured. Run it on a machine with a GPU "
               "(a randomly initialised Qwen2-1.5B-size model in bfloat16 needs about 4 GB plus activations).")
@@ -96,6 +98,7 @@ def sync() -> None:
 def run(options, device: str, shape: dict, dtype: torch.dtype) -> int:
     import anchorlens as al
     from anchorlens.hooks.fused_attention import fused_attention
+    from anchorlens.suppression.runner import default_batch_positions
 
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (smoke test)"
@@ -106,14 +109,15 @@ def run(options, device: str, shape: dict, dtype: torch.dtype) -> int:
     for n_tokens in options.tokens:
         trace = synthetic_trace(model, n_tokens)
         tokens = trace.tokens(device)
-        row = {"tokens": trace.n_tokens, "sentences": trace.n_sentences}
+        row = {"tokens": trace.n_tokens, "sentences": trace.n_sentences,
+               "default_batch_positions": default_batch_positions(model, trace.n_tokens, device)}
         with torch.inference_mode():
             for mode in modes:
                 with fused_attention(model, mode):
                     row[f"forward_{mode}"] = measure(lambda: model(tokens, return_type="logits"))
                 row[f"sentence_attention_{mode}"] = measure(lambda: al.sentence_attention(model, trace, attention=mode))
                 row[f"suppression_{mode}"] = measure(lambda: al.suppression_matrix(
-                    model, trace, attention=mode, progress=False, batch_positions=4 * n_tokens))
+                    model, trace, attention=mode, progress=False))  # batch sizes: the CUDA defaults
                 print(json.dumps(row), flush=True)
         results["runs"].append(row)
     prompt = " ".join(["the"] * (64 if options.smoke else 2048))
