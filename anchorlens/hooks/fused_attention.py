@@ -35,7 +35,7 @@ from jaxtyping import Bool
 from torch import Tensor
 
 from anchorlens.errors import AnchorlensError, UnsupportedArchitectureError
-from anchorlens.hooks.key_suppression import key_suppression_mask
+from anchorlens.hooks.key_suppression import head_selection, key_suppression_mask
 
 ATTENTION_CHOICES = ("auto", "sdpa", "eager")
 _STATE = "_anchorlens_fused"  # per-bridge dict: hidden-key mask builder, query/key observer
@@ -278,9 +278,7 @@ def hide_keys(
             cached.clear()
             mask = key_suppression_mask(ranges, n_queries, n_keys, device=device)  # [batch, 1, query, key]
             if head_list is not None:
-                head_mask = torch.zeros(n_heads, dtype=torch.bool, device=device)
-                head_mask[head_list] = True
-                mask = mask & head_mask[None, :, None, None]
+                mask = mask & head_selection(n_heads, head_list, device)[None, :, None, None]
             cached[key] = mask
         return cached[key]
 

@@ -39,7 +39,8 @@ def key_suppression_mask(
             [0, 1, 1, 0],
             [0, 1, 1, 0]], dtype=torch.int32)
     """
-    ranges = torch.tensor(list(key_ranges), dtype=torch.long, device=device).reshape(-1, 2)
+    # built on the host and copied without blocking: no wait for the device's queue (once per forward)
+    ranges = torch.tensor(list(key_ranges), dtype=torch.long).reshape(-1, 2).to(device, non_blocking=True)
     starts, ends = ranges[:, 0, None, None], ranges[:, 1, None, None]  # [batch, 1, 1]
     keys = torch.arange(n_keys, device=device)[None, None, :]  # [1, 1, key]
     queries = torch.arange(n_keys - n_queries, n_keys, device=device)[None, :, None]  # absolute positions
@@ -48,6 +49,17 @@ def key_suppression_mask(
     blind = (starts == 0) & (queries < ends)
     hidden = hidden & ~(blind & (keys == queries))
     return hidden[:, None]
+
+
+def head_selection(n_heads: int, heads: Sequence[int], device=None) -> torch.Tensor:
+    """Boolean ``[head]``: True for ``heads``; built on the host and copied without blocking.
+
+    >>> head_selection(4, [1, 3]).tolist()
+    [False, True, False, True]
+    """
+    selected = torch.zeros(n_heads, dtype=torch.bool)
+    selected[list(heads)] = True
+    return selected.to(device, non_blocking=True)
 
 
 def key_suppression_hooks(
@@ -79,9 +91,7 @@ def key_suppression_hooks(
             cached.clear()
             mask = key_suppression_mask(ranges, n_queries, n_keys, device=scores.device)
             if head_list is not None:
-                head_mask = torch.zeros(n_heads, dtype=torch.bool, device=scores.device)
-                head_mask[head_list] = True
-                mask = mask & head_mask[None, :, None, None]
+                mask = mask & head_selection(n_heads, head_list, scores.device)[None, :, None, None]
             cached[key] = mask
         return scores.masked_fill(cached[key], torch.finfo(scores.dtype).min)
 
