@@ -357,11 +357,12 @@ def _layer_mask(attention_mask, n_queries: int, n_keys: int, hidden, device):
     return allowed, blind
 
 
-QUERY_BLOCK = 128  # queries per SDPA call in suppressed forwards (see _causal_blocks)
+QUERY_BLOCK = 128  # queries per SDPA call in suppressed forwards on a CPU (see _causal_blocks)
+QUERY_BLOCK_GPU = 1024  # larger on a GPU, where each call costs a kernel launch (not measured yet)
 
 
-def _causal_blocks(queries, keys, values, allowed, scale, sdpa_kwargs):
-    """SDPA a block of ``QUERY_BLOCK`` queries at a time, each over only the keys it can see.
+def _causal_blocks(queries, keys, values, allowed, scale, sdpa_kwargs, block: int = QUERY_BLOCK):
+    """SDPA a block of ``block`` queries at a time, each over only the keys it can see.
 
     With a mask, SDPA computes every (query, key) pair, the masked half of a causal square too; a block
     of queries ending at absolute position ``p`` sees no key after ``p``, so those keys are cut off
@@ -372,8 +373,8 @@ def _causal_blocks(queries, keys, values, allowed, scale, sdpa_kwargs):
     n_queries, n_keys = queries.shape[-2], keys.shape[-2]
     offset = n_keys - n_queries
     blocks = []
-    for lo in range(0, n_queries, QUERY_BLOCK):
-        hi = min(lo + QUERY_BLOCK, n_queries)
+    for lo in range(0, n_queries, block):
+        hi = min(lo + block, n_queries)
         end = offset + hi  # keys 0 .. end - 1: up to the block's last query
         blocks.append(torch.nn.functional.scaled_dot_product_attention(
             queries[..., lo:hi, :], keys[..., :end, :], values[..., :end, :], attn_mask=allowed[..., lo:hi, :end],
@@ -466,8 +467,9 @@ def fused_forward(self, *args, **kwargs):
         # With a mask, the GPU memory-efficient kernel takes no grouped-query layout: repeat K/V (cheap: no
         # [query, key] tensor per head) rather than let SDPA fall back to the quadratic math kernel.
         key_states, value_states = repeat_kv(key_states, groups), repeat_kv(value_states, groups)
-    if hidden is not None and n_queries >= 2 * QUERY_BLOCK:
-        attn_output = _causal_blocks(query_states, key_states, value_states, allowed, scaling, sdpa_kwargs)
+    block = QUERY_BLOCK if query_states.device.type == "cpu" else QUERY_BLOCK_GPU
+    if hidden is not None and n_queries >= 2 * block:
+        attn_output = _causal_blocks(query_states, key_states, value_states, allowed, scaling, sdpa_kwargs, block)
     else:
         attn_output = torch.nn.functional.scaled_dot_product_attention(
             query_states, key_states, value_states, attn_mask=allowed, scale=scaling, **sdpa_kwargs
