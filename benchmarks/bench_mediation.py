@@ -5,6 +5,10 @@ peak memory of each (``tracemalloc`` of torch's CPU allocations is not available
 a fresh child process per method).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_mediation.py [--pairs 8] [--chunk-size 256]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_mediation.py --attention   # fused (SDPA) vs eager sweep
+
+``--attention``: the batched sweep with ``attention="eager"`` against the default (fused SDPA), alternating,
+two child processes each (issue 15).
 """
 
 from __future__ import annotations
@@ -49,9 +53,9 @@ def run(method: str, n_pairs: int, chunk_size: int, out: Path | None = None) -> 
             [p.counterfactual_answer for p in pairs])
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start, cpu = time.perf_counter(), time.process_time()
-    if method == "batched":
+    if method in ("batched", "batched_eager"):
         result = mediation_sweep(model, *args, component="mlp_out", positions="all", metric="logit_diff",
-                                 chunk_size=chunk_size)
+                                 chunk_size=chunk_size, attention="eager" if method == "batched_eager" else "auto")
         values = result.patched_logit_diff  # [pair, layer, position]
     else:
         encoded = encode_pairs(model, *args)[0]
@@ -78,11 +82,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--chunk-size", type=int, default=256)
-    parser.add_argument("--child", choices=["batched", "transformer_lens"])
+    parser.add_argument("--child", choices=["batched", "batched_eager", "transformer_lens"])
+    parser.add_argument("--attention", action="store_true", help="fused (SDPA) against eager attention")
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run(args.child, args.pairs, args.chunk_size, Path(args.out))))
+        return
+    if args.attention:
+        compare_attention(args)
         return
     rows, values = [], {}
     for method in ("transformer_lens", "batched"):  # each in a fresh process: its own peak memory
@@ -97,6 +105,23 @@ def main() -> None:
     print(json.dumps(rows, indent=1))
     print(f"speed-up {tl['seconds'] / ours['seconds']:.2f}x wall, {tl['cpu_seconds'] / ours['cpu_seconds']:.2f}x CPU; "
           f"max |difference| of the per-pair logit differences {diff:.2e}")
+
+
+def compare_attention(args) -> None:
+    rows, values = [], {}
+    for method in ("batched_eager", "batched", "batched", "batched_eager"):
+        out = Path(f"/tmp/bench_mediation_{method}.pt")
+        done = subprocess.run([sys.executable, __file__, "--child", method, "--pairs", str(args.pairs),
+                               "--chunk-size", str(args.chunk_size), "--out", str(out)],
+                              capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        values[method] = torch.load(out)
+        print(json.dumps(rows[-1]), f"load {os.getloadavg()[0]:.2f}", flush=True)
+    total = {m: [sum(r[k] for r in rows if r["method"] == m) for k in ("seconds", "cpu_seconds")]
+             for m in ("batched_eager", "batched")}
+    diff = (values["batched"] - values["batched_eager"]).abs().max().item()
+    print(f"fused / eager: {total['batched_eager'][0] / total['batched'][0]:.2f}x wall, "
+          f"{total['batched_eager'][1] / total['batched'][1]:.2f}x CPU; max |difference| {diff:.2e}")
 
 
 if __name__ == "__main__":
