@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     analyze.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: a GPU if there is one)")
     analyze.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16"],
+        help="weights and activations (default: %(default)s; bfloat16 halves a GPU's memory for long traces)",
+    )
+    analyze.add_argument(
         "--rollouts", type=int, default=8,
         help="resampled continuations per sentence (default: %(default)s; the paper: 100)",
     )
@@ -131,7 +135,7 @@ def _analyze(args) -> int:
 
         sampler = ServerSampler(args.server, model=args.server_model)
     print(f"loading {args.model} ...", file=sys.stderr)
-    model = load_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
     trace = None
     if args.trace is not None:
         trace = _read_trace(model, args.trace, args.problem, args.style)
