@@ -6,6 +6,7 @@ high-water mark, so model loading is included in both). circuit-tracer runs in i
     .venv/bin/python benchmarks/bench_attribution.py --ct-python /work/venvs/circuit-tracer/bin/python \
         --lengths 16 64 256 --model tiny
     .venv/bin/python benchmarks/bench_attribution.py --lengths 16 64 --model smollm2
+    .venv/bin/python benchmarks/bench_attribution.py --lengths 256 --model smollm2 --max-feature-nodes 1024
 
 Transcoders: seeded random ones (``random_transcoders``), sparse (a negative encoder bias) so that 256 tokens fit.
 Prints a Markdown table (seconds are attribution only; ratio = circuit-tracer / anchorlens).
@@ -42,7 +43,7 @@ def prompt_of_length(n_tokens: int) -> str:
     return tokenizer.decode(ids)
 
 
-def one_anchorlens(case: dict, prompt: str, threads: int) -> dict:
+def one_anchorlens(case: dict, prompt: str, threads: int, max_feature_nodes: int | None = None) -> dict:
     import torch
 
     import anchorlens as al
@@ -52,13 +53,14 @@ def one_anchorlens(case: dict, prompt: str, threads: int) -> dict:
     model = al.load_model() if case["model"] == "smollm2" else case_model(case)
     transcoders = case_transcoders(case, model.cfg.n_layers, model.cfg.d_model)
     started = time.perf_counter()
-    graph = al.attribution_graph(model, transcoders, prompt, batch_size=64, progress=False)
+    graph = al.attribution_graph(model, transcoders, prompt, batch_size=64, progress=False,
+                                 max_feature_nodes=max_feature_nodes)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "nodes": int(graph.adjacency.shape[0]), "features": graph.n_features, "tokens": graph.n_pos}
 
 
-def one_circuit_tracer(case: dict, prompt: str, ct_python: str, threads: int) -> dict:
+def one_circuit_tracer(case: dict, prompt: str, ct_python: str, threads: int, max_feature_nodes: int | None = None) -> dict:
     import numpy as np
 
     from anchorlens.models import embedded_model_dir
@@ -73,7 +75,9 @@ def one_circuit_tracer(case: dict, prompt: str, ct_python: str, threads: int) ->
         tc_dir = case_transcoders(case, n_layers, d_model).save(tmp / "tc")
         done = subprocess.run([ct_python, str(REPO / "scripts" / "circuit_tracer_oracle.py"), "--model", str(model_dir),
                                "--transcoders", str(tc_dir), "--prompt", prompt, "--out", str(tmp / "g.npz"),
-                               "--threads", str(threads)], capture_output=True, text=True)
+                               "--threads", str(threads),
+                               *(["--max-feature-nodes", str(max_feature_nodes)] if max_feature_nodes else [])],
+                              capture_output=True, text=True)
         if done.returncode:
             return {"error": done.stderr[-500:]}
         out = np.load(tmp / "g.npz")
@@ -88,21 +92,25 @@ def main(argv=None) -> int:
     parser.add_argument("--lengths", nargs="*", type=int, default=[16, 64, 256])
     parser.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-feature-nodes", type=int, default=None,
+                        help="both tools keep this many features of largest influence (circuit-tracer's choice)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one anchorlens measurement, JSON on stdout
     args = parser.parse_args(argv)
     case = TINY if args.model == "tiny" else SMOL
     if args.one:
-        print(json.dumps(one_anchorlens(case, args.one, args.threads)))
+        print(json.dumps(one_anchorlens(case, args.one, args.threads, args.max_feature_nodes)))
         return 0
     rows = []
     for n in args.lengths:
         prompt = prompt_of_length(n)
+        limit = ["--max-feature-nodes", str(args.max_feature_nodes)] if args.max_feature_nodes else []
         ours = subprocess.run([sys.executable, __file__, "--model", args.model, "--threads", str(args.threads),
-                               "--one", prompt], capture_output=True, text=True)
+                               *limit, "--one", prompt], capture_output=True, text=True)
         ours = json.loads(ours.stdout.strip().splitlines()[-1]) if ours.returncode == 0 else {"error": ours.stderr[-500:]}
-        theirs = one_circuit_tracer(case, prompt, args.ct_python, args.threads)
+        theirs = one_circuit_tracer(case, prompt, args.ct_python, args.threads, args.max_feature_nodes)
         rows.append((n, ours, theirs))
         print(json.dumps({"length": n, "anchorlens": ours, "circuit_tracer": theirs}), flush=True)
+    print(f"\nmax_feature_nodes: {args.max_feature_nodes}")
     print(f"\n| model | tokens | nodes | anchorlens s | circuit-tracer s | ratio | anchorlens peak MB | circuit-tracer peak MB |")
     print("|---|---|---|---|---|---|---|---|")
     for n, ours, theirs in rows:

@@ -31,8 +31,15 @@ class ReplacementForward:
     logits: Tensor | None = None
 
 
-def replacement_forward(model, transcoders: TranscoderSet, tokens: Tensor, batch: int) -> ReplacementForward:
-    """Run the frozen forward on ``batch`` copies of ``tokens`` ([position]) with autograd on."""
+class _StopAtFinalNorm(Exception):
+    """Raised by the final norm's hook when the logits are not wanted (they would be [batch, position, vocab])."""
+
+
+def replacement_forward(model, transcoders: TranscoderSet, tokens: Tensor, batch: int,
+                        logits: bool = True) -> ReplacementForward:
+    """Run the frozen forward on ``batch`` copies of ``tokens`` ([position]) with autograd on; with
+    ``logits=False`` it stops at the final norm's output (the unembedding of every copy and position is the
+    largest tensor of the pass: 64 x 256 x 49k floats, 3 GB, for SmolLM2)."""
     n_layers = model.cfg.n_layers
     record = ReplacementForward(mlp_in=[None] * n_layers, mlp_out=[None] * n_layers,
                                 mlp_out_value=[None] * n_layers)
@@ -59,6 +66,8 @@ def replacement_forward(model, transcoders: TranscoderSet, tokens: Tensor, batch
 
     def final_hook(x, hook):
         record.final = x
+        if not logits:
+            raise _StopAtFinalNorm
         return x
 
     hooks = [("embed.hook_out", embed_hook), ("ln_final.hook_scale", detach_hook), ("ln_final.hook_out", final_hook)]
@@ -74,7 +83,10 @@ def replacement_forward(model, transcoders: TranscoderSet, tokens: Tensor, batch
         # The bridge warns that an edited hook_scale makes it rebuild the norm from hooked values: that is the point.
         warnings.simplefilter("ignore")
         with model.hooks(fwd_hooks=hooks):
-            record.logits = model(tokens.unsqueeze(0).expand(batch, -1)).detach()
+            try:
+                record.logits = model(tokens.unsqueeze(0).expand(batch, -1)).detach()
+            except _StopAtFinalNorm:
+                pass
     missing = [name for name, value in (("embed.hook_out", record.embed), ("ln_final.hook_out", record.final))
                if value is None] + [f"blocks.{i}.mlp.hook_in" for i, x in enumerate(record.mlp_in) if x is None]
     if missing:

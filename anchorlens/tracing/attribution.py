@@ -122,7 +122,7 @@ def attribution_graph(
     target_vec = torch.cat([logit_vectors, encoder_rows])
 
     batch = max(1, min(batch_size, n_logits + n_feat))
-    record = replacement_forward(model, transcoders, tokens, batch=batch)
+    record = replacement_forward(model, transcoders, tokens, batch=batch, logits=False)
     sites = record.mlp_in + [record.final]
     sources = [record.embed] + record.mlp_out
     bar = tqdm(total=n_logits + min(n_feat, max_feature_nodes if max_feature_nodes is not None else n_feat),
