@@ -210,6 +210,17 @@ def test_greedy_and_seeded_generation_same_on_smollm2(smol, one_torch_thread):
     assert sample("sdpa") == sample("eager")
 
 
+def test_cpu_batch_defaults_are_unchanged(tiny_llama):
+    # On CUDA both come from free memory (not measurable here); on a CPU they stay what they were.
+    from anchorlens.resampling.samplers.local import default_rollout_batch
+    from anchorlens.suppression.runner import DEFAULT_BATCH_POSITIONS, default_batch_positions
+
+    assert default_batch_positions(tiny_llama, 1000, "cpu") == DEFAULT_BATCH_POSITIONS == 4096
+    assert str(tiny_llama.cfg.device) == "cpu" and default_rollout_batch(tiny_llama, 1000) == 8
+    with pytest.raises(al.AnchorlensError, match="batch_size"):
+        LocalSampler(tiny_llama, batch_size=0)
+
+
 # ------------------------------------------------------------------------------------------------ sentence attention
 
 
