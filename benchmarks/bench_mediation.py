@@ -94,12 +94,8 @@ def main() -> None:
         return
     rows, values = [], {}
     for method in ("transformer_lens", "batched"):  # each in a fresh process: its own peak memory
-        out = Path(f"/tmp/bench_mediation_{method}.pt")
-        done = subprocess.run([sys.executable, __file__, "--child", method, "--pairs", str(args.pairs),
-                               "--chunk-size", str(args.chunk_size), "--out", str(out)],
-                              capture_output=True, text=True, check=True)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        values[method] = torch.load(out)
+        row, values[method] = run_child(method, args)
+        rows.append(row)
     tl, ours = rows
     diff = (values["batched"] - values["transformer_lens"]).abs().max().item()
     print(json.dumps(rows, indent=1))
@@ -107,15 +103,20 @@ def main() -> None:
           f"max |difference| of the per-pair logit differences {diff:.2e}")
 
 
+def run_child(method: str, args) -> tuple[dict, torch.Tensor]:
+    """One method in a fresh process (its own peak memory): its timing row and its per-pair values."""
+    out = Path(f"/tmp/bench_mediation_{method}.pt")
+    done = subprocess.run([sys.executable, __file__, "--child", method, "--pairs", str(args.pairs),
+                           "--chunk-size", str(args.chunk_size), "--out", str(out)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1]), torch.load(out)
+
+
 def compare_attention(args) -> None:
     rows, values = [], {}
     for method in ("batched_eager", "batched", "batched", "batched_eager"):
-        out = Path(f"/tmp/bench_mediation_{method}.pt")
-        done = subprocess.run([sys.executable, __file__, "--child", method, "--pairs", str(args.pairs),
-                               "--chunk-size", str(args.chunk_size), "--out", str(out)],
-                              capture_output=True, text=True, check=True)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        values[method] = torch.load(out)
+        row, values[method] = run_child(method, args)
+        rows.append(row)
         print(json.dumps(rows[-1]), f"load {os.getloadavg()[0]:.2f}", flush=True)
     total = {m: [sum(r[k] for r in rows if r["method"] == m) for k in ("seconds", "cpu_seconds")]
              for m in ("batched_eager", "batched")}
