@@ -113,6 +113,8 @@ def test_llm_labeller_with_callable_and_fallback():
         label_sentences_with_model(lambda prompt: "?", ["x = 5."], fallback="error", progress=False)
     prompt = labelling_prompt(["First.", "Second."], 1, problem="What is 2+3?")
     assert "Problem: What is 2+3?" in prompt and "Sentence: Second." in prompt and "8. final_answer_emission" in prompt
+    assert "Examples:" in prompt and prompt.count("\nCategory: ") == 16  # two worked examples per category
+    assert "Examples:" not in labelling_prompt(["First.", "Second."], 1, examples=False)
 
 
 @pytest.mark.slow
@@ -121,3 +123,23 @@ def test_llm_labeller_on_smollm2(smol):
     tags = label_sentences_with_model(smol, sentences, problem="What is 12 + 30?", context=1, progress=False)
     assert len(tags) == len(sentences)
     assert all(tag in SENTENCE_CATEGORIES for tag in tags)
+
+
+@pytest.mark.slow
+def test_llm_labeller_prefix_cache_equals_the_whole_prompt(smol, one_torch_thread):
+    """The shared part of the prompt runs once (a KV cache): same tokens and next-token logits as one
+    forward of the whole prompt, for each sentence in turn (the cache is cut back after each)."""
+    import torch
+
+    from anchorlens.taxonomy.llm_labeller import _bridge_prompt, _instructions, _PrefixLabeller, _sentence_part
+    from anchorlens.trace import encode_text
+
+    sentences = ["12 + 30 = 42.", "Wait, let me double-check that.", "So the answer is 42."]
+    labeller = _PrefixLabeller(smol, _instructions(False))  # without the examples: a shorter prompt, same mechanism
+    for i in (1, 2):
+        own = _sentence_part(sentences, i, problem="What is 12 + 30?", context=2)
+        prompt = labelling_prompt(sentences, i, problem="What is 12 + 30?", examples=False)
+        whole = encode_text(smol, _bridge_prompt(smol, prompt))
+        assert labeller.token_ids(own) == whole
+        expected = smol(torch.tensor([whole]), return_type="logits")[0, -1]
+        torch.testing.assert_close(labeller.logits(own), expected, atol=1e-4, rtol=1e-4)

@@ -4,8 +4,8 @@
   context and the embedded SmolLM2's in-context sentence states (``lm_states``), trained by
   ``scripts/train_taxonomy.py`` on the published labels, shipped in ``anchorlens/data``;
   ``probabilities=True`` also returns per-category probabilities.
-- ``label_sentences_with_model(model, sentences)``: prompts a language model you supply (the published
-  labels came from gpt-4o).
+- ``label_sentences_with_model(model, sentences)``: prompts a language model you supply with the category
+  definitions and two worked examples of each (the published labels came from gpt-4o).
 """
 
 from anchorlens.taxonomy.categories import CATEGORY_DEFINITIONS, SENTENCE_CATEGORIES

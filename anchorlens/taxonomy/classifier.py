@@ -3,15 +3,16 @@
 Trained by ``scripts/train_taxonomy.py`` on the labelled reference traces (data/thought-anchors); its weights
 are ``anchorlens/data/taxonomy_classifier.npz`` (labels and held-out scores in ``taxonomy_classifier.json``,
 the evaluation in ``taxonomy_report.md``). Inference is numpy only, after the MiniLM embedding and (when
-``lm_layer`` is set) the partial SmolLM2 forward.
+``lm_layers`` is set) the partial SmolLM2 forward.
 
 The model is a multinomial logistic regression on standardised sentence features
 (``anchorlens.taxonomy.features``: the sentence's embedding, its neighbours', its position, lexical cues
-around it, and TF-IDF of its words) and, when ``lm_layer`` is set (the shipped weights), the embedded
-SmolLM2's residual stream after that layer, averaged over the sentence's tokens with the whole trace before
-it in context (``anchorlens.taxonomy.lm_states``). Simple on purpose: 2,900 labelled sentences from 10
-problems do not support more, and heavier models (an MLP, a second stage over neighbours' predictions,
-Viterbi decoding over label transitions) did not beat it on held-out problems (see the report).
+around it, and TF-IDF of its words) and, when ``lm_layers`` is set (the shipped weights: layers 15 and 20),
+the embedded SmolLM2's residual stream after each of those layers, averaged over the sentence's tokens with
+the whole trace before it in context (``anchorlens.taxonomy.lm_states``). Simple on purpose: 2,900 labelled
+sentences from 10 problems do not support more, and heavier models (an MLP, a second stage over neighbours'
+predictions, Viterbi decoding over label transitions, a fine-tuned MiniLM cross-encoder reading each sentence
+with its neighbours) did not beat it on held-out problems (see the report).
 
 >>> classify_sentences(["Okay, so I need to find the area.", "The area is 6 * 4 = 24.", "So the answer is 24."])
 ['problem_setup', 'active_computation', 'final_answer_emission']
@@ -67,7 +68,12 @@ class TaxonomyClassifier:
     vocabulary: NgramVocabulary | None = None  # TF-IDF terms, when the model uses them
     window: int = CONTEXT_WINDOW
     info: dict | None = None  # training facts and held-out scores, from the JSON next to the weights
-    lm_layer: int | None = None  # SmolLM2 layer whose in-context sentence states are features (None: not used)
+    lm_layers: tuple[int, ...] = ()  # SmolLM2 layers whose in-context sentence states are features (): none
+
+    @property
+    def lm_layer(self) -> int | None:
+        """The deepest SmolLM2 layer read (None when the classifier reads none): how far the forward runs."""
+        return max(self.lm_layers) if self.lm_layers else None
 
     def predict_proba(
         self, sentences: Sequence[str], embed: Embedder | None = None
@@ -75,8 +81,9 @@ class TaxonomyClassifier:
         """Probabilities per sentence (columns in ``self.categories`` order); sentences of ONE trace, in order."""
         texts = _texts(sentences)
         x = sentence_features(texts, embed, self.window, self.vocabulary)
-        if self.lm_layer is not None:
-            x = np.concatenate([x, sentence_states(self.lm_layer)(texts)[self.lm_layer]], axis=1)
+        if self.lm_layers:
+            states = sentence_states(self.lm_layers)(texts)
+            x = np.concatenate([x, *(states[layer] for layer in self.lm_layers)], axis=1)
         return self.proba_from_features(x)
 
     def proba_from_features(self, x: Float[np.ndarray, "sentence feature"]) -> Float[np.ndarray, "sentence category"]:
@@ -97,7 +104,7 @@ class TaxonomyClassifier:
         path = Path(path).with_suffix(".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {k: np.asarray(v, dtype=np.float32) for k, v in vars(self.linear).items()}
-        meta = {"categories": list(self.categories), "window": self.window, "lm_layer": self.lm_layer}
+        meta = {"categories": list(self.categories), "window": self.window, "lm_layers": list(self.lm_layers)}
         if self.vocabulary is not None:
             arrays["idf"] = self.vocabulary.idf.astype(np.float32)
             meta["terms"] = list(self.vocabulary.terms)
@@ -122,8 +129,11 @@ class TaxonomyClassifier:
             vocabulary = NgramVocabulary(terms, data["idf"]) if terms is not None else None
         categories = tuple(meta.pop("categories", SENTENCE_CATEGORIES))
         window = int(meta.pop("window", CONTEXT_WINDOW))
-        lm_layer = meta.pop("lm_layer", None)
-        return cls(categories, linear, vocabulary, window, meta, None if lm_layer is None else int(lm_layer))
+        lm_layers = meta.pop("lm_layers", None)
+        if lm_layers is None:  # weights written before several layers were possible
+            lm_layers = [] if meta.get("lm_layer") is None else [meta["lm_layer"]]
+        meta.pop("lm_layer", None)
+        return cls(categories, linear, vocabulary, window, meta, tuple(int(k) for k in lm_layers))
 
 
 def _texts(sentences) -> list[str]:
@@ -141,11 +151,11 @@ def _texts(sentences) -> list[str]:
 
 
 @lru_cache(maxsize=2)
-def sentence_states(layer: int):
-    """The embedded SmolLM2 cut after ``layer`` (loaded once per layer; a few seconds)."""
+def sentence_states(layers: int | tuple[int, ...]):
+    """The embedded SmolLM2 cut after the deepest of ``layers`` (loaded once per set of layers; a few seconds)."""
     from anchorlens.taxonomy.lm_states import SentenceStates
 
-    return SentenceStates(layers=(layer,))
+    return SentenceStates(layers=(layers,) if isinstance(layers, int) else tuple(layers))
 
 
 @lru_cache(maxsize=1)

@@ -3,8 +3,9 @@
 Two kinds of model work:
 
 - a TransformerLens ``TransformerBridge`` (or any model with ``.tokenizer`` that returns logits): the prompt
-  lists the eight categories numbered 1-8 and the model's next-token probabilities of "1".."8" pick the
-  label, so every sentence gets exactly one valid tag even from a small model;
+  lists the eight categories numbered 1-8 (and, by default, two worked examples of each) and the model's
+  next-token probabilities of "1".."8" pick the label, so every sentence gets exactly one valid tag even from
+  a small model; the part of the prompt shared by all sentences runs once (a KV cache);
 - any callable ``prompt -> reply text`` (an API client, a pipeline): the reply is parsed for a number or
   a category name; replies that name none fall back to the offline classifier (``fallback``).
 
@@ -23,15 +24,59 @@ from anchorlens.errors import AnchorlensError
 from anchorlens.taxonomy.categories import CATEGORY_DEFINITIONS, SENTENCE_CATEGORIES
 
 
-def labelling_prompt(sentences: Sequence[str], index: int, *, problem: str | None = None, context: int = 2) -> str:
-    """The instruction asking for the category of ``sentences[index]``, with ``context`` sentences before it.
+#: Worked examples shown in the prompt (``examples=True``): two sentences per category, picked by hand from
+#: the published labels of the classifier's training problems (never from its held-out problems 4164 and
+#: 6998), each with its source (problem, trace, sentence index); mixed in a fixed order, so that no category is
+#: always the last one shown.
+FEW_SHOT_EXAMPLES: tuple[tuple[str, str, str], ...] = (
+    ("problem_setup", "Okay, so I have this math problem here.", "6596 correct 0"),
+    ("active_computation", "Difference: 188 - 98 = 90", "2236 correct 167"),
+    ("uncertainty_management", "Wait, this is getting confusing.", "2236 correct 90"),
+    ("plan_generation", "Hmm, let me try to figure this out step by step.", "2238 correct 1"),
+    ("self_checking", "Layer 5: 1 + 3*121 = 1 + 363 = 364 ✔️", "330 correct 60"),
+    ("fact_retrieval", "When multiplying two polynomials, the coefficients of like terms are multiplied.",
+     "2238 correct 19"),
+    ("result_consolidation", "Therefore, in the 3-digit numbers, 4 appears 168 times and 8 appears 78 times.",
+     "2236 correct 142"),
+    ("final_answer_emission", "Therefore, the answer is 5.8 cm.", "6596 correct 246"),
+    ("active_computation", "When \\(k = 3\\), it's 1 × (-1) × (-3) = 3.", "3448 incorrect 49"),
+    ("plan_generation", "Then, subtract the number of arrangements where the two green plates are adjacent.",
+     "2189 incorrect 2"),
+    ("uncertainty_management", "But that seems like it's not a single coefficient.", "2238 incorrect 52"),
+    ("fact_retrieval", "But the problem says the larger square has an area of 16 cm².", "6596 correct 32"),
+    ("self_checking", "So, same result as before.", "3448 incorrect 153"),
+    ("problem_setup", "She has different colored plates: 5 blue, 2 red, 2 green, and 1 orange.", "2189 correct 1"),
+    ("final_answer_emission", "So, the number of ways is 588.", "2189 correct 202"),
+    ("result_consolidation", "So, the coefficient of \\(a^2b^2\\) is 6.", "2238 incorrect 117"),
+)
+
+
+def _instructions(examples: bool) -> str:
+    """The part of the prompt that is the same for every sentence: the categories (and the examples)."""
+    options = "\n".join(f"{k}. {name}: {text}" for k, (name, text) in enumerate(CATEGORY_DEFINITIONS.items(), start=1))
+    parts = ["Classify one sentence of a step-by-step solution into one of these categories:", options]
+    if examples:
+        number = {name: k for k, name in enumerate(SENTENCE_CATEGORIES, start=1)}
+        shots = "\n".join(f"Sentence: {text}\nCategory: {number[name]}" for name, text, _ in FEW_SHOT_EXAMPLES)
+        parts.append(f"Examples:\n{shots}")
+    return "\n".join(parts) + "\n"
+
+
+def labelling_prompt(
+    sentences: Sequence[str], index: int, *, problem: str | None = None, context: int = 2, examples: bool = True
+) -> str:
+    """The instruction asking for the category of ``sentences[index]``, with ``context`` sentences before it;
+    ``examples`` adds two worked examples per category (``FEW_SHOT_EXAMPLES``).
 
     >>> print(labelling_prompt(["First, add.", "2 + 3 = 5."], 1, context=1).splitlines()[-1])
     Answer with the category number only.
     """
-    options = "\n".join(f"{k}. {name}: {text}" for k, (name, text) in enumerate(CATEGORY_DEFINITIONS.items(), start=1))
+    return _instructions(examples) + _sentence_part(sentences, index, problem=problem, context=context)
+
+
+def _sentence_part(sentences: Sequence[str], index: int, *, problem: str | None, context: int) -> str:
     before = " ".join(sentences[max(0, index - context) : index])
-    parts = ["Classify one sentence of a step-by-step solution into one of these categories:", options]
+    parts = []
     if problem:
         parts.append(f"Problem: {problem}")
     if before:
@@ -66,25 +111,68 @@ def _bridge_prompt(model, prompt: str) -> str:
     return prompt + "\nCategory number:"
 
 
-@torch.no_grad()
-def _label_with_bridge(model, prompt: str) -> str:
-    """The category whose number the model finds most likely to come next."""
-    from anchorlens.trace import encode_text
-
-    text = _bridge_prompt(model, prompt)
-    tokenizer = model.tokenizer
-    prompt_ids = encode_text(model, text)
-    # Each option "1".."8" (and " 1".." 8" when no chat template puts the answer on a fresh line).
+def _option_ids(tokenizer) -> list[list[int]]:
+    """Token ids of each option "1".."8" (and " 1".." 8" when no chat template puts the answer on a fresh line)."""
     candidates: list[list[int]] = []
     for k in range(1, len(SENTENCE_CATEGORIES) + 1):
         ids = {tuple(tokenizer(f"{k}", add_special_tokens=False)["input_ids"])[:1],
                tuple(tokenizer(f" {k}", add_special_tokens=False)["input_ids"])[:1]}
         candidates.append(sorted({i[0] for i in ids if i}))
-    tokens = torch.tensor([prompt_ids], device=model.cfg.device)
-    logits = model(tokens, return_type="logits")[0, -1].float()
-    logp = torch.log_softmax(logits, dim=-1)
+    return candidates
+
+
+def _choose(logits: torch.Tensor, candidates: list[list[int]]) -> str:
+    logp = torch.log_softmax(logits.float(), dim=-1)
     scores = torch.stack([torch.logsumexp(logp[ids], dim=0) for ids in candidates])
     return SENTENCE_CATEGORIES[int(scores.argmax())]
+
+
+class _PrefixLabeller:
+    """Labels with a bridge: the category whose number the model finds most likely to come next after the
+    prompt. The prompts of all sentences share their beginning (the categories and examples): those tokens
+    run once and are kept as a KV cache; each prompt runs only its own tokens on top of it.
+
+    The prompt's tokens are those of the shared text followed by those of the rest, tokenised apart (the
+    shared text ends with a newline, where the tokenisers used here split anyway).
+    """
+
+    @torch.no_grad()
+    def __init__(self, model, shared: str):
+        from anchorlens.trace import encode_text
+
+        self.model = model
+        templated = _bridge_prompt(model, shared + "\x00")
+        self.head = templated[: templated.index("\x00")]  # the chat template's start plus the shared text
+        self.tail = templated[templated.index("\x00") + 1 :]  # what the template puts after the prompt
+        self.candidates = _option_ids(model.tokenizer)
+        ids = encode_text(model, self.head)
+        self.n_shared = len(ids)
+        _, self.cache = model(torch.tensor([ids], device=model.cfg.device), return_type="logits_and_cache")
+
+    def token_ids(self, own: str) -> list[int]:
+        """All the prompt's tokens: the shared ones, then those of ``own`` and the template's end."""
+        from anchorlens.trace import encode_text
+
+        tokenizer = self.model.tokenizer
+        own_ids = tokenizer(own + self.tail, add_special_tokens=False)["input_ids"]
+        return encode_text(self.model, self.head) + list(own_ids)
+
+    @torch.no_grad()
+    def logits(self, own: str) -> torch.Tensor:
+        """The next-token logits after the whole prompt (shared text, then ``own``)."""
+        if self.cache is None:  # a model without a KV cache: run the whole prompt
+            full = torch.tensor([self.token_ids(own)], device=self.model.cfg.device)
+            return self.model(full, return_type="logits")[0, -1]
+        ids = list(self.model.tokenizer(own + self.tail, add_special_tokens=False)["input_ids"])
+        tokens = torch.tensor([ids], device=self.model.cfg.device)
+        logits, self.cache = self.model(tokens, past_key_values=self.cache, return_type="logits_and_cache")
+        extra = self.cache.get_seq_length() - self.n_shared
+        if extra > 0:  # back to the shared tokens (a negative count removes tokens in every transformers 4.4x-5.x)
+            self.cache.crop(-extra)
+        return logits[0, -1]
+
+    def __call__(self, own: str) -> str:
+        return _choose(self.logits(own), self.candidates)
 
 
 def label_sentences_with_model(
@@ -93,6 +181,7 @@ def label_sentences_with_model(
     *,
     problem: str | None = None,
     context: int = 2,
+    examples: bool = True,
     fallback: str = "classifier",
     progress: bool = True,
 ) -> list[str]:
@@ -104,6 +193,7 @@ def label_sentences_with_model(
         sentences: the sentences of one trace, in order (strings or objects with ``.text``).
         problem: the problem statement, added to each prompt when given.
         context: how many preceding sentences each prompt shows.
+        examples: show two worked examples per category (``FEW_SHOT_EXAMPLES``) before the sentence.
         fallback: for callables whose reply names no category: ``"classifier"`` (the offline classifier's
             tag) or ``"error"`` (raise).
 
@@ -119,12 +209,12 @@ def label_sentences_with_model(
     if not is_bridge and not callable(model):
         raise AnchorlensError("model must be a TransformerBridge or a callable prompt -> reply text")
     labels: list[str | None] = []
+    bridge = _PrefixLabeller(model, _instructions(examples)) if is_bridge else None
     for i in tqdm(range(len(texts)), desc="labelling sentences", disable=not progress):
-        prompt = labelling_prompt(texts, i, problem=problem, context=context)
-        if is_bridge:
-            labels.append(_label_with_bridge(model, prompt))
+        if bridge is not None:
+            labels.append(bridge(_sentence_part(texts, i, problem=problem, context=context)))
         else:
-            reply = model(prompt)
+            reply = model(labelling_prompt(texts, i, problem=problem, context=context, examples=examples))
             labels.append(parse_category(reply if isinstance(reply, str) else str(reply)))
     missing = [i for i, label in enumerate(labels) if label is None]
     if missing:
