@@ -221,6 +221,20 @@ def test_cpu_batch_defaults_are_unchanged(tiny_llama):
         LocalSampler(tiny_llama, batch_size=0)
 
 
+def test_baseline_keeps_its_probabilities_on_a_cpu_only(tiny_llama):
+    # A CPU trades memory for one exponential less per suppressed run; a GPU keeps half the memory instead.
+    from anchorlens.suppression.runner import keep_baseline_probs, run_baseline
+
+    tokens = torch.randint(0, tiny_llama.cfg.d_vocab, (1, 12), generator=torch.Generator().manual_seed(0))
+    baseline = run_baseline(tiny_llama, tokens, 0.6)
+    assert baseline.probs is not None and torch.equal(baseline.probs, baseline.log_probs.exp())
+    assert keep_baseline_probs("cpu") and not keep_baseline_probs("cuda") and not keep_baseline_probs("cuda:1")
+    with torch.inference_mode():
+        logits = tiny_llama(tokens) + 0.5 * torch.randn(1, 12, tiny_llama.cfg.d_vocab, generator=torch.Generator().manual_seed(1))
+        without = type(baseline)(baseline.log_probs, None, 0.6, probs=None)
+        assert torch.equal(baseline.kl(3, logits[:, 3:]), without.kl(3, logits[:, 3:]))  # the same floats either way
+
+
 # ------------------------------------------------------------------------------------------------ sentence attention
 
 

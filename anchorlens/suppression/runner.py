@@ -68,12 +68,25 @@ def default_max_batch(device) -> int | None:
     return 1 if torch.device(device).type == "cpu" else None
 
 
+def keep_baseline_probs(device) -> bool:
+    """Whether the baseline also keeps ``log_probs.exp()``: on a CPU, yes (each suppressed run's KL then
+    skips that exponential: 0.30 -> 0.13 s per 558 positions of SmolLM2, benchmarks/README.md); elsewhere
+    no, since a GPU's memory is the scarcer resource (a second ``pos x vocab`` float32 tensor: 20 GB at 32k
+    tokens of a 152k vocabulary) and the exponential costs little there (not measured: no GPU was lent).
+    Both give the same floats.
+
+    >>> keep_baseline_probs("cpu"), keep_baseline_probs("cuda")
+    (True, False)
+    """
+    return torch.device(device).type == "cpu"
+
+
 @dataclass
 class Baseline:
     """The unsuppressed run: next-token log-probabilities at the temperature, and its KV cache (or None).
 
-    ``probs`` is ``log_probs.exp()``, kept so that each suppressed run's KL skips that exponential
-    (one more ``pos x vocab`` float32 tensor: 200 MB at 1k tokens of a 49k vocabulary).
+    ``probs`` is ``log_probs.exp()`` or None (``keep_baseline_probs``): when kept, each suppressed run's KL
+    skips that exponential (one more ``pos x vocab`` float32 tensor: 200 MB at 1k tokens of a 49k vocabulary).
     """
 
     log_probs: Float[Tensor, "pos vocab"]
@@ -107,7 +120,7 @@ def run_baseline(model, tokens: Int[Tensor, "1 pos"], temperature: float, keep_c
         logits, cache = model(tokens), None
     lp = log_probs(logits[0], temperature)
     del logits
-    return Baseline(lp, cache, temperature, probs=lp.exp())
+    return Baseline(lp, cache, temperature, probs=lp.exp() if keep_baseline_probs(lp.device) else None)
 
 
 def plan_batches(
