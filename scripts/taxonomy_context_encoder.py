@@ -62,7 +62,7 @@ from anchorlens.resampling.reference_format import load_reference_trace, referen
 from anchorlens.taxonomy.categories import SENTENCE_CATEGORIES  # noqa: E402
 from anchorlens.taxonomy.classifier import DATA_DIR, TaxonomyClassifier  # noqa: E402
 from anchorlens.taxonomy.features import LEXICAL_WINDOW, context_means, lexical_features, position_features  # noqa: E402
-from anchorlens.taxonomy.training import score  # noqa: E402
+from anchorlens.taxonomy.training import score, score_by_problem  # noqa: E402
 
 SEED = 0
 N_FROZEN = 4  # MiniLM layers (of 6) kept as shipped; the 2 above them are trained
@@ -297,9 +297,7 @@ def check_layer(bert_full, frozen_bert, top_layers, data) -> float:
 
 def per_problem_mean(y, p, problem) -> dict:
     """Mean over problems of accuracy and of macro-F1 over the categories present (the report's fold mean)."""
-    folds = [score(y[problem == q], p[problem == q]) for q in sorted(set(problem))]
-    return {"accuracy": float(np.mean([f["accuracy"] for f in folds])),
-            "macro_f1": float(np.mean([np.mean([f["f1"][c] for c in f["f1"] if f["support"][c]]) for f in folds]))}
+    return score_by_problem([(y[problem == q], p[problem == q]) for q in sorted(set(problem))])["fold_mean"]
 
 
 def blend(p_encoder: np.ndarray, p_logistic: np.ndarray, weight: float) -> np.ndarray:

@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import train_taxonomy as tt  # noqa: E402
 from anchorlens.resampling.similarity import MiniLMEmbedder  # noqa: E402
-from anchorlens.taxonomy.training import score  # noqa: E402
+from anchorlens.taxonomy.training import score_by_problem  # noqa: E402
 
 HYPER = (tt.LM_L2, 1.0, (15, 20))  # the shipped classifier's choice
 
@@ -50,7 +49,7 @@ def main() -> None:
     problems = sorted({t["problem"] for t in traces})
     results = {}
     for k in args.sizes:
-        folds, ys, ps = [], [], []
+        folds = []  # (y_true, y_pred) per test problem and draw
         for test_problem in problems:
             others = [p for p in problems if p != test_problem]
             rng = random.Random(f"{args.seed}-{test_problem}-{k}")
@@ -59,15 +58,11 @@ def main() -> None:
             for chosen in draws:
                 train = [t for t in traces if t["problem"] in chosen]
                 model, vocabulary = tt.fit(train, "lm", HYPER)
-                y, p = tt.predict(model, vocabulary, test, "lm", HYPER)
-                f = score(y, p)
-                folds.append((f["accuracy"], float(np.mean([f["f1"][c] for c in f["f1"] if f["support"][c]]))))
-                ys.append(y)
-                ps.append(p)
-        pooled = score(np.concatenate(ys), np.concatenate(ps))
+                folds.append(tt.predict(model, vocabulary, test, "lm", HYPER))
+        pooled = score_by_problem(folds)
         results[k] = {
-            "mean_accuracy": float(np.mean([a for a, _ in folds])),
-            "mean_macro_f1": float(np.mean([m for _, m in folds])),
+            "mean_accuracy": pooled["fold_mean"]["accuracy"],
+            "mean_macro_f1": pooled["fold_mean"]["macro_f1"],
             "pooled_accuracy": pooled["accuracy"],
             "pooled_macro_f1": pooled["macro_f1"],
             "fits": len(folds),

@@ -35,7 +35,7 @@ import train_taxonomy as tt  # noqa: E402
 from anchorlens.models import cache_dir  # noqa: E402
 from anchorlens.resampling.similarity import MiniLMEmbedder  # noqa: E402
 from anchorlens.taxonomy.features import CONTEXT_WINDOW, NgramVocabulary, features_from_embeddings  # noqa: E402
-from anchorlens.taxonomy.training import fit_logistic, score  # noqa: E402
+from anchorlens.taxonomy.training import fit_logistic, score_by_problem  # noqa: E402
 
 HYPER = (tt.LM_L2, 1.0, (15, 20))
 CANDIDATES = 8  # resamples embedded per sentence (the first ones stored)
@@ -91,12 +91,8 @@ def evaluate(train, test, extra):
 
 
 def summarise(results):
-    folds = []
-    for y, p in results:
-        f = score(y, p)
-        folds.append((f["accuracy"], float(np.mean([f["f1"][c] for c in f["f1"] if f["support"][c]]))))
-    pooled = score(np.concatenate([y for y, _ in results]), np.concatenate([p for _, p in results]))
-    return {"mean_accuracy": float(np.mean([a for a, _ in folds])), "mean_macro_f1": float(np.mean([m for _, m in folds])),
+    pooled = score_by_problem(results)
+    return {"mean_accuracy": pooled["fold_mean"]["accuracy"], "mean_macro_f1": pooled["fold_mean"]["macro_f1"],
             "pooled_accuracy": pooled["accuracy"], "pooled_macro_f1": pooled["macro_f1"], "f1": pooled["f1"]}
 
 

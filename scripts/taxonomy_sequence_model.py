@@ -45,7 +45,7 @@ import train_taxonomy as tt  # noqa: E402
 from anchorlens.resampling.similarity import MiniLMEmbedder  # noqa: E402
 from anchorlens.taxonomy.categories import SENTENCE_CATEGORIES  # noqa: E402
 from anchorlens.taxonomy.features import CONTEXT_WINDOW, NgramVocabulary, features_from_embeddings  # noqa: E402
-from anchorlens.taxonomy.training import fit_logistic, score  # noqa: E402
+from anchorlens.taxonomy.training import fit_logistic, score_by_problem  # noqa: E402
 
 N_CLASSES = len(SENTENCE_CATEGORIES)
 
@@ -74,12 +74,9 @@ def trace_features(t, vocabulary, nbr_layers=()):
 
 def fold_scores(results):
     """results: list of (y, pred) per test problem -> mean over problems and pooled."""
-    folds = [score(y, p) for y, p in results]
-    pooled = score(np.concatenate([y for y, _ in results]), np.concatenate([p for _, p in results]))
-    mean_acc = float(np.mean([f["accuracy"] for f in folds]))
-    mean_f1 = float(np.mean([np.mean([f["f1"][c] for c in f["f1"] if f["support"][c]]) for f in folds]))
-    return {"mean_accuracy": mean_acc, "mean_macro_f1": mean_f1, "pooled_accuracy": pooled["accuracy"],
-            "pooled_macro_f1": pooled["macro_f1"], "f1": pooled["f1"]}
+    pooled = score_by_problem(results)
+    return {"mean_accuracy": pooled["fold_mean"]["accuracy"], "mean_macro_f1": pooled["fold_mean"]["macro_f1"],
+            "pooled_accuracy": pooled["accuracy"], "pooled_macro_f1": pooled["macro_f1"], "f1": pooled["f1"]}
 
 
 class TemporalConv(torch.nn.Module):

@@ -54,7 +54,7 @@ from anchorlens.taxonomy.categories import SENTENCE_CATEGORIES  # noqa: E402
 from anchorlens.taxonomy.classifier import DATA_DIR, TaxonomyClassifier  # noqa: E402
 from anchorlens.taxonomy.features import CONTEXT_WINDOW, NgramVocabulary, features_from_embeddings  # noqa: E402
 from anchorlens.taxonomy.lm_states import SentenceStates  # noqa: E402
-from anchorlens.taxonomy.training import fit_logistic, score  # noqa: E402
+from anchorlens.taxonomy.training import fit_logistic, score, score_by_problem  # noqa: E402
 
 SEED = 0
 N_HELD_OUT = 2
@@ -163,18 +163,7 @@ def leave_one_problem_out(traces, kind: str, hyper: tuple) -> dict:
             results = pool.map(_fold, tasks)
     else:
         results = [_fold(task) for task in tasks]
-    ys, ps, folds = [], [], []
-    for y, p in results:
-        ys.append(y)
-        ps.append(p)
-        folds.append(score(y, p))
-    pooled = score(np.concatenate(ys), np.concatenate(ps))
-    # Mean over folds; a fold's macro-F1 averages the categories present in that problem.
-    pooled["fold_mean"] = {
-        "accuracy": float(np.mean([f["accuracy"] for f in folds])),
-        "macro_f1": float(np.mean([np.mean([f["f1"][c] for c in f["f1"] if f["support"][c]]) for f in folds])),
-    }
-    return pooled
+    return score_by_problem(results)
 
 
 def choose(traces, kind: str) -> tuple[tuple, dict]:

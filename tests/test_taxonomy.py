@@ -143,3 +143,26 @@ def test_llm_labeller_prefix_cache_equals_the_whole_prompt(smol, one_torch_threa
         assert labeller.token_ids(own) == whole
         expected = smol(torch.tensor([whole]), return_type="logits")[0, -1]
         torch.testing.assert_close(labeller.logits(own), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_scores_by_problem_equal_sklearn_per_fold_and_pooled():
+    """The cross-validation summary of the training scripts against sklearn: pooled accuracy and macro-F1 over
+    all 8 categories, and the mean over folds of macro-F1 over the categories present in each fold."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from anchorlens.taxonomy.training import score_by_problem
+
+    rng = np.random.default_rng(3)
+    folds = []
+    for n, present in ((40, [0, 3, 4]), (25, [1, 3, 5, 7]), (60, list(range(8)))):
+        y = rng.choice(present, n)
+        folds.append((y, np.where(rng.random(n) < 0.6, y, rng.integers(0, 8, n))))
+    got = score_by_problem(folds)
+    y_all, p_all = np.concatenate([y for y, _ in folds]), np.concatenate([p for _, p in folds])
+    assert got["accuracy"] == pytest.approx(accuracy_score(y_all, p_all))
+    assert got["macro_f1"] == pytest.approx(f1_score(y_all, p_all, average="macro", labels=list(range(8)), zero_division=0))
+    fold_f1 = [f1_score(y, p, average="macro", labels=sorted(set(y)), zero_division=0) for y, p in folds]
+    assert got["fold_mean"]["macro_f1"] == pytest.approx(np.mean(fold_f1))
+    assert got["fold_mean"]["accuracy"] == pytest.approx(np.mean([accuracy_score(y, p) for y, p in folds]))
+    with pytest.raises(ValueError, match="at least one fold"):
+        score_by_problem([])

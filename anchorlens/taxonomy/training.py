@@ -2,6 +2,7 @@
 
 >>> stage = fit_logistic(x_train, y_train, l2=0.1)                    # doctest: +SKIP
 >>> scores = score(y_true, stage.proba(x_test).argmax(1))              # doctest: +SKIP
+>>> cv = score_by_problem([(y_a, pred_a), (y_b, pred_b)])              # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -68,3 +69,21 @@ def score(y_true: Int[np.ndarray, "n"], y_pred: Int[np.ndarray, "n"], n_classes:
         "confusion": confusion.tolist(),
         "n_sentences": int(len(y_true)),
     }
+
+
+def score_by_problem(results: list[tuple[np.ndarray, np.ndarray]], n_classes: int = len(SENTENCE_CATEGORIES)) -> dict:
+    """Scores of a cross-validation over whole problems: ``results`` holds ``(y_true, y_pred)`` per test fold.
+
+    Returns ``score`` of all folds pooled, plus ``fold_mean``: the mean over folds of accuracy and of macro-F1,
+    where a fold's macro-F1 averages only the categories present in it (a problem without a final answer
+    emission must not count an F1 of 0 for that category).
+    """
+    if not results:
+        raise ValueError("score_by_problem needs at least one fold of (y_true, y_pred)")
+    folds = [score(y, p, n_classes) for y, p in results]
+    pooled = score(np.concatenate([y for y, _ in results]), np.concatenate([p for _, p in results]), n_classes)
+    pooled["fold_mean"] = {
+        "accuracy": float(np.mean([f["accuracy"] for f in folds])),
+        "macro_f1": float(np.mean([np.mean([f["f1"][c] for c in f["f1"] if f["support"][c]]) for f in folds])),
+    }
+    return pooled
