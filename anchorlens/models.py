@@ -351,3 +351,33 @@ def verify_cached_decoding(model, n_prompt: int = 6, n_decoded: int = 4) -> None
             "pip install -c requirements/lock.txt anchorlens), or pass check_cached_decoding=False to load it "
             "anyway for analyses that decode nothing."
         )
+
+
+def model_identity(model) -> dict:
+    """What names a model's outputs in a saved result's key: its name, dtype and a fingerprint of its weights.
+
+    The fingerprint hashes every parameter's name and shape and 64 evenly strided values of it (not all of them:
+    hashing a 70B model's weights would take minutes), enough to tell two checkpoints or two random seeds apart.
+    Computed once per model object.
+    """
+    cached = getattr(model, "_anchorlens_identity", None)
+    if cached is not None:
+        return dict(cached)
+    import hashlib
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, parameter in sorted(model.named_parameters(), key=lambda item: item[0]):
+            flat = parameter.detach().reshape(-1)
+            step = max(1, flat.numel() // 64)
+            sample = flat[::step][:64].to("cpu", torch.float32).numpy()
+            digest.update(f"{name}{tuple(parameter.shape)}".encode())
+            digest.update(sample.tobytes())
+    dtype = next(model.parameters()).dtype
+    identity = {"name": getattr(model, "anchorlens_name", None) or type(model).__name__,
+                "dtype": str(dtype).removeprefix("torch."), "weights": digest.hexdigest()[:16]}
+    try:
+        model._anchorlens_identity = identity
+    except AttributeError:  # an object that refuses new attributes: recompute next time
+        pass
+    return dict(identity)
