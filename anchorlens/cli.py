@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="anchorlens", description="Find the thought anchors of a chain of thought."
     )
+    parser.add_argument("--version", action=_Version, help="print anchorlens's version and the installed and "
+                        "tested versions of torch, transformers and TransformerLens, then exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
     analyze = commands.add_parser(
@@ -41,14 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         help="output folder, resumed if it exists (default: %(default)s)",
     )
     analyze.add_argument(
-        "--max-new-tokens", type=int, default=200, help="length limit of a generated trace (default: %(default)s)"
+        "--max-new-tokens", type=int, default=None, help="length limit of a generated trace (default: 200)"
     )
     analyze.add_argument(
         "--seed", type=int, default=None, help="sampling seed of the trace (default: 0; for the sample: 1)"
     )
     analyze.add_argument(
-        "--style", default="default", choices=["default", "thought-anchors"],
-        help="sentence splitter (default: %(default)s)",
+        "--style", default=None, choices=["default", "thought-anchors"],
+        help="sentence splitter (default: default)",
     )
     analyze.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: a GPU if there is one)")
     analyze.add_argument(
@@ -56,22 +58,25 @@ def main(argv: list[str] | None = None) -> int:
         help="weights and activations (default: %(default)s; bfloat16 halves a GPU's memory for long traces)",
     )
     analyze.add_argument(
-        "--rollouts", type=int, default=8,
-        help="resampled continuations per sentence (default: %(default)s; the paper: 100)",
+        "--rollouts", type=int, default=None,
+        help="resampled continuations per sentence (default: 8; the paper: 100)",
     )
     analyze.add_argument(
-        "--rollout-tokens", type=int, default=64, help="max tokens per continuation (default: %(default)s)"
+        "--rollout-tokens", type=int, default=None,
+        help="max tokens per continuation (default: 64; a rollout cut off there has an answer only if it holds a "
+             "complete \\boxed{}; raise it when many are cut off)"
     )
     analyze.add_argument("--answer", default=None, help="the correct answer (default: the trace's own answer)")
     analyze.add_argument(
-        "--extractor", default="boxed_or_last_number", choices=["boxed", "boxed_or_last_number", "last_number"],
-        help="how answers are read from rollouts (default: %(default)s; the paper: boxed)",
+        "--extractor", default=None, choices=["boxed", "boxed_or_last_number", "last_number"],
+        help="how answers are read from rollouts (default: boxed_or_last_number; the paper: boxed); the last "
+             "number is read from finished rollouts only",
     )
     analyze.add_argument("--server", default=None, help="OpenAI-compatible server URL to sample rollouts from")
     analyze.add_argument(
         "--server-model", default=None, help="the model name the server expects (default: asked from its /v1/models)"
     )
-    analyze.add_argument("--heads", type=int, default=16, help="number of receiver heads (default: %(default)s)")
+    analyze.add_argument("--heads", type=int, default=None, help="number of receiver heads (default: 16)")
     analyze.add_argument(
         "--skip", action="append", default=[],
         choices=["categories", "receivers", "suppression", "resampling", "flow"],
@@ -83,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
              "the attribution step, the final answer's logit attributed back to sentences (off by default)",
     )
     analyze.add_argument(
-        "--attribution-features", type=int, default=1024,
+        "--attribution-features", type=int, default=None,
         help="at most this many feature nodes in the attribution graph, those of largest influence "
-             "(default: %(default)s)",
+             "(default: 1024; needs --transcoders)",
     )
 
     split = commands.add_parser("split", help="split a text file into sentences and print them")
@@ -97,21 +102,40 @@ def main(argv: list[str] | None = None) -> int:
     add_mediate_parser(commands)
 
     args = parser.parse_args(argv)
+    from anchorlens.errors import AnchorlensError, ModelPackageMissingError
+
     try:
         if args.command == "split":
             return _split(args)
         if args.command == "mediate":
             return run_mediate(args)
         return _analyze(args)
-    except (ValueError, ImportError, FileNotFoundError) as error:
+    except (AnchorlensError, ModelPackageMissingError) as error:
+        # bad input, said in one line; anything else is a bug and keeps its traceback
         print(f"anchorlens: error: {error}", file=sys.stderr)
         return 2
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        parser.exit()
+
+
+def _version() -> str:
+    from anchorlens import __version__
+    from anchorlens.versions import version_report
+
+    return f"anchorlens {__version__} ({version_report()})"
 
 
 def _split(args) -> int:
     from anchorlens.sentences import split_sentences
 
-    for i, sentence in enumerate(split_sentences(args.file.read_text(), style=args.style)):
+    for i, sentence in enumerate(split_sentences(_read_text(args.file, "file"), style=args.style)):
         print(f"[{i}] ({sentence.start}-{sentence.end}) {sentence.text}")
     return 0
 
@@ -119,49 +143,22 @@ def _split(args) -> int:
 def _analyze(args) -> int:
     import pandas as pd
 
-    from anchorlens.models import load_model
     from anchorlens.pipeline import analyze
 
-    if args.transcoders is not None and not args.transcoders.is_dir():  # before the minutes of loading a model
-        raise FileNotFoundError(f"no transcoder folder {args.transcoders}: pass the folder with config.yaml and "
-                                "layer_*.safetensors (or sparsify's layout)")
-    if args.trace is not None and not args.trace.is_file():  # say so before the minutes of loading a model
-        raise FileNotFoundError(
-            f"no trace file {args.trace}: pass a .txt with the chain of thought or a trace .json (Trace.save)"
-        )
+    settings = _check_analyze(args)  # every option and input file, before the minutes of loading a model
     sampler = None
     if args.server is not None:  # checked before loading the model: a wrong URL fails in seconds
         from anchorlens.resampling.samplers.remote import ServerSampler
 
         sampler = ServerSampler(args.server, model=args.server_model)
+    from anchorlens.models import load_model
+
     print(f"loading {args.model} ...", file=sys.stderr)
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     trace = None
     if args.trace is not None:
-        trace = _read_trace(model, args.trace, args.problem, args.style)
-    problem = None if trace is not None else (args.problem or SAMPLE_PROBLEM)
-    sample = problem == SAMPLE_PROBLEM
-    answer = args.answer if args.answer is not None else (SAMPLE_ANSWER if sample else None)
-    seed = args.seed if args.seed is not None else (SAMPLE_SEED if sample else 0)
-    steps = tuple(s for s in ("categories", "receivers", "suppression", "resampling", "flow") if s not in args.skip)
-    analysis = analyze(
-        model,
-        args.out,
-        problem=problem,
-        trace=trace,
-        reference_answer=answer,
-        n_rollouts=args.rollouts,
-        rollout_max_tokens=args.rollout_tokens,
-        max_new_tokens=args.max_new_tokens,
-        top_k_heads=args.heads,
-        seed=seed,
-        style=args.style,
-        sampler=sampler,
-        extractor=args.extractor,
-        steps=steps,
-        transcoders=args.transcoders,
-        attribution_features=args.attribution_features,
-    )
+        trace = _read_trace(model, args.trace, args.problem, settings["style"])
+    analysis = analyze(model, args.out, trace=trace, sampler=sampler, steps=settings.pop("steps"), **settings)
     trace = analysis.trace
     print(trace)
     frame = analysis.to_dataframe()
@@ -179,18 +176,123 @@ def _analyze(args) -> int:
     return 0
 
 
+def _check_analyze(args) -> dict:
+    """Check every option and input file of ``analyze`` without a model; return ``analyze``'s keyword arguments.
+
+    Raises ``OptionError`` / ``TraceFileError`` saying what to do: numbers out of range, options that do nothing
+    without another one, a trace file that is not UTF-8 text or not a saved trace, an output folder that
+    cannot be written.
+    """
+    from anchorlens.errors import OptionError
+    from anchorlens.pipeline import check_settings
+    from anchorlens.trace import read_trace_json
+
+    skip = set(args.skip)
+    given = {name: getattr(args, name) is not None for name in
+             ("rollouts", "rollout_tokens", "extractor", "heads", "attribution_features", "max_new_tokens", "seed",
+              "style", "server", "server_model", "problem", "answer")}
+
+    def needs(option: str, name: str, other: str, why: str) -> None:
+        if given[name]:
+            raise OptionError(f"{option} does nothing {why}: {other}")
+
+    if "resampling" in skip:
+        for option, name in [("--rollouts", "rollouts"), ("--rollout-tokens", "rollout_tokens"),
+                             ("--extractor", "extractor"), ("--server", "server")]:
+            needs(option, name, "leave it out, or drop --skip resampling", "with --skip resampling")
+    if "receivers" in skip:
+        needs("--heads", "heads", "leave it out, or drop --skip receivers", "with --skip receivers")
+    if args.transcoders is None:
+        needs("--attribution-features", "attribution_features", "add --transcoders FOLDER, or leave it out",
+              "without --transcoders")
+    if args.server is None:
+        needs("--server-model", "server_model", "add --server URL, or leave it out", "without --server")
+    if args.trace is not None:
+        for option, name in [("--seed", "seed"), ("--max-new-tokens", "max_new_tokens")]:
+            needs(option, name, "leave it out (it sets how a trace is generated)", "with --trace")
+        if args.trace.suffix == ".json":
+            needs("--problem", "problem", "leave out --problem (the saved trace has its own prompt), or pass the "
+                  "chain of thought as a .txt", f"with a saved trace ({args.trace})")
+            needs("--style", "style", "leave it out (the saved trace is split already)", "with a saved trace")
+    for option, value in [("--problem", args.problem), ("--answer", args.answer)]:
+        if value is not None and not value.strip():
+            raise OptionError(f"{option} is empty: give its text, or leave it out")
+    if args.transcoders is not None and not args.transcoders.is_dir():
+        raise OptionError(f"no transcoder folder {args.transcoders}: pass the folder with config.yaml and "
+                          "layer_*.safetensors (or sparsify's layout)")
+    if args.trace is not None:
+        if not args.trace.is_file():
+            raise OptionError(f"no trace file {args.trace}: pass a .txt with the chain of thought or a trace .json "
+                              "(Trace.save)")
+        if args.trace.suffix == ".json":
+            read_trace_json(args.trace)
+        elif not _read_text(args.trace, "--trace").strip():
+            raise OptionError(f"{args.trace} is empty: pass a file that holds the chain of thought")
+    _check_writable(args.out)
+
+    sample = args.trace is None and args.problem in (None, SAMPLE_PROBLEM)
+    steps = tuple(s for s in ("categories", "receivers", "suppression", "resampling", "flow") if s not in skip)
+    settings = {
+        "problem": None if args.trace is not None else (args.problem or SAMPLE_PROBLEM),
+        "reference_answer": args.answer if args.answer is not None else (SAMPLE_ANSWER if sample else None),
+        "seed": args.seed if args.seed is not None else (SAMPLE_SEED if sample else 0),
+        "n_rollouts": args.rollouts if args.rollouts is not None else 8,
+        "rollout_max_tokens": args.rollout_tokens if args.rollout_tokens is not None else 64,
+        "max_new_tokens": args.max_new_tokens if args.max_new_tokens is not None else 200,
+        "top_k_heads": args.heads if args.heads is not None else 16,
+        "style": args.style or "default",
+        "extractor": args.extractor or "boxed_or_last_number",
+        "transcoders": args.transcoders,
+        "attribution_features": args.attribution_features if args.attribution_features is not None else 1024,
+        "steps": steps,
+    }
+    names = {"n_rollouts": "--rollouts", "rollout_max_tokens": "--rollout-tokens", "top_k_heads": "--heads",
+             "max_new_tokens": "--max-new-tokens", "attribution_features": "--attribution-features"}
+    for name, option in names.items():
+        if settings[name] < 1:
+            raise OptionError(f"{option} must be at least 1, not {settings[name]}")
+    check_settings(**{k: settings[k] for k in (*names, "style", "extractor", "steps")})
+    return settings
+
+
+def _check_writable(out: Path) -> None:
+    """The output folder exists or can be made, and a file can be written in it."""
+    from anchorlens.errors import OptionError
+
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"--out {out} is a file: pass a folder for the report")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".anchorlens-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise OptionError(f"cannot write the report to {out} ({error.strerror}): pass --out a folder you can "
+                          "write to") from None
+
+
+def _read_text(path: Path, option: str) -> str:
+    from anchorlens.errors import OptionError
+
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise OptionError(f"no such file {path}: check the path given to {option}") from None
+    except UnicodeDecodeError as error:
+        raise OptionError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}): save it as UTF-8 "
+                          f"and pass it to {option} again") from None
+
+
 def _read_trace(model, path: Path, problem: str | None, style: str):
     """A saved trace (.json, with its own prompt) or a chain of thought as text, prompted with ``problem``."""
     from anchorlens.generation import problem_prompt
     from anchorlens.trace import Trace
 
     if path.suffix == ".json":
-        if problem is not None:
-            raise ValueError(f"{path} is a saved trace with its own prompt: leave out --problem")
         return Trace.load(path)
     prompt = problem_prompt(model, problem) if problem is not None else ""
     metadata = {"problem": problem} if problem is not None else None
-    return Trace.from_text(model, path.read_text(), prompt=prompt, style=style, metadata=metadata)
+    return Trace.from_text(model, _read_text(path, "--trace"), prompt=prompt, style=style, metadata=metadata)
 
 
 if __name__ == "__main__":

@@ -35,3 +35,11 @@ class CachedDecodingError(AnchorlensError):
 
 class DegenerateTraceError(AnchorlensError):
     """A generated chain of thought is degenerate (one sentence, or one character repeated)."""
+
+
+class TraceFileError(AnchorlensError):
+    """A trace file that cannot be read: not UTF-8, not JSON, or without a saved trace's fields."""
+
+
+class OptionError(AnchorlensError):
+    """A command-line option out of range, or one that does nothing without another."""

@@ -1,50 +1,62 @@
 """``analyze``: one call from a problem (or an existing chain of thought) to a report, all three ways.
 
-Steps, each saved into the output folder as it finishes so that a killed run resumes where it stopped:
+Steps, each saved into the output folder as it finishes, with the key it was made under beside it
+(``<file>.key.json``: the model's identity, the trace, the step's settings), so that a re-run reuses exactly the
+steps whose key is unchanged and a killed run resumes where it stopped:
 
-1. the trace (generated, or read) -> ``trace.json``;
-2. sentence categories (the shipped taxonomy classifier);
+1. the trace (generated under its seed and settings, or given) -> ``trace.json``;
+2. sentence categories (the shipped taxonomy classifier) -> ``categories.json``;
 3. receiver heads: sentence attention of every head, kurtosis, top heads, receiver scores -> ``receivers.npz``;
 4. attention suppression: the sentence-to-sentence KL matrix -> ``suppression.npz``;
 5. resampling importance: rollouts in ``rollouts.sqlite`` (resumable), metrics -> ``importance.npz``;
-5b. information flow (L2 routes, Ferrando and Voita 2024) aggregated to sentences -> ``flow.npz``;
-5c. only with ``transcoders``: the final answer's logit attributed back to sentences through an attribution
+5b. information flow (L2 routes, Ferrando and Voita 2024) into the answer token, by sentence -> ``flow.npz``;
+5c. only with ``transcoders``: the same answer token's logit attributed back to sentences through an attribution
     graph (circuit tracing) -> ``attribution.npz`` (per sentence) and ``attribution_graph.npz`` (pruned graph);
-6. the report: ``report.html``, ``report.json``, PNGs; and ``sentences.csv`` with every per-sentence number.
+6. the report: ``report.html``, ``report.json``, PNGs; ``sentences.csv`` with every per-sentence number and
+   ``sentences_columns.md`` saying what each column means (``anchorlens.views.VIEW_DEFINITIONS``).
 """
 
 from __future__ import annotations
 
-import logging
+import json
+import sys
 import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from anchorlens.errors import DegenerateTraceError
+from anchorlens import step_keys
+from anchorlens.errors import DegenerateTraceError, OptionError
 from anchorlens.generation import generate_trace
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.scores import PROXIMITY_IGNORE
 from anchorlens.trace import Trace, degenerate_reason
 from anchorlens.versions import version_report
+from anchorlens.views import VIEW_COLUMNS, VIEW_DEFINITIONS, CI_NOTE, suppression_summaries, view_correlations
 
-log = logging.getLogger(__name__)
-
+TRACE_FILE, CATEGORIES_FILE = "trace.json", "categories.json"
 RECEIVERS_FILE, SUPPRESSION_FILE, IMPORTANCE_FILE = "receivers.npz", "suppression.npz", "importance.npz"
 FLOW_FILE = "flow.npz"
 ATTRIBUTION_FILE, ATTRIBUTION_GRAPH_FILE = "attribution.npz", "attribution_graph.npz"
-# the per-sentence views compared by rank correlation (Analysis.view_correlations)
-VIEW_COLUMNS = ["receiver_score", "suppression_out_kl", "flow_to_answer", "attribution_to_answer",
-                "resampling_importance_accuracy", "counterfactual_importance_kl"]
+STEPS = ("categories", "receivers", "suppression", "resampling", "flow", "attribution")
+DEFAULT_STEPS = ("categories", "receivers", "suppression", "resampling", "flow")
+STYLES = ("default", "thought-anchors")
+EXTRACTORS = ("boxed", "boxed_or_last_number", "last_number")
 
 
 @dataclass
 class Analysis:
-    """Everything ``analyze`` computed; ``report_path`` is the page to open."""
+    """Everything ``analyze`` computed; ``report_path`` is the page to open.
+
+    ``steps`` says, per step, whether this run computed, reused or recomputed it (and why); ``keys`` holds the
+    key each saved result was made under (model, trace, settings). ``answer_position`` is the trace position of
+    the answer token that the flow and attribution views explain (predicted at the position before it).
+    """
 
     trace: Trace
     out_dir: Path
@@ -56,46 +68,55 @@ class Analysis:
     head_attention: torch.Tensor | None = None  # sentence attention of the top receiver head
     suppression_kl: torch.Tensor | None = None
     importance: object | None = None  # ImportanceResult
-    flow_to_answer: torch.Tensor | None = None  # information flow: how much each sentence feeds the last token
+    flow_to_answer: torch.Tensor | None = None  # information flow: how much each sentence feeds the answer token
     flow_matrix: torch.Tensor | None = None  # information flow [target sentence, source sentence]
-    attribution_to_answer: torch.Tensor | None = None  # attribution graph: each sentence's influence on the answer
+    attribution_to_answer: torch.Tensor | None = None  # paths from each sentence's tokens to the answer's logit
+    attribution_features: torch.Tensor | None = None  # influence of the features at each sentence's positions
     attribution_graph: object | None = None  # the pruned AttributionGraph behind it
     attribution_info: dict = field(default_factory=dict)  # answer token and position, features kept, scores
+    answer_position: int | None = None
+    steps: dict[str, str] = field(default_factory=dict)  # step -> "computed" / "reused" / "recomputed (...)"
+    keys: dict[str, dict] = field(default_factory=dict)  # step -> the key its saved result was made under
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step in this run (resumed: short)
 
     @classmethod
     def load(cls, out_dir: str | Path) -> "Analysis":
         """What ``analyze`` (or ``anchorlens analyze``) saved in ``out_dir``, without a model: each analysis that
-        was run and saved for the folder's trace."""
+        was run and saved for the folder's trace (results left from another trace are not read)."""
         from anchorlens.resampling.metrics import ImportanceResult
 
         out = Path(out_dir)
-        if not (out / "trace.json").exists():
-            raise FileNotFoundError(f"{out} has no trace.json: pass a folder that analyze wrote")
-        trace = Trace.load(out / "trace.json")
+        if not (out / TRACE_FILE).exists():
+            raise FileNotFoundError(f"{out} has no {TRACE_FILE}: pass a folder that analyze wrote")
+        trace = Trace.load(out / TRACE_FILE)
         analysis = cls(trace=trace, out_dir=out, report_path=out / "report.html")
-        if (out / "sentences.csv").exists():
-            import pandas as pd
+        this_trace = step_keys.trace_key(trace)
 
-            frame = pd.read_csv(out / "sentences.csv")
-            if "category" in frame:
-                analysis.categories = frame["category"].tolist()
-        if (saved := _fresh(out / RECEIVERS_FILE, trace)) is not None:
-            _read_receivers(saved, analysis)
-        if (saved := _fresh(out / SUPPRESSION_FILE, trace)) is not None:
-            analysis.suppression_kl = saved["kl"]
-        if (saved := _fresh(out / FLOW_FILE, trace)) is not None:
-            analysis.flow_to_answer, analysis.flow_matrix = saved["to_answer"], saved["matrix"]
-        if (saved := _fresh(out / ATTRIBUTION_FILE, trace)) is not None and (out / ATTRIBUTION_GRAPH_FILE).exists():
-            _read_attribution(saved, out, analysis)
-        if (out / IMPORTANCE_FILE).exists():
-            importance = ImportanceResult.load(out / IMPORTANCE_FILE)
-            if list(importance.sentences) == trace.sentence_texts():  # not one left from another trace
-                analysis.importance = importance
+        def saved(file: str, step: str):
+            key = _read_key(out / file)
+            if key is None or key.get("trace") != this_trace or not (out / file).exists():
+                return None
+            analysis.keys[step] = key
+            return out / file
+
+        if (path := saved(CATEGORIES_FILE, "categories")) is not None:
+            analysis.categories = json.loads(path.read_text())
+        if (path := saved(RECEIVERS_FILE, "receivers")) is not None:
+            _read_receivers(path, analysis)
+        if (path := saved(SUPPRESSION_FILE, "suppression")) is not None:
+            analysis.suppression_kl = load_arrays(path)[0]["kl"]
+        if (path := saved(FLOW_FILE, "flow")) is not None:
+            _read_flow(path, analysis)
+        if (path := saved(ATTRIBUTION_FILE, "attribution")) is not None:
+            _read_attribution(path, analysis)
+        if (path := saved(IMPORTANCE_FILE, "resampling")) is not None:
+            analysis.importance = ImportanceResult.load(path)
+        position = [k.get("answer_position") for k in analysis.keys.values() if k.get("answer_position") is not None]
+        analysis.answer_position = position[0] if position else None
         return analysis
 
     def to_dataframe(self):
-        """One row per sentence: text, category, receiver score, suppression summaries, resampling metrics."""
+        """One row per sentence: text, category and each view's value (``VIEW_DEFINITIONS`` says what each means)."""
         import pandas as pd
 
         frame = pd.DataFrame({"sentence": range(self.trace.n_sentences), "text": self.trace.sentence_texts()})
@@ -104,24 +125,24 @@ class Analysis:
         if self.receiver_scores is not None:
             frame["receiver_score"] = self.receiver_scores.numpy()
         if self.suppression_kl is not None:
-            kl = self.suppression_kl.nan_to_num(0.0)
-            frame["suppression_out_kl"] = kl.sum(0).numpy()  # how much later sentences depend on it
-            frame["suppression_in_kl"] = kl.sum(1).numpy()  # how much it depends on earlier ones
+            out_kl, in_kl = suppression_summaries(self.suppression_kl)
+            frame["suppression_out_kl"] = out_kl.numpy()
+            frame["suppression_in_kl"] = in_kl.numpy()
         if self.flow_to_answer is not None:
             frame["flow_to_answer"] = self.flow_to_answer.numpy()
         if self.attribution_to_answer is not None:
             frame["attribution_to_answer"] = self.attribution_to_answer.numpy()
+        if self.attribution_features is not None:
+            frame["attribution_features_at_sentence"] = self.attribution_features.numpy()
         if self.importance is not None:
             importance = self.importance.to_dataframe().drop(columns=["chunk", "chunk_idx"], errors="ignore")
             frame = pd.concat([frame, importance.reset_index(drop=True)], axis=1)
         return frame
 
-    def view_correlations(self):
-        """Spearman rank correlations over sentences between the views that were computed (receiver score,
-        suppression out-KL, information flow to the answer, resampling and counterfactual importance)."""
-        from anchorlens.tracing.flow_sentences import rank_correlations
-
-        return rank_correlations(self.to_dataframe(), VIEW_COLUMNS)
+    def view_correlations(self, n_boot: int = 2000, seed: int = 0):
+        """Spearman rank correlations over sentences between the views that were computed, one row per pair, with
+        95% bootstrap intervals over sentences (``anchorlens.views.view_correlations``)."""
+        return view_correlations(self.to_dataframe(), VIEW_COLUMNS, n_boot=n_boot, seed=seed)
 
 
 def analyze(
@@ -136,45 +157,62 @@ def analyze(
     max_new_tokens: int = 200,
     top_k_heads: int = 16,
     seed: int = 0,
+    temperature: float = 0.6,
+    top_p: float = 0.95,
     style: str = "default",
     sampler=None,
     extractor: str = "boxed",
-    steps: tuple[str, ...] = ("categories", "receivers", "suppression", "resampling", "flow"),
+    steps: tuple[str, ...] = DEFAULT_STEPS,
     progress: bool = True,
     transcoders=None,
     attribution_features: int = 1024,
+    say: Callable[[str], None] | None = None,
 ) -> Analysis:
     """Find the thought anchors of one chain of thought three ways and write an interactive report.
 
     Args:
         model: a loaded ``TransformerBridge`` (``load_model(...)``).
-        out_dir: the report folder; an existing one is resumed (same trace, rollouts kept).
+        out_dir: the report folder. An existing one is reused step by step: each saved result is keyed on the
+            model (name, dtype, weights), the trace and the step's settings, and recomputed when its key changed.
         problem: a problem to let the model reason about; or pass ``trace``.
         trace: an existing chain of thought (``Trace.from_text(model, text, prompt=...)``).
         reference_answer: the correct answer; by default the trace's own final answer, so accuracy then
             means "agrees with the original chain of thought".
         n_rollouts: resampled continuations per sentence (100 as published; a few for a quick look).
         rollout_max_tokens: tokens per continuation.
+        max_new_tokens, seed, temperature, top_p, style: how the trace is generated and split.
         top_k_heads: number of receiver heads (16 and 32 in the paper's figures; 20 default there).
         sampler: where rollouts come from: None (the model itself), a ``Sampler``, or a server URL.
         extractor: how answers are read from rollouts: ``"boxed"`` (as published), ``"boxed_or_last_number"``
             (for small models that seldom write ``\\boxed{}``), or a callable ``text -> answer``.
-        steps: which analyses to run.
+        steps: which analyses to run (``STEPS``).
         transcoders: a ``TranscoderSet`` or its folder (``load_transcoders``): adds the attribution step (the
-            final answer's logit attributed back to sentences through an attribution graph). Off by default.
+            answer token's logit attributed back to sentences through an attribution graph). Off by default.
         attribution_features: at most this many feature nodes in that graph (those of largest influence).
+        say: where the one line per step goes (``trace: reused``, ``receivers: recomputed (heads 16 -> 4)``);
+            default: standard error when ``progress`` is on.
 
     >>> analysis = analyze(load_model(), "report/", problem="What is 12 + 30?")   # doctest: +SKIP
     >>> analysis.report_path                                                     # doctest: +SKIP
     """
+    from anchorlens.models import model_identity
     from anchorlens.report import ReportData, build_report
 
+    check_settings(n_rollouts=n_rollouts, rollout_max_tokens=rollout_max_tokens, max_new_tokens=max_new_tokens,
+                   top_k_heads=top_k_heads, attribution_features=attribution_features, temperature=temperature,
+                   top_p=top_p, style=style, extractor=extractor, steps=steps)
+    if problem is None and trace is None:
+        raise OptionError("pass a problem to reason about, or an existing trace")
+    say = say if say is not None else (_to_stderr if progress else (lambda line: None))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    trace = _resume_trace(model, out, problem, trace, max_new_tokens, seed, style)
+    identity = model_identity(model)
+    trace = _the_trace(model, identity, out, problem, trace, max_new_tokens, seed, temperature, top_p, style, say)
     analysis = Analysis(trace=trace, out_dir=out, report_path=out / "report.html")
     analysis.seconds["trace"] = time.perf_counter() - started
+    analysis.keys["trace"] = _read_key(out / TRACE_FILE)
+    this_trace = step_keys.trace_key(trace)
     notes: dict[str, str] = {}
     if transcoders is not None:
         steps = (*steps, "attribution") if "attribution" not in steps else steps
@@ -184,23 +222,43 @@ def analyze(
             transcoders = load_transcoders(transcoders)
         transcoders.check_model(model)  # a mismatch fails now, not after minutes of other steps
     elif "attribution" in steps:
-        raise ValueError("the attribution step needs transcoders: pass transcoders=... (anchorlens analyze "
-                         "--transcoders PATH), e.g. from anchorlens.train_transcoders or circuit-tracer's layout")
+        raise OptionError("the attribution step needs transcoders: pass transcoders=... (anchorlens analyze "
+                          "--transcoders PATH), e.g. from anchorlens.train_transcoders or circuit-tracer's layout")
     if "resampling" in steps and not trace.prompt.strip():  # refused before minutes of other steps
-        raise ValueError(
+        raise OptionError(
             "the chain of thought has no prompt, so rollouts would not know the problem: give the problem "
             "(anchorlens analyze --problem ..., or Trace.from_text(model, text, prompt=problem_prompt(model, "
             "problem))) or leave resampling out (--skip resampling)"
         )
+    answer = reference_answer if reference_answer is not None else _trace_answer(trace, extractor)
+    analysis.answer_position = answer_position(model, trace, answer)
+
+    def step(name: str, file: str, key: dict, compute: Callable[[Path], None]) -> Path:
+        """Reuse ``file`` when it was made under ``key``; else compute it (``compute(path)`` writes it)."""
+        path = out / file
+        key = step_keys.normalise({"model": identity, "trace": this_trace} | key)
+        old = _read_key(path) if path.exists() else None
+        status = step_keys.status(old, key)
+        with _timed(analysis, name):
+            if status != "reused":
+                _key_path(path).unlink(missing_ok=True)  # a run killed while writing leaves no stale key
+                compute(path)
+                _write_key(path, key)
+        analysis.steps[name], analysis.keys[name] = status, key
+        say(f"{name}: {status}")
+        return path
 
     if "categories" in steps:
         from anchorlens.taxonomy import classify_sentences
 
-        with _timed(analysis, "categories"):
-            analysis.categories = list(classify_sentences(trace.sentence_texts()))
+        classifier = {"classifier": _classifier_version()}
+        path = step("categories", CATEGORIES_FILE, classifier, lambda path: _write_json(
+            path, list(classify_sentences(trace.sentence_texts()))))
+        analysis.categories = json.loads(path.read_text())
     if "receivers" in steps:
-        with _timed(analysis, "receivers"):
-            _receivers(model, trace, out, analysis, top_k_heads)
+        path = step("receivers", RECEIVERS_FILE, {"heads": top_k_heads, "proximity_ignore": PROXIMITY_IGNORE},
+                    lambda path: _receivers(model, trace, path, top_k_heads, progress))
+        _read_receivers(path, analysis)
         if not analysis.receiver_heads:
             notes["receiver"] = notes["head_attention"] = (
                 f"Too short for receiver heads: {trace.n_sentences} sentences, and a head's kurtosis needs "
@@ -210,34 +268,56 @@ def analyze(
         if trace.n_sentences < 2:
             notes["suppression"] = "The trace has a single sentence: nothing to suppress."
         else:
-            with _timed(analysis, "suppression"):
-                _suppression(model, trace, out, analysis, progress)
-    answer = reference_answer if reference_answer is not None else _trace_answer(trace, extractor)
+            path = step("suppression", SUPPRESSION_FILE, {}, lambda path: save_arrays(
+                path, {"kl": _suppression_kl(model, trace, progress)}))
+            analysis.suppression_kl = load_arrays(path)[0]["kl"]
     if "resampling" in steps:
         if answer is None:
             notes["importance"] = (
                 "No reference answer (the chain of thought has no \\boxed{} answer and none was given): "
                 "accuracy-based columns are empty; KL-based ones still compare answer distributions."
             )
-        with _timed(analysis, "resampling"):
-            _resampling(model if sampler is None else sampler, trace, out, analysis, answer, n_rollouts,
-                        rollout_max_tokens, extractor, progress)
+        settings = {"sampler": _sampler_key(identity, sampler), "rollouts": n_rollouts,
+                    "rollout_tokens": rollout_max_tokens, "temperature": temperature, "top_p": top_p,
+                    "extractor": extractor if isinstance(extractor, str) else getattr(extractor, "__name__", "custom"),
+                    "answer": answer}
+        # the sampler names the model that samples (a server's own), so the local model's identity is left out
+        path = step("resampling", IMPORTANCE_FILE, settings | {"model": None}, lambda path: _resampling(
+            model if sampler is None else sampler, trace, path, answer, n_rollouts, rollout_max_tokens, temperature,
+            top_p, extractor, progress))
+        from anchorlens.resampling.metrics import ImportanceResult
 
+        analysis.importance = ImportanceResult.load(path)
     if "flow" in steps:
-        with _timed(analysis, "flow"):
-            _flow(model, trace, out, analysis)
+        position = analysis.answer_position
+        path = step("flow", FLOW_FILE, {"distance": "l2", "answer_position": position},
+                    lambda path: _flow(model, trace, path, position))
+        _read_flow(path, analysis)
     if "attribution" in steps:
-        with _timed(analysis, "attribution"):
-            _attribution(model, transcoders, trace, out, analysis, answer, attribution_features, progress)
+        position = analysis.answer_position
+        settings = {"transcoders": transcoders.scan, "max_feature_nodes": attribution_features,
+                    "answer_position": position}
+        path = step("attribution", ATTRIBUTION_FILE, settings, lambda path: _attribution(
+            model, transcoders, trace, path, position, attribution_features, progress))
+        _read_attribution(path, analysis)
         notes["attribution"] = _attribution_note(analysis.attribution_info)
+    answer_note = _answer_note(model, trace, answer, analysis.answer_position)
+    if "flow" in steps:
+        notes["flow"] = answer_note
+    if "attribution" in steps:
+        notes["attribution"] = answer_note + " " + notes["attribution"]
     frame = analysis.to_dataframe()
     frame.to_csv(out / "sentences.csv", index=False)
+    _write_column_notes(out / "sentences_columns.md", frame)
     correlations = analysis.view_correlations()
-    if len(correlations.columns) > 1:
-        correlations.to_csv(out / "view_correlations.csv")
-        pairs = [f"{a} ~ {b}: {correlations.loc[a, b]:+.2f}" for i, a in enumerate(correlations.columns)
-                 for b in correlations.columns[i + 1:]]
-        notes["summary"] = "Rank correlations between views (Spearman, over sentences): " + "; ".join(pairs) + "."
+    if len(correlations):
+        correlations.to_csv(out / "view_correlations.csv", index=False)
+        pairs = [f"{r.view_a} ~ {r.view_b}: {r.spearman:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+                 for r in correlations.itertuples()]
+        notes["summary"] = ("Rank correlations between views (Spearman over sentences, 95% bootstrap interval over "
+                            "sentences): " + "; ".join(pairs) + ".")
+    notes["cot"] = "What each number means. " + " ".join(
+        f"{c}: {VIEW_DEFINITIONS[c]}" for c in frame.columns if c in VIEW_DEFINITIONS)
 
     metrics = frame.drop(columns=["sentence", "text", "category"], errors="ignore")
     data = ReportData(
@@ -264,11 +344,47 @@ def analyze(
     return analysis
 
 
+def check_settings(*, n_rollouts: int = 1, rollout_max_tokens: int = 1, max_new_tokens: int = 1,
+                   top_k_heads: int = 1, attribution_features: int = 1, temperature: float = 0.6,
+                   top_p: float = 0.95, style: str = "default", extractor="boxed",
+                   steps: tuple[str, ...] = ()) -> None:
+    """Refuse settings out of range before any work starts (the command line checks the same, before loading)."""
+    for name, value in [("n_rollouts", n_rollouts), ("rollout_max_tokens", rollout_max_tokens),
+                        ("max_new_tokens", max_new_tokens), ("top_k_heads", top_k_heads),
+                        ("attribution_features", attribution_features)]:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise OptionError(f"{name} must be a whole number of at least 1, not {value!r}")
+    if not 0 <= temperature <= 10:
+        raise OptionError(f"temperature must lie in [0, 10], not {temperature}")
+    if not 0 < top_p <= 1:
+        raise OptionError(f"top_p must lie in (0, 1], not {top_p}")
+    if style not in STYLES:
+        raise OptionError(f"style must be one of {', '.join(STYLES)}, not {style!r}")
+    if isinstance(extractor, str) and extractor not in EXTRACTORS:
+        raise OptionError(f"extractor must be one of {', '.join(EXTRACTORS)} or a callable, not {extractor!r}")
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise OptionError(f"unknown step(s) {', '.join(map(repr, unknown))}: choose from {', '.join(STEPS)}")
+
+
+def answer_position(model, trace: Trace, answer: str | None) -> int:
+    """The trace position of "the answer token" that the flow and attribution views both explain: the first
+    token of the answer's last occurrence in the chain of thought, else the trace's last token."""
+    from anchorlens.tracing.attribution import answer_token_position
+
+    position = answer_token_position(model.tokenizer, trace, answer)
+    return trace.n_tokens - 1 if position is None else position
+
+
 @contextmanager
 def _timed(analysis: Analysis, step: str):
     started = time.perf_counter()
     yield
     analysis.seconds[step] = time.perf_counter() - started
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _numpy(value):
@@ -277,18 +393,52 @@ def _numpy(value):
     return value.detach().cpu().float().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
 
 
-def _resume_trace(model, out: Path, problem, trace, max_new_tokens, seed, style) -> Trace:
-    """Reuse ``trace.json`` when it is the same problem (or trace), so stored rollouts stay valid."""
-    path = out / "trace.json"
-    if trace is None and path.exists():
-        saved = Trace.load(path)
-        if saved.metadata.get("problem") == problem and saved.model_name == getattr(model, "anchorlens_name", None):
-            log.info("resuming %s", path)
-            return saved
-    if trace is None:
-        if problem is None:
-            raise ValueError("pass a problem to reason about, or an existing trace")
-        trace = generate_trace(model, problem, max_new_tokens=max_new_tokens, seed=seed, style=style)
+def _key_path(path: Path) -> Path:
+    return path.with_name(path.name + ".key.json")
+
+
+def _read_key(path: Path) -> dict | None:
+    """The key ``path`` was made under (its ``.key.json`` beside it), or None."""
+    try:
+        return json.loads(_key_path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _write_key(path: Path, key: dict) -> None:
+    _write_json(_key_path(path), key)
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def _the_trace(model, identity, out: Path, problem, trace, max_new_tokens, seed, temperature, top_p, style,
+               say) -> Trace:
+    """The trace to analyse: the given one, or the saved one when it was generated under the same key (so stored
+    rollouts stay valid), or a newly generated one."""
+    path = out / TRACE_FILE
+    old = _read_key(path) if path.exists() else None
+    if trace is not None:
+        key = step_keys.normalise({"given": step_keys.trace_key(trace)})
+        reason = degenerate_reason(trace.cot)
+        if reason:
+            warnings.warn(f"this chain of thought looks degenerate ({reason}); its analyses may mean little")
+        if old == key:
+            say("trace: reused")
+            return trace
+        status = "given" if old is None else "given (replaces the saved trace)"
+    else:
+        key = step_keys.normalise({"model": identity, "problem": problem, "seed": seed, "temperature": temperature,
+                                   "top_p": top_p, "max_new_tokens": max_new_tokens, "style": style})
+        status = step_keys.status(old, key).replace("computed", "generated")
+        if status == "reused":
+            say("trace: reused")
+            return Trace.load(path)
+        trace = generate_trace(model, problem, max_new_tokens=max_new_tokens, seed=seed, temperature=temperature,
+                               top_p=top_p, style=style)
         reason = degenerate_reason(trace.cot, trace.n_sentences)
         if reason:
             raise DegenerateTraceError(
@@ -296,111 +446,104 @@ def _resume_trace(model, out: Path, problem, trace, max_new_tokens, seed, style)
                 "give meaningless results. Try another seed (--seed), more tokens (--max-new-tokens), or a larger "
                 f"model; if every seed gives such text, decoding itself may be broken: {version_report()}."
             )
-    else:
-        reason = degenerate_reason(trace.cot)
-        if reason:
-            warnings.warn(f"this chain of thought looks degenerate ({reason}); its analyses may mean little")
+    _key_path(path).unlink(missing_ok=True)
     trace.save(path)
+    _write_key(path, key)
+    say(f"trace: {status}")
     return trace
 
 
-def _fresh(path: Path, trace: Trace) -> dict | None:
-    """Arrays saved for this very trace by an earlier run, else None."""
-    if not path.exists():
-        return None
-    arrays, meta = load_arrays(path)
-    if meta.get("token_ids") != trace.token_ids or meta.get("spans") != [list(s) for s in trace.token_spans]:
-        return None
-    return arrays | {"meta": meta}
+def _classifier_version() -> str:
+    """A digest of the shipped taxonomy classifier's weights: new weights recompute the categories."""
+    import hashlib
+
+    from anchorlens.taxonomy.classifier import DEFAULT_WEIGHTS
+
+    return hashlib.sha256(Path(DEFAULT_WEIGHTS).read_bytes()).hexdigest()[:16]
 
 
-def _stamp(trace: Trace) -> dict:
-    return {"token_ids": trace.token_ids, "spans": [list(s) for s in trace.token_spans]}
+def _sampler_key(identity: dict, sampler) -> dict:
+    """Who samples the rollouts: the model itself, or a server (its URL and the model it serves)."""
+    if sampler is None:
+        return {"local": identity}
+    if isinstance(sampler, str):
+        return {"server": sampler}
+    return {"sampler": getattr(sampler, "name", type(sampler).__name__)}
 
 
-def _receivers(model, trace, out, analysis, top_k) -> None:
+def _receivers(model, trace, path: Path, top_k: int, progress: bool) -> None:
     from anchorlens.receivers.attention import sentence_attention
     from anchorlens.receivers.scores import head_kurtosis, receiver_scores, top_heads, vertical_scores
 
-    path = out / RECEIVERS_FILE
-    if _fresh(path, trace) is None:
-        matrix = sentence_attention(model, trace).matrix
-        vertical = vertical_scores(matrix)
-        kurtosis = head_kurtosis(vertical)
-        finite = int(torch.isfinite(kurtosis).sum())  # a short trace leaves few or no heads with a kurtosis
-        heads = top_heads(kurtosis, k=min(top_k, finite)) if finite else []
-        head_matrix = matrix[heads[0][0], heads[0][1]] if heads else torch.zeros(0)
-        scores = receiver_scores(vertical, heads) if heads else torch.zeros(0)
-        save_arrays(path, {"kurtosis": kurtosis, "scores": scores, "head_matrix": head_matrix},
-                    _stamp(trace) | {"heads": [list(h) for h in heads]})
-    _read_receivers(_fresh(path, trace), analysis)
+    matrix = sentence_attention(model, trace).matrix
+    vertical = vertical_scores(matrix)
+    kurtosis = head_kurtosis(vertical)
+    finite = int(torch.isfinite(kurtosis).sum())  # a short trace leaves few or no heads with a kurtosis
+    heads = top_heads(kurtosis, k=min(top_k, finite)) if finite else []
+    head_matrix = matrix[heads[0][0], heads[0][1]] if heads else torch.zeros(0)
+    scores = receiver_scores(vertical, heads) if heads else torch.zeros(0)
+    save_arrays(path, {"kurtosis": kurtosis, "scores": scores, "head_matrix": head_matrix},
+                {"heads": [list(h) for h in heads]})
 
 
-def _read_receivers(saved: dict, analysis: Analysis) -> None:
-    heads = [tuple(h) for h in saved["meta"]["heads"]]
+def _read_receivers(path: Path, analysis: Analysis) -> None:
+    saved, meta = load_arrays(path)
+    heads = [tuple(h) for h in meta["heads"]]
     analysis.receiver_heads = heads
     analysis.receiver_kurtosis = saved["kurtosis"] if heads else None
     analysis.receiver_scores = saved["scores"] if heads else None
     analysis.head_attention = saved["head_matrix"] if heads else None
 
 
-def _suppression(model, trace, out, analysis, progress) -> None:
+def _suppression_kl(model, trace, progress) -> torch.Tensor:
     from anchorlens.suppression import suppression_matrix
 
-    path = out / SUPPRESSION_FILE
-    if _fresh(path, trace) is None:
-        save_arrays(path, {"kl": suppression_matrix(model, trace, progress=progress).kl}, _stamp(trace))
-    analysis.suppression_kl = _fresh(path, trace)["kl"]
+    return suppression_matrix(model, trace, progress=progress).kl
 
 
-def _flow(model, trace, out, analysis) -> None:
-    """Information flow (L2: it factors into dot products, about one forward's cost) aggregated to sentences."""
+def _flow(model, trace, path: Path, answer_position: int) -> None:
+    """Information flow (L2: it factors into dot products) into the prediction of the answer token, by sentence."""
     from anchorlens.tracing.flow_sentences import sentence_flow
 
-    path = out / FLOW_FILE
-    if _fresh(path, trace) is None:
-        flow = sentence_flow(model, trace, distance="l2")
-        save_arrays(path, {"to_answer": flow.to_answer, "matrix": flow.matrix}, _stamp(trace))
-    saved = _fresh(path, trace)
+    flow = sentence_flow(model, trace, distance="l2", position=answer_position - 1)
+    save_arrays(path, {"to_answer": flow.to_answer, "matrix": flow.matrix})
+
+
+def _read_flow(path: Path, analysis: Analysis) -> None:
+    saved = load_arrays(path)[0]
     analysis.flow_to_answer, analysis.flow_matrix = saved["to_answer"], saved["matrix"]
 
 
-def _attribution(model, transcoders, trace, out, analysis, answer, max_features, progress) -> None:
-    """The answer's logit (the first token of its last occurrence; else the last token) attributed to sentences."""
-    from anchorlens.tracing.attribution import answer_token_position, trace_attribution
+def _attribution(model, transcoders, trace, path: Path, position: int, max_features: int, progress) -> None:
+    """The answer token's logit attributed to sentences (the graph of the tokens before it)."""
+    from anchorlens.tracing.attribution import trace_attribution
 
-    path, graph_path = out / ATTRIBUTION_FILE, out / ATTRIBUTION_GRAPH_FILE
-    settings = {"transcoders": transcoders.scan, "max_feature_nodes": max_features}
-    saved = _fresh(path, trace)
-    if saved is None or not graph_path.exists() or {k: saved["meta"].get(k) for k in settings} != settings:
-        position = answer_token_position(model.tokenizer, trace, answer)
-        if position is None:
-            warnings.warn(f"the answer {answer!r} does not occur in the chain of thought: attributing the logit of "
-                          "its last token instead")
-            position = trace.n_tokens - 1
-        graph, table = trace_attribution(model, transcoders, trace, answer_position=position,
-                                         max_feature_nodes=max_features, progress=progress)
-        pruned = graph.prune()
-        replacement, completeness = pruned.scores()
-        pruned.save(graph_path)
-        info = settings | {"answer_position": position, "answer_token": table.attrs["answer_token"],
-                           "answer_text": model.tokenizer.decode([table.attrs["answer_token"]]),
-                           "answer_is_logit_node": bool(table.attrs["answer_is_logit_node"]),
-                           "features_kept": graph.n_features, "features_dropped": len(graph.dropped_features),
-                           "replacement": replacement, "completeness": completeness}
-        arrays = {name: torch.tensor(table[name].to_numpy(), dtype=torch.float32)
-                  for name in ("influence", "token_influence", "feature_influence")}
-        save_arrays(path, arrays, _stamp(trace) | info)
-        saved = _fresh(path, trace)
-    _read_attribution(saved, out, analysis)
+    graph, table = trace_attribution(model, transcoders, trace, answer_position=position,
+                                     max_feature_nodes=max_features, progress=progress)
+    pruned = graph.prune()
+    replacement, completeness = pruned.scores()
+    pruned.save(path.with_name(ATTRIBUTION_GRAPH_FILE))
+    info = {"transcoders": transcoders.scan, "max_feature_nodes": max_features, "answer_position": position,
+            "answer_token": table.attrs["answer_token"],
+            "answer_text": model.tokenizer.decode([table.attrs["answer_token"]]),
+            "answer_is_logit_node": bool(table.attrs["answer_is_logit_node"]),
+            "features_kept": graph.n_features, "features_dropped": len(graph.dropped_features),
+            "replacement": replacement, "completeness": completeness}
+    arrays = {name: torch.tensor(table[name].to_numpy(), dtype=torch.float32)
+              for name in ("influence", "token_influence", "feature_influence")}
+    save_arrays(path, arrays, info)
 
 
-def _read_attribution(saved: dict, out: Path, analysis: Analysis) -> None:
+def _read_attribution(path: Path, analysis: Analysis) -> None:
     from anchorlens.tracing.graph import AttributionGraph
 
-    analysis.attribution_to_answer = saved["influence"]
-    analysis.attribution_info = {k: v for k, v in saved["meta"].items() if k not in ("token_ids", "spans", "kind")}
-    analysis.attribution_graph = AttributionGraph.load(out / ATTRIBUTION_GRAPH_FILE)
+    saved, meta = load_arrays(path)
+    # Paths that start at the sentence's token embeddings, each counted once; the features at its positions
+    # apart (their influence includes what flows into them from earlier sentences' tokens).
+    analysis.attribution_to_answer = saved["token_influence"]
+    analysis.attribution_features = saved["feature_influence"]
+    analysis.attribution_info = {k: v for k, v in meta.items() if k != "kind"}
+    analysis.attribution_graph = AttributionGraph.load(path.with_name(ATTRIBUTION_GRAPH_FILE))
 
 
 def _attribution_note(info: dict) -> str:
@@ -411,7 +554,28 @@ def _attribution_note(info: dict) -> str:
             f"through transcoders {info['transcoders']}: {info['features_kept']} feature nodes kept, "
             f"{info['features_dropped']} of smaller influence dropped (max_feature_nodes={info['max_feature_nodes']}); "
             f"pruned graph replacement score {info['replacement']:.3f}, completeness {info['completeness']:.3f}. "
-            "A sentence's influence sums its token-embedding and feature nodes.")
+            "attribution_to_answer counts the paths that start at a sentence's token embeddings; "
+            "attribution_features_at_sentence the features computed at its positions (which overlap).")
+
+
+def _answer_note(model, trace: Trace, answer: str | None, position: int) -> str:
+    from anchorlens.tracing.attribution import answer_token_position
+
+    token = model.tokenizer.decode([trace.token_ids[position]])
+    where = (f"the first token of the last occurrence of the answer {answer!r} in the chain of thought"
+             if answer_token_position(model.tokenizer, trace, answer) is not None
+             else "the trace's last token (no answer, or it does not occur in the chain of thought)")
+    return (f"The answer token, which flow_to_answer and attribution_to_answer both explain: {token!r} at position "
+            f"{position}, {where}; both measure what feeds its prediction at position {position - 1}.")
+
+
+def _write_column_notes(path: Path, frame) -> None:
+    """``sentences_columns.md``: what each column of ``sentences.csv`` means, one sentence each."""
+    lines = ["# sentences.csv: one row per sentence", ""]
+    lines += [f"- `{c}`: {VIEW_DEFINITIONS[c]}" for c in frame.columns if c in VIEW_DEFINITIONS]
+    if any(str(c).endswith("_ci_low") for c in frame.columns):
+        lines += ["", CI_NOTE]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def _trace_answer(trace: Trace, extractor) -> str | None:
@@ -421,17 +585,20 @@ def _trace_answer(trace: Trace, extractor) -> str | None:
     return get_extractor(extractor)(trace.cot + trace.metadata.get("after_think", ""))
 
 
-def _resampling(model_or_sampler, trace, out, analysis, answer, n_rollouts, max_tokens, extractor, progress) -> None:
+def _resampling(model_or_sampler, trace, path: Path, answer, n_rollouts, max_tokens, temperature, top_p, extractor,
+                progress) -> None:
     from anchorlens.resampling.runner import resampling_importance
 
-    analysis.importance = resampling_importance(
+    importance = resampling_importance(
         model_or_sampler,
         trace,
         n_rollouts=n_rollouts,
-        store=out / "rollouts.sqlite",
+        store=path.with_name("rollouts.sqlite"),
         reference_answer=answer,
         max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
         extractor=extractor,
         progress=progress,
     )
-    analysis.importance.save(out / IMPORTANCE_FILE)
+    importance.save(path)

@@ -54,7 +54,8 @@ def test_analyze_adds_the_flow_view_and_rank_correlations(smol, tmp_path, one_to
     frame = analysis.to_dataframe()
     assert "flow_to_answer" in frame and frame["flow_to_answer"].notna().all()
     correlations = analysis.view_correlations()
-    assert {"suppression_out_kl", "flow_to_answer"} <= set(correlations.columns)
+    pair = correlations[(correlations.view_a == "suppression_out_kl") & (correlations.view_b == "flow_to_answer")]
+    assert len(pair) == 1 and pair.ci_low.iloc[0] <= pair.spearman.iloc[0] <= pair.ci_high.iloc[0]
     assert (tmp_path / "out" / "view_correlations.csv").exists()
     assert "Rank correlations between views" in (tmp_path / "out" / "report.html").read_text()
     again = Analysis.load(tmp_path / "out")

@@ -9,7 +9,7 @@
 from anchorlens.tracing.flow import FlowInputError, InformationFlow, information_flow
 from anchorlens.tracing.knockout import KnockoutResult, knockout_experiment
 from anchorlens.tracing.routes import Routes, build_routes, token_influence
-from anchorlens.tracing.flow_sentences import SentenceFlow, rank_correlations, sentence_flow
+from anchorlens.tracing.flow_sentences import SentenceFlow, sentence_flow
 from anchorlens.tracing.edge_patching import EdgeAttribution, EdgePatchingError, edge_attribution, expand_kv_heads
 from anchorlens.tracing.transcoders import Transcoder, TranscoderError, TranscoderSet, load_transcoders
 from anchorlens.tracing.graph import AttributionGraph

@@ -109,9 +109,3 @@ def sentence_flow(model, trace, distance: str = "l1", flow=None, position: int =
         token_spans=list(trace.token_spans),
         distance=flow.distance,
     )
-
-
-def rank_correlations(frame, columns: list[str]):
-    """Spearman rank correlations between per-sentence views (columns of ``frame`` that exist and vary)."""
-    present = [c for c in columns if c in frame and frame[c].notna().sum() > 2 and frame[c].nunique() > 1]
-    return frame[present].astype(float).corr(method="spearman")
