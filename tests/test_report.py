@@ -356,3 +356,25 @@ def test_json_round_trip_keeps_numeric_columns_that_are_all_missing(tmp_path, sm
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(ReportDataError, match="report.json"):
         ReportData.load(tmp_path / "other.json")
+
+
+def test_confidence_intervals_become_error_bars_and_hover_text_not_metrics(small_trace):
+    import matplotlib
+
+    from anchorlens.report.html import page_payload
+
+    matplotlib.use("Agg")
+    n = small_trace.n_sentences
+    values = np.linspace(-0.5, 0.5, n)
+    data = ReportData(small_trace, metrics=pd.DataFrame({
+        "accuracy": values, "accuracy_ci_low": values - 0.1, "accuracy_ci_high": values + 0.2,
+        "orphan_ci_low": values}))
+    assert data.metric_names() == ["accuracy", "orphan_ci_low"], "an interval without its metric stays a metric"
+    low, high = data.interval_table()["accuracy"]
+    np.testing.assert_allclose(high - low, 0.3)
+    spec = page_payload(data)["metrics"]["accuracy"]
+    np.testing.assert_allclose(np.array(spec["high"]) - np.array(spec["low"]), 0.3, atol=1e-3)
+    ax = data.plot("accuracy")
+    (whiskers,) = ax.collections
+    segments = whiskers.get_segments()
+    assert len(segments) == n and all(np.isclose(seg[1, 1] - seg[0, 1], 0.3) for seg in segments)

@@ -202,12 +202,22 @@ class ReportData:
         if self.metrics is not None:
             for column in self.metrics.columns:
                 series = self.metrics[column]
-                if str(column) in _ID_COLUMNS or not _is_numeric(series):
+                if str(column) in _ID_COLUMNS or not _is_numeric(series) or _interval_of(column, self.metrics):
                     continue
                 table[str(column)] = series.to_numpy(dtype=float, na_value=np.nan)
         if self.receiver_scores is not None and "receiver_score" not in table:
             table["receiver_score"] = self.receiver_scores.astype(float)
         return table
+
+    def interval_table(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each metric's confidence interval, ``(low, high)`` per sentence, from its ``<metric>_ci_low`` and
+        ``<metric>_ci_high`` columns (shown as error bars and in the hover, not as metrics of their own)."""
+        if self.metrics is None:
+            return {}
+        return {str(m): (self.metrics[f"{m}_ci_low"].to_numpy(dtype=float, na_value=np.nan),
+                         self.metrics[f"{m}_ci_high"].to_numpy(dtype=float, na_value=np.nan))
+                for m in self.metrics.columns
+                if f"{m}_ci_low" in self.metrics and f"{m}_ci_high" in self.metrics}
 
     def label_table(self) -> dict[str, list[str]]:
         """Text columns of ``metrics`` (e.g. a short summary per sentence), shown on hover."""
@@ -432,6 +442,15 @@ def _head(head, kurtosis: np.ndarray | None) -> tuple[int, int]:
             f"receiver head {(layer, index)} lies outside receiver_kurtosis of shape {kurtosis.shape}"
         )
     return layer, index
+
+
+def _interval_of(column, metrics) -> bool:
+    """True for a ``<metric>_ci_low`` / ``_ci_high`` column whose metric is in the table too."""
+    name = str(column)
+    for suffix in ("_ci_low", "_ci_high"):
+        if name.endswith(suffix) and name[: -len(suffix)] in metrics:
+            return True
+    return False
 
 
 def _is_numeric(series) -> bool:

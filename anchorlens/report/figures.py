@@ -35,6 +35,12 @@ def importance_axes(data: ReportData, metric: str | None = None, ax=None):
         ax = Figure(figsize=(max(6.0, min(18.0, 0.06 * data.n_sentences + 4)), 2.6), layout="constrained").subplots()
     values = np.nan_to_num(table[metric], nan=0.0)
     ax.bar(np.arange(data.n_sentences), values, width=0.85, color=_colors(data), linewidth=0)
+    interval = data.interval_table().get(metric)
+    if interval is not None:  # 95% intervals as error bars
+        low, high = interval
+        shown = np.isfinite(low) & np.isfinite(high)
+        x = np.arange(data.n_sentences)[shown]
+        ax.vlines(x, low[shown], high[shown], color="#1f2a3c", linewidth=0.8)
     ax.axhline(0, color="#444444", linewidth=0.6)
     ax.set_xlim(-0.6, data.n_sentences - 0.4)
     ax.set_ylabel(metric, fontsize=8)

@@ -35,12 +35,15 @@ def page_payload(data: ReportData) -> dict:
     trace = data.trace
     n = data.n_sentences
     metrics = {}
+    intervals = data.interval_table()
     for name, values in data.metric_table().items():
         kind = scale_kind(values)
         vmin, vmax = color_range(values, kind, percentile=98.0)
         metrics[name] = {
             "values": rounded(values), "kind": kind, "vmin": vmin, "vmax": vmax, **_clipped(values, vmin, vmax)
         }
+        if name in intervals:  # a 95% interval per sentence: error bars and "[low, high]" in the hover
+            metrics[name]["low"], metrics[name]["high"] = (rounded(v) for v in intervals[name])
     return {
         "meta": {
             "title": data.title or "Thought anchors report",

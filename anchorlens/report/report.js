@@ -119,6 +119,11 @@
   }
   function hideTip() { tip.hidden = true; }
 
+  function interval(spec, i) {  // " [low, high]" when the metric carries a confidence interval
+    if (!spec.low || spec.low[i] === null || spec.high[i] === null) return "";
+    return " [" + fmt(spec.low[i]) + ", " + fmt(spec.high[i]) + "]";
+  }
+
   function sentenceTip(i) {
     var box = el("div");
     box.appendChild(el("div", { cls: "head" }, [
@@ -129,7 +134,7 @@
     var table = el("table");
     METRIC_NAMES.forEach(function (name) {
       var row = el("tr", name === state.metric ? { cls: "sel" } : null, [
-        el("td", { text: name }), el("td", { cls: "v", text: fmt(D.metrics[name].values[i]) })
+        el("td", { text: name }), el("td", { cls: "v", text: fmt(D.metrics[name].values[i]) + interval(D.metrics[name], i) })
       ]);
       table.appendChild(row);
     });
@@ -310,6 +315,7 @@
       var vals = spec.values;
       var lo = 0, hi = 0;
       vals.forEach(function (v) { if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); } });
+      if (spec.low) spec.low.concat(spec.high).forEach(function (v) { if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); } });
       if (hi === lo) hi = lo + 1;
       var plotW = W - M.l - M.r, plotH = H - M.t - M.b;
       var bw = plotW / N;
@@ -329,6 +335,14 @@
         ctx.fillRect(M.l + i * bw + (bw > 3 ? 0.5 : 0), top, Math.max(1, bw - (bw > 3 ? 1 : 0)), h);
       }
       ctx.strokeStyle = "#444"; ctx.beginPath(); ctx.moveTo(M.l, y(0) + 0.5); ctx.lineTo(W - M.r, y(0) + 0.5); ctx.stroke();
+      if (spec.low) {  // 95% intervals as whiskers
+        ctx.strokeStyle = "#1f2a3c";
+        for (var j = 0; j < N; j++) {
+          if (spec.low[j] === null || spec.high[j] === null) continue;
+          var cx = M.l + (j + 0.5) * bw;
+          ctx.beginPath(); ctx.moveTo(cx + 0.5, y(spec.low[j])); ctx.lineTo(cx + 0.5, y(spec.high[j])); ctx.stroke();
+        }
+      }
       if (state.focus !== null) {
         ctx.strokeStyle = "#1f2a3c"; ctx.lineWidth = 2;
         ctx.strokeRect(M.l + state.focus * bw, M.t, Math.max(2, bw), plotH);
