@@ -7,6 +7,7 @@ losing or repeating a rollout or recomputing finished steps, and refuse bad inpu
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -26,6 +27,10 @@ pytestmark = pytest.mark.slow
 OUTPUTS = ["trace.json", "receivers.npz", "suppression.npz", "importance.npz", "rollouts.sqlite", "sentences.csv",
            "report.html", "report.json", "importance.png", "receiver_kurtosis.png", "suppression.png", "flow.npz",
            "view_correlations.csv"]
+
+
+SAMPLE_ROLLOUTS = ["--rollouts", "2", "--rollout-tokens", "16"]  # the sample_analysis fixture's settings
+STEP_NAMES = ("trace", "categories", "receivers", "suppression", "resampling", "flow", "attribution")
 
 
 def _rollouts(out: Path) -> pd.DataFrame:
@@ -204,3 +209,31 @@ def test_a_degenerate_generated_trace_is_an_error_with_advice(tmp_path):
     assert "transformers" in done.stderr and "tested" in done.stderr, "names the installed and tested versions"
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out" / "report.html").exists(), "no report of garbage"
+
+
+def test_a_rerun_with_new_heads_recomputes_receivers_only(sample_analysis, tmp_path):
+    out = tmp_path / "report"
+    shutil.copytree(sample_analysis, out)
+    files = ["trace.json", "categories.json", "suppression.npz", "importance.npz", "flow.npz", "rollouts.sqlite"]
+    before = {name: (out / name).read_bytes() for name in files}
+    again = run_anchorlens("analyze", "--heads", "4", *SAMPLE_ROLLOUTS, "--out", str(out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = [line for line in again.stderr.splitlines() if line.split(": ")[0] in STEP_NAMES]
+    assert said == ["trace: reused", "categories: reused", "receivers: recomputed (heads 16 -> 4)",
+                    "suppression: reused", "resampling: reused", "flow: reused"]
+    assert {name: (out / name).read_bytes() for name in files} == before, "reused steps leave their files as they were"
+    assert len(json.loads((out / "report.json").read_text())["receiver_heads"]) == 4
+
+
+def test_a_rerun_with_a_new_seed_generates_a_new_trace(sample_analysis, tmp_path):
+    out = tmp_path / "report"
+    shutil.copytree(sample_analysis, out)
+    old = json.loads((out / "trace.json").read_text())
+    skips = ["--skip", "categories", "--skip", "suppression", "--skip", "resampling", "--skip", "flow"]
+    again = run_anchorlens("analyze", "--seed", "2", *skips, "--out", str(out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "trace: regenerated (seed 1 -> 2)" in again.stderr
+    assert "receivers: recomputed (a new trace)" in again.stderr
+    new = json.loads((out / "trace.json").read_text())
+    assert new["metadata"]["generation"]["seed"] == 2 and new["cot"] != old["cot"]
+    assert Analysis.load(out).suppression_kl is None, "the old trace's suppression is not shown as the new one's"
