@@ -166,11 +166,20 @@ def _analyze(args) -> int:
     for i, sentence in enumerate(trace.sentences):
         start, end = trace.token_spans[i]
         category = f" [{frame['category'][i]}]" if "category" in frame else ""
-        shift = f" {importance[i]:+5.2f}" if importance is not None and pd.notna(importance[i]) else ""
-        print(f"[{i:2d}] tokens {start:4d}-{end:4d}{shift}{category} | {sentence.text}")
-    if importance is not None and importance.notna().any():
-        top = int(importance.idxmax())
-        print(f"thought anchor by {ANCHOR_METRIC} (the number after the tokens): [{top}] {trace.sentences[top].text}")
+        shift = ""
+        if importance is not None and pd.notna(importance[i]):
+            low, high = frame[f"{ANCHOR_METRIC}_ci_low"][i], frame[f"{ANCHOR_METRIC}_ci_high"][i]
+            shift = f" {importance[i]:+5.2f} [{low:+5.2f}, {high:+5.2f}]"
+        cut = frame["n_truncated"][i] if "n_truncated" in frame else 0
+        cut = f" ({int(cut)} cut off)" if pd.notna(cut) and cut > 0 else ""
+        print(f"[{i:2d}] tokens {start:4d}-{end:4d}{shift}{cut}{category} | {sentence.text}")
+    if analysis.importance is not None:
+        print(f"(the numbers after the tokens: {ANCHOR_METRIC} and its 95% bootstrap interval over rollouts)")
+        top = analysis.importance.top_sentence(ANCHOR_METRIC)
+        print(f"{top}" + (f": {trace.sentences[top.index].text}" if top.stands_out else ""))
+        warning = analysis.importance.truncation_message()
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     print("seconds per step: " + ", ".join(f"{step} {seconds:.1f}" for step, seconds in analysis.seconds.items()))
     print(f"report: {analysis.report_path.resolve()}")
     return 0
