@@ -369,3 +369,20 @@ def test_smollm2_run_through_a_transformers_serve_server(smol_trace, tmp_path, e
     settings = store.trace_info(result.trace_id)["settings"].values()
     assert [s["prompt_mode"] for s in settings] == ["reference"] * 2
     assert all(s["sampler"]["sampler"] == "server" for s in settings)
+
+
+def test_a_local_sampler_is_identified_by_model_dtype_and_weights(tiny_llama):
+    """What the store keys local rollouts on: a model with the same name but other weights or dtype differs."""
+    from anchorlens import random_model
+
+    identity = LocalSampler(tiny_llama, progress=False).identity
+    assert identity == LocalSampler(tiny_llama, progress=False).identity  # stable
+    assert identity["model"] == tiny_llama.anchorlens_name and identity["dtype"] == "torch.float32"
+    twin = random_model("llama", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, seed=0)
+    assert LocalSampler(twin, progress=False).identity == identity  # same weights, same key
+    with torch.no_grad():
+        dict(twin.named_parameters())[sorted(n for n, _ in twin.named_parameters())[-1]].mul_(1.01)
+    changed = LocalSampler(twin, progress=False).identity
+    assert changed["model"] == identity["model"] and changed["weights"] != identity["weights"]
+    half = random_model("llama", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, seed=0, dtype=torch.bfloat16)
+    assert LocalSampler(half, progress=False).identity["dtype"] == "torch.bfloat16"
