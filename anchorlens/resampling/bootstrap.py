@@ -182,8 +182,8 @@ class TopSentence:
         confidence: the intervals' level.
 
     The top is chosen on the same data the interval is computed from, so the comparison is somewhat
-    optimistic (winner's curse); with no real difference between sentences the tests see it stand out in
-    about 2% of synthetic traces.
+    optimistic (winner's curse); measured on 100 synthetic traces with no real difference between sentences
+    (10 sentences, 100 rollouts each, accuracy 0.5), the top stood out in none (tests/test_metrics.py).
     """
 
     metric: str
