@@ -384,5 +384,8 @@ def test_a_local_sampler_is_identified_by_model_dtype_and_weights(tiny_llama):
         dict(twin.named_parameters())[sorted(n for n, _ in twin.named_parameters())[-1]].mul_(1.01)
     changed = LocalSampler(twin, progress=False).identity
     assert changed["model"] == identity["model"] and changed["weights"] != identity["weights"]
+    with twin.hooks(fwd_hooks=[("blocks.0.hook_resid_post", lambda t, hook: t)]):  # sampling under an intervention
+        assert LocalSampler(twin, progress=False).identity["hooks"] == ["blocks.0.hook_out"]
+    assert "hooks" not in LocalSampler(twin, progress=False).identity
     half = random_model("llama", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, seed=0, dtype=torch.bfloat16)
     assert LocalSampler(half, progress=False).identity["dtype"] == "torch.bfloat16"

@@ -290,12 +290,12 @@ def run_settings(sampler: Sampler, trace, prompt_mode: str, problem: str | None,
         "prompt_mode": prompt_mode,
         "problem": problem if prompt_mode == "reference" else None,
         "prompt": trace.prompt if prompt_mode == "trace" else None,
-        "temperature": temperature,
-        "top_p": top_p,
+        "temperature": float(temperature),  # 0 and 0.0 are one setting
+        "top_p": float(top_p),
     }
     return {
-        RESAMPLE: {**common, "kind": RESAMPLE, "max_tokens": max_tokens},
-        FORCED: {**common, "kind": FORCED, "max_tokens": forced_max_tokens, "forced_suffix": FORCED_SUFFIX},
+        RESAMPLE: {**common, "kind": RESAMPLE, "max_tokens": int(max_tokens)},
+        FORCED: {**common, "kind": FORCED, "max_tokens": int(forced_max_tokens), "forced_suffix": FORCED_SUFFIX},
     }
 
 

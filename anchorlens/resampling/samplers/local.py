@@ -77,14 +77,21 @@ class LocalSampler(Sampler):
 
     @property
     def identity(self) -> dict:
-        """The model's name, dtype and a fingerprint of its weights (see ``weights_fingerprint``)."""
+        """The model's name, dtype and a fingerprint of its weights (see ``weights_fingerprint``), and the hook
+        points with hooks on them right now, if any (sampling under an intervention makes other rollouts; the
+        hook functions themselves cannot be told apart, so two interventions on the same points share a key)."""
         cfg = self.model.cfg
-        return {
+        identity = {
             "sampler": "local",
             "model": getattr(self.model, "anchorlens_name", None) or cfg.model_name,
             "dtype": str(getattr(cfg, "dtype", None)),
             "weights": weights_fingerprint(self.model),
         }
+        hooked = sorted(name for name, module in self.model.named_modules()
+                        if type(module).__name__ == "HookPoint" and (module._forward_hooks or module._forward_pre_hooks))
+        if hooked:
+            identity["hooks"] = hooked
+        return identity
 
     # ------------------------------------------------------------------ the Sampler interface
 
