@@ -176,11 +176,14 @@ def test_other_settings_into_one_store_keep_both_sets_apart(trace, tmp_path):
     # each result sees only its own rollouts: all answers 4 when cold, all 5 when hot
     assert cold.accuracy.tolist() == [1.0] * 4 and hot.accuracy.tolist() == [0.0] * 4
     assert cold.n_rollouts.tolist() == hot.n_rollouts.tolist() == [4] * 4
+    assert hot.run_info["generated"] == 32 and hot.run_info["settings"]["resample"]["temperature"] == 1.0
+    assert set(cold.run_info["settings_ids"].values()).isdisjoint(hot.run_info["settings_ids"].values())
     # more rollouts at a known setting reuse the stored ones and add the rest; fewer read only the first ones
     more = run_rollouts(HotSampler(), trace, path, trace_id="t", n_rollouts=6, temperature=1.0, reference_answer="4")
     assert (more.already_done, more.generated) == (32, 16)
     again = resampling_importance(HotSampler(), trace, n_rollouts=4, store=path, temperature=0.0, **kwargs)
     assert again.n_rollouts.tolist() == [4] * 4 and again.accuracy.tolist() == [1.0] * 4
+    assert (again.run_info["already_done"], again.run_info["generated"]) == (32, 0)
     # another max_tokens is another setting for resample rollouts (forced ones have their own budget: reused);
     # another reference answer is not a setting (re-read, not regenerated)
     longer = run_rollouts(HotSampler(), trace, path, trace_id="t", n_rollouts=4, temperature=0.0, max_tokens=99,

@@ -287,6 +287,7 @@ class ImportanceResult:
     bootstrap: dict = field(default_factory=dict)  # metric -> Float[Tensor, "draw sentence"]
     confidence: float = CONFIDENCE
     answer_equivalence: bool | None = None  # None: unknown (imported results)
+    run_info: dict = field(default_factory=dict)  # how the rollouts were obtained (resampling_importance fills it)
 
     def __post_init__(self) -> None:
         n = len(self.sentences)
@@ -420,7 +421,7 @@ class ImportanceResult:
         arrays.update({f"ci__{k}": v for k, v in self.intervals.items()})
         arrays.update({f"bootstrap__{k}": v.float() for k, v in self.bootstrap.items()})  # float32: half the file
         meta = {"sentences": self.sentences, "categories": self.categories, "trace_id": self.trace_id, "extra": self.extra,
-                "confidence": self.confidence, "answer_equivalence": self.answer_equivalence}
+                "confidence": self.confidence, "answer_equivalence": self.answer_equivalence, "run_info": self.run_info}
         return save_arrays(path, arrays, meta)
 
     @classmethod
@@ -438,6 +439,7 @@ class ImportanceResult:
             bootstrap=bootstrap,
             confidence=meta.get("confidence", CONFIDENCE),
             answer_equivalence=meta.get("answer_equivalence"),
+            run_info=meta.get("run_info") or {},
             **arrays,
         )
 

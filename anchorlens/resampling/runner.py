@@ -382,7 +382,9 @@ def resampling_importance(
         Other arguments: as for ``run_rollouts``.
 
     Returns:
-        the ``ImportanceResult`` of ``sentence_importance`` (``.to_dataframe()``: one row per sentence).
+        the ``ImportanceResult`` of ``sentence_importance`` (``.to_dataframe()``: one row per sentence), with
+        ``run_info``: the store, rollouts requested / found stored / generated now, and the settings they are
+        keyed on (``settings_ids``, ``settings``).
 
     >>> result = resampling_importance(load_model(), trace, n_rollouts=10, reference_answer="42")  # doctest: +SKIP
     >>> result.to_dataframe()[["accuracy", "counterfactual_importance_kl"]]                       # doctest: +SKIP
@@ -413,6 +415,10 @@ def resampling_importance(
         n_bootstrap=n_bootstrap, confidence=confidence, bootstrap_seed=bootstrap_seed, progress=progress,
     )
     result.trace_id = summary.trace_id
+    result.run_info = {
+        "store": summary.store_path, "requested": summary.requested, "already_done": summary.already_done,
+        "generated": summary.generated, "settings_ids": summary.settings_ids, "settings": summary.settings,
+    }
     return result
 
 
