@@ -256,3 +256,88 @@ def extractor_name(extractor: AnswerExtractor) -> str:
             return name
     module = getattr(extractor, "__module__", "") or ""
     return f"{module}.{getattr(extractor, '__qualname__', type(extractor).__name__)}".lstrip(".")
+
+
+# --------------------------------------------------------------------------- cut-off rollouts
+
+
+def read_answer(text: str, extractor: AnswerExtractor, finish_reason: str | None = "stop") -> str | None:
+    """The answer of a generated text, given how its generation ended.
+
+    A finished text (``finish_reason="stop"``) is read by ``extractor``. A text cut off at the token limit
+    (``"length"``) has an answer only if it holds a complete ``\\boxed{...}``: a last-number or regex
+    reader cannot tell a final answer from an intermediate result in a text that stopped mid-computation.
+    The forced-answer reader is the exception: it needs the brace closing the forced ``\\boxed{``, so
+    what it reads is complete by construction.
+
+    >>> read_answer("3 * 4 = 12, then 12 -", last_number, "length") is None
+    True
+    >>> read_answer(r"so \\boxed{10}. Let me check: 3 * 4 = 12", boxed_or_last_number, "length")
+    '10'
+    """
+    if finish_reason != "length" or extractor is extract_forced:
+        return extractor(text)
+    return extract_boxed(text)
+
+
+# --------------------------------------------------------------------------- answers as equivalence classes
+
+_VALUE_TOL = 1e-6
+
+
+def _numeric_value(answer: str) -> complex | None:
+    """A number for a normalised answer when one is cheap to get (plain numbers, fractions, or a constant
+    LaTeX expression sympy evaluates); None otherwise. Only used to skip comparisons that must fail."""
+    number = _to_number(answer)
+    if number is not None:
+        return complex(number)
+    ready = _sympy_ready(answer)
+    if ready is None:
+        return None
+    try:
+        from sympy.parsing.latex import parse_latex
+
+        expr = parse_latex(ready)
+        if expr.free_symbols:
+            return None
+        return complex(expr.evalf())
+    except Exception:  # noqa: BLE001 - not parseable or not a number: compare with check_answer
+        return None
+
+
+def answer_classes(answers, reference: str | None = None) -> dict[str, str]:
+    """Group answers that ``check_answer`` deems equal: a map from each normalised answer to its class's
+    representative (a normalised answer too).
+
+    Answers are visited from most to least frequent (ties by string), after ``reference`` when given; each
+    joins the class of the FIRST representative it equals, else founds a new class. Comparing with
+    representatives only keeps the grouping well defined where ``check_answer`` is not transitive (a ~ b and
+    b ~ c but not a ~ c): b joins a's class, and c joins it only if c ~ a itself. Missing and empty answers
+    are left out. Pairs whose numeric values clearly differ are not sent to sympy (they cannot be equal).
+
+    >>> answer_classes(["42", "6*7", r"\\frac{84}{2}", "42.0", "41"])
+    {'41': '41', '42': '42', '42.0': '42', '6*7': '42', '\\\\frac{84}{2}': '42'}
+    """
+    from collections import Counter
+
+    counts = Counter(key for key in (normalize_answer(a) for a in answers) if key and key != "none")
+    order = sorted(counts, key=lambda a: (-counts[a], a))
+    ref = normalize_answer(reference)
+    if ref and ref != "none":
+        order = [ref] + [a for a in order if a != ref]
+    values: dict[str, complex | None] = {}
+    representatives: list[str] = []
+    classes: dict[str, str] = {}
+    for answer in order:
+        values[answer] = _numeric_value(answer)
+        for rep in representatives:
+            x, y = values[answer], values[rep]
+            if x is not None and y is not None and abs(x - y) > _VALUE_TOL * max(1.0, abs(x), abs(y)):
+                continue  # clearly different numbers: check_answer would say no
+            if check_answer(answer, rep):
+                classes[answer] = rep
+                break
+        else:
+            representatives.append(answer)
+            classes[answer] = answer
+    return {a: classes[a] for a in order if a in counts}

@@ -25,10 +25,13 @@ from anchorlens.resampling.metrics import (  # noqa: E402
     ImportanceResult,
     RolloutMismatchError,
     answer_counts,
+    bootstrap_samples,
+    canonical_answers,
     kl_divergence,
     rollout_accuracy,
     sentence_importance,
 )
+from anchorlens.answers import answer_classes, check_answer  # noqa: E402
 from anchorlens.resampling.rollout import Rollout  # noqa: E402
 from anchorlens.resampling.similarity import cosine_similarity, default_embedder  # noqa: E402
 
@@ -166,9 +169,17 @@ def test_result_dataframe_save_load_plot(tmp_path, embed):
     df = result.to_dataframe()
     assert list(df.columns[: 2 + len(METRIC_COLUMNS)]) == ["chunk", "chunk_idx", *METRIC_COLUMNS]
     assert len(df) == 3 and df["category"].tolist()[1] == "active_computation"
+    assert df.n_rollouts.tolist() == [10, 11, 10] and df.n_truncated.tolist() == [0, 0, 0]
+    for name in METRIC_COLUMNS:  # every metric has its interval, around its value where both exist
+        low, high, value = df[f"{name}_ci_low"], df[f"{name}_ci_high"], df[name]
+        both = value.notna() & low.notna()
+        assert ((low[both] <= value[both] + 1e-9) & (value[both] <= high[both] + 1e-9)).all(), name
+        assert (value.isna() == low.isna()).all(), name
     path = result.save(tmp_path / "importance")
     back = ImportanceResult.load(path)
     assert back.sentences == result.sentences and back.categories == result.categories
+    assert str(back.top_sentence()) == str(result.top_sentence()) and back.answer_equivalence is True
+    assert back.to_dataframe().equals(df)
     for name in METRIC_COLUMNS:
         assert torch.allclose(back.metric(name), result.metric(name), equal_nan=True)
     assert torch.allclose(back.counterfactual_matrix, result.counterfactual_matrix, equal_nan=True)
@@ -188,3 +199,164 @@ def test_bad_input_raises_clear_errors(embed):
         anchorlens.different_trajectories_fraction("a", "not a list")
     with pytest.raises(AnchorlensError, match="unknown metric"):
         sentence_importance(planted_rollouts(), SENTENCES, embed=embed, compute_matrix=False).plot("nope")
+
+
+# --------------------------------------------------------------------------- answers as equivalence classes
+
+SPELLINGS = ["42", "6*7", r"\frac{84}{2}", "42.0"]
+
+
+def spelled_rollouts(kind="resample"):
+    """Sentence 0: four spellings of 42; sentence 1: four plain 42s. Every rollout keeps its sentence."""
+    rs = [roll(0, a, True, SENTENCES[0], kind=kind, seed=k) for k, a in enumerate(SPELLINGS)]
+    return rs + [roll(1, "42", True, SENTENCES[1], kind=kind, seed=k) for k in range(4)]
+
+
+def test_equivalent_spellings_give_zero_kl(embed):
+    assert all(check_answer(a, "42") for a in SPELLINGS)
+    rollouts = spelled_rollouts() + spelled_rollouts("forced")
+    published = sentence_importance(rollouts, SENTENCES[:2], embed=embed, progress=False, answer_equivalence=False,
+                                    n_bootstrap=0, compute_matrix=False)
+    string_level = kl_divergence(Counter(dict.fromkeys(["42", "6*7", r"\frac{84}{2}", "42.0"], 1)), Counter({"42": 4}))
+    assert string_level > 15  # the published computation: four answers against one
+    assert published.resampling_importance_kl[0] == pytest.approx(string_level)
+    assert published.forced_importance_kl[0] == pytest.approx(string_level)
+    result = sentence_importance(rollouts, SENTENCES[:2], embed=embed, progress=False, compute_matrix=False)
+    assert result.resampling_importance_kl[0] == 0.0 and result.forced_importance_kl[0] == 0.0
+    assert float(result.intervals["resampling_importance_kl"][1, 0]) == 0.0  # every bootstrap draw agrees
+    assert result.accuracy.tolist() == published.accuracy.tolist() == [1.0, 1.0]  # accuracy was check_answer already
+
+
+def test_counterfactual_kl_uses_answer_classes_too(embed):
+    """Dissimilar replacements answering 6*7 against kept rollouts answering 42: no change in the answer."""
+    rs = [roll(0, "6*7", True, OTHER, seed=k) for k in range(4)] + [roll(1, "42", True, SENTENCES[1], seed=k) for k in range(4)]
+    assert sentence_importance(rs, SENTENCES[:2], embed=embed, progress=False, n_bootstrap=0,
+                               answer_equivalence=False).counterfactual_importance_kl[0] > 15
+    assert sentence_importance(rs, SENTENCES[:2], embed=embed, progress=False, n_bootstrap=0).counterfactual_importance_kl[0] == 0.0
+
+
+def test_answer_classes_are_well_defined_where_check_answer_is_not_transitive():
+    """1.0 ~ 1.0000009 and 1.0000009 ~ 1.0000018 (within check_answer's 1e-6), but 1.0 !~ 1.0000018.
+
+    An answer joins the class of the first representative it equals (most frequent first), never a class
+    through a chain: so the grouping depends only on the counts, not on the order rollouts came in.
+    """
+    a, b, c = "1.0", "1.0000009", "1.0000018"
+    assert check_answer(a, b) and check_answer(b, c) and not check_answer(a, c)
+    assert answer_classes([a, a, a, b, b, c]) == {a: a, b: a, c: c}  # c is not equal to the representative a
+    assert answer_classes([b, b, b, a, c]) == {b: b, a: b, c: b}  # b represents; both neighbours join it
+    assert answer_classes([c, b, a, b, a, a]) == answer_classes([a, a, a, b, b, c])  # order-free
+    assert answer_classes([a, b, b], reference=a) == {a: a, b: a}  # the reference answer is visited first
+    assert answer_classes(["yes", "Yes", None, "", "no"]) == {"yes": "yes", "no": "no"}
+    rs = [roll(0, x, None, "x", seed=k) for k, x in enumerate([b, b, a, c, None])]
+    assert [r.answer for r in canonical_answers(rs)] == [b, b, b, b, None]
+
+
+# --------------------------------------------------------------------------- bootstrap intervals
+
+
+def test_the_identity_draw_reproduces_every_point_value(embed):
+    """The bootstrap recomputes each metric by its own (vectorised) code: on the rollouts as they are it must
+    give the point values, for the planted trace and the spelled one (both kinds, similar and dissimilar)."""
+    for rollouts, sentences in ((planted_rollouts(), SENTENCES), (spelled_rollouts() + spelled_rollouts("forced"), SENTENCES[:2])):
+        rollouts = canonical_answers(rollouts)
+        result = sentence_importance(rollouts, sentences, embed=embed, progress=False, n_bootstrap=0, compute_matrix=False)
+        resample = [[r for r in rollouts if r.kind == "resample" and r.sentence_index == i and r.answer] for i in range(len(sentences))]
+        forced = [[r for r in rollouts if r.kind == "forced" and r.sentence_index == i] for i in range(len(sentences))]
+        similar = [
+            (anchorlens.resampling.metrics.similarity_to(sentences[i], [r.chunk_resampled for r in g], embed) >= 0.8).numpy()
+            for i, g in enumerate(resample)
+        ]
+        point = bootstrap_samples(resample, forced, similar, 1e-9, None)
+        for name in METRIC_COLUMNS:
+            np.testing.assert_allclose(point[name][0], result.metric(name).numpy(), rtol=1e-12, err_msg=name)
+
+
+def synthetic(seed, n=10, jump_at=5, p_before=0.2, p_after=0.9, m=100):
+    """A trace whose rollouts answer right with p_before before sentence jump_at and p_after from it on:
+    resampling_importance_accuracy is p_after - p_before at sentence jump_at - 1 and 0 elsewhere."""
+    rng = np.random.default_rng(seed)
+    rs = []
+    for i in range(n):
+        p = p_after if i >= jump_at else p_before
+        for k in range(m):
+            ok = bool(rng.random() < p)
+            rs.append(roll(i, "42" if ok else "41", ok, f"s{i}", seed=k))
+    return rs, [f"s{i}" for i in range(n)]
+
+
+def same_embed(texts):
+    return torch.ones(len(texts), 1)
+
+
+def importance(rollouts, sentences, seed):
+    return sentence_importance(rollouts, sentences, embed=same_embed, compute_matrix=False, progress=False,
+                               bootstrap_seed=seed)
+
+
+def test_intervals_cover_a_planted_jump_and_exclude_zero():
+    """20 synthetic traces (10 sentences, 100 rollouts each), accuracy 0.2 -> 0.9 at sentence 5.
+
+    Measured on 100 such traces: the 95% interval covers the planted 0.7 in 94 and excludes 0 in all 100.
+    Asserting coverage in >= 15 of 20 fails with probability 0.0009 at a true coverage of 0.94.
+    """
+    covered = 0
+    for seed in range(20):
+        result = importance(*synthetic(seed), seed)
+        low, high = result.intervals["resampling_importance_accuracy"][:, 4].tolist()
+        covered += low <= 0.7 <= high
+        assert low > 0, f"trace {seed}: the interval [{low}, {high}] of a 0.7 jump includes 0"
+        top = result.top_sentence("resampling_importance_accuracy")
+        assert top.index == 4 and top.stands_out and top.ci_low == low and top.ci_high == high
+        assert str(top).startswith("the thought anchor by resampling_importance_accuracy: sentence 4, +0.")
+    assert covered >= 15
+
+
+def test_without_a_jump_intervals_include_zero_and_nothing_stands_out():
+    """The same traces with accuracy 0.5 everywhere. Measured on 100 traces: 95.8% of the per-sentence
+    intervals include 0, and the top never stood out from the runner-up (0 of 100; the top-vs-runner-up
+    interval is paired over the same draws). Asserted: >= 85% include 0 (7 standard errors below the measured
+    rate) and at most 2 of 20 traces stand out (probability 0.001 at a 1% false-positive rate)."""
+    include = total = stood_out = 0
+    for seed in range(20):
+        result = importance(*synthetic(1000 + seed, p_before=0.5, p_after=0.5), seed)
+        low, high = result.intervals["resampling_importance_accuracy"][:, :-1].numpy()
+        include += int(((low <= 0) & (high >= 0)).sum())
+        total += len(low)
+        top = result.top_sentence("resampling_importance_accuracy")
+        stood_out += bool(top.stands_out)
+        if not top.stands_out:
+            assert str(top).startswith("no sentence stands out from the runner-up")
+    assert include >= 0.85 * total and stood_out <= 2
+
+
+def test_intervals_are_seeded_and_can_be_turned_off():
+    rollouts, sentences = synthetic(0, n=4, m=30)
+    a, b = importance(rollouts, sentences, 3), importance(rollouts, sentences, 3)
+    assert torch.equal(a.intervals["accuracy"], b.intervals["accuracy"])
+    assert not torch.equal(a.intervals["accuracy"], importance(rollouts, sentences, 4).intervals["accuracy"])
+    off = sentence_importance(rollouts, sentences, embed=same_embed, compute_matrix=False, progress=False, n_bootstrap=0)
+    assert off.intervals == {} and "accuracy_ci_low" not in off.to_dataframe()
+    assert off.top_sentence().stands_out is None
+    with pytest.raises(AnchorlensError, match="n_bootstrap"):
+        sentence_importance(rollouts, sentences, embed=same_embed, n_bootstrap=-1)
+
+
+def test_vectorised_kl_and_draws_match_the_plain_code():
+    """kl_rows (all draws at once) against kl_divergence row by row, and one bootstrap draw against the
+    metrics recomputed from the rollouts that draw picked."""
+    from anchorlens.resampling.bootstrap import kl_rows
+
+    rng = np.random.default_rng(0)
+    p, q = rng.integers(0, 4, size=(50, 6)).astype(float), rng.integers(0, 4, size=(50, 6)).astype(float)
+    p[0], q[1] = 0, 0  # an empty side gives 0
+    for alpha in (1e-9, 1.0):
+        expected = [kl_divergence(Counter({k: c for k, c in enumerate(a) if c}), Counter({k: c for k, c in enumerate(b) if c}), alpha)
+                    for a, b in zip(p, q)]
+        np.testing.assert_allclose(kl_rows(p, q, alpha), expected, rtol=1e-9, atol=1e-12)
+    rollouts, sentences = synthetic(7, n=3, m=12)
+    groups = [[r for r in rollouts if r.sentence_index == i] for i in range(3)]
+    draws = bootstrap_samples(groups, [[], [], []], [np.ones(12, bool)] * 3, 1e-9, 5, seed=11)
+    first = np.random.default_rng(11).integers(0, 12, size=(5, 12))  # sentence 0's draws come first from the seed
+    chosen = [groups[0][j] for j in first[0]]
+    assert draws["accuracy"][0, 0] == pytest.approx(rollout_accuracy(chosen))

@@ -161,10 +161,91 @@ def test_runs_resume_and_grow(trace, tmp_path):
     assert store.trace_ids() == [default_trace_id(trace)]
     assert store.count(kind=RESAMPLE) == 20 and store.count(kind=FORCED) == 6
     assert more.to_dataframe().generated[0] == 14
-    with pytest.raises(StoreError, match="temperature"):
-        run_rollouts(PlantedSampler(), trace, path, n_rollouts=3, temperature=1.0, reference_answer="4")
-    with pytest.raises(StoreError, match="reference_answer"):
-        run_rollouts(PlantedSampler(), trace, path, n_rollouts=3, reference_answer="5")
+    # the reference answer and the extractor change how rollouts are read, not the rollouts: nothing new
+    judged = run_rollouts(PlantedSampler(), trace, path, n_rollouts=5, reference_answer="5", forced=False)
+    assert (judged.already_done, judged.generated) == (20, 0)
+
+
+def test_other_settings_into_one_store_keep_both_sets_apart(trace, tmp_path):
+    path = tmp_path / "r.sqlite"
+    kwargs = dict(trace_id="t", reference_answer="4", embed=cheap_embed, progress=False, n_bootstrap=0)
+    cold = resampling_importance(HotSampler(), trace, n_rollouts=4, store=path, temperature=0.0, **kwargs)
+    hot = resampling_importance(HotSampler(), trace, n_rollouts=4, store=path, temperature=1.0, **kwargs)
+    store = RolloutStore(path)
+    assert store.count("t") == 2 * 4 * 4 * 2 and len(store.settings("t")) == 4  # 2 settings x 2 kinds
+    # each result sees only its own rollouts: all answers 4 when cold, all 5 when hot
+    assert cold.accuracy.tolist() == [1.0] * 4 and hot.accuracy.tolist() == [0.0] * 4
+    assert cold.n_rollouts.tolist() == hot.n_rollouts.tolist() == [4] * 4
+    assert hot.run_info["generated"] == 32 and hot.run_info["settings"]["resample"]["temperature"] == 1.0
+    assert set(cold.run_info["settings_ids"].values()).isdisjoint(hot.run_info["settings_ids"].values())
+    # more rollouts at a known setting reuse the stored ones and add the rest; fewer read only the first ones
+    more = run_rollouts(HotSampler(), trace, path, trace_id="t", n_rollouts=6, temperature=1.0, reference_answer="4")
+    assert (more.already_done, more.generated) == (32, 16)
+    again = resampling_importance(HotSampler(), trace, n_rollouts=4, store=path, temperature=0.0, **kwargs)
+    assert again.n_rollouts.tolist() == [4] * 4 and again.accuracy.tolist() == [1.0] * 4
+    assert (again.run_info["already_done"], again.run_info["generated"]) == (32, 0)
+    # another max_tokens is another setting for resample rollouts (forced ones have their own budget: reused);
+    # another reference answer is not a setting (re-read, not regenerated)
+    longer = run_rollouts(HotSampler(), trace, path, trace_id="t", n_rollouts=4, temperature=0.0, max_tokens=99,
+                          reference_answer="4")
+    assert (longer.already_done, longer.generated) == (16, 16)
+    judged = resampling_importance(HotSampler(), trace, n_rollouts=4, store=path, temperature=0.0,
+                                   **{**kwargs, "reference_answer": "5"})
+    assert judged.accuracy.tolist() == [0.0] * 4 and store.count("t") == 2 * 4 * 4 * 2 + 16 + 16
+
+
+class HotSampler(Sampler):
+    """Answers 4 at temperature 0 and 5 above it: which settings a metric read shows in its answers."""
+
+    name = "hot"
+
+    def stream(self, requests, params):
+        answer = 4 if params.temperature == 0 else 5
+        for r in requests:
+            text = f"{answer}}}" if r.prompt.endswith(FORCED_SUFFIX) else f" Step. So \\boxed{{{answer}}}."
+            yield Completion(r, text, n_tokens=3, finish_reason="stop")
+
+
+class CutOffSampler(Sampler):
+    """Every resample rollout is cut off mid-computation ("3 * 4 = 12, then"), except seeds divisible by 4,
+    which box an answer before the cut (7) or finish (8 after "6 + 2 ="): the last-number fallback may read
+    finished rollouts only."""
+
+    name = "cutoff"
+
+    def stream(self, requests, params):
+        for r in requests:
+            if r.prompt.endswith(FORCED_SUFFIX):
+                yield Completion(r, "7}", n_tokens=2, finish_reason="stop")
+            elif r.seed % 4 == 0:
+                yield Completion(r, " So \\boxed{7}. Check: 3 * 4 = 12, then", n_tokens=params.max_tokens, finish_reason="length")
+            elif r.seed % 4 == 1:
+                yield Completion(r, " 6 + 2 = 8.", n_tokens=5, finish_reason="stop")
+            else:
+                yield Completion(r, " 3 * 4 = 12, then", n_tokens=params.max_tokens, finish_reason="length")
+
+
+def test_a_cut_off_rollout_with_an_intermediate_number_has_no_answer(trace, tmp_path):
+    store = RolloutStore(tmp_path / "r.sqlite")
+    result = resampling_importance(CutOffSampler(), trace, n_rollouts=8, store=store, trace_id="c", reference_answer="7",
+                                   extractor="boxed_or_last_number", embed=cheap_embed, progress=False, n_bootstrap=0)
+    stored = store.rollouts("c", kind=RESAMPLE)
+    by_seed = {r.seed % 4: r for r in stored}
+    assert by_seed[2].finish_reason == "length" and by_seed[2].answer is None and by_seed[3].answer is None
+    assert by_seed[0].finish_reason == "length" and by_seed[0].answer == "7"  # a complete boxed answer counts
+    assert by_seed[1].finish_reason == "stop" and by_seed[1].answer == "8"  # the fallback reads finished text
+    frame = result.to_dataframe()
+    expected_cut = [sum(r.seed % 4 in (0, 2, 3) for r in stored if r.sentence_index == i) for i in range(4)]
+    expected_answered = [sum(r.seed % 4 in (0, 1) for r in stored if r.sentence_index == i) for i in range(4)]
+    assert frame.n_truncated.tolist() == expected_cut and frame.n_answered.tolist() == expected_answered
+    assert frame.n_rollouts.tolist() == [8] * 4
+    assert result.truncated_sentences() == [0, 1, 2, 3]
+    message = result.truncation_message()
+    assert "--rollout-tokens" in message and "max_tokens=" in message and "rollout_max_tokens=" in message
+    assert result.truncated_sentences(threshold=0.99) == [] and result.truncation_message(threshold=0.99) is None
+    # the store's NULL answers are what the SQL sees too
+    assert store.to_dataframe("c").query("finish_reason == 'length' and kind == 'resample'").answer.notna().sum() == \
+        sum(r.seed % 4 == 0 for r in stored)
 
 
 def test_bad_run_settings_are_clear_errors(trace, tmp_path, tiny_llama):
@@ -288,4 +369,26 @@ def test_smollm2_run_through_a_transformers_serve_server(smol_trace, tmp_path, e
                                    store=store, reference_answer="7", max_tokens=24, forced_max_tokens=6,
                                    prompt_mode="reference", progress=False)
     check_run(result, store, result.trace_id, smol_trace.n_sentences)
-    assert store.trace_info(result.trace_id)["settings"]["prompt_mode"] == "reference"
+    settings = store.trace_info(result.trace_id)["settings"].values()
+    assert [s["prompt_mode"] for s in settings] == ["reference"] * 2
+    assert all(s["sampler"]["sampler"] == "server" for s in settings)
+
+
+def test_a_local_sampler_is_identified_by_model_dtype_and_weights(tiny_llama):
+    """What the store keys local rollouts on: a model with the same name but other weights or dtype differs."""
+    from anchorlens import random_model
+
+    identity = LocalSampler(tiny_llama, progress=False).identity
+    assert identity == LocalSampler(tiny_llama, progress=False).identity  # stable
+    assert identity["model"] == tiny_llama.anchorlens_name and identity["dtype"] == "torch.float32"
+    twin = random_model("llama", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, seed=0)
+    assert LocalSampler(twin, progress=False).identity == identity  # same weights, same key
+    with torch.no_grad():
+        dict(twin.named_parameters())[sorted(n for n, _ in twin.named_parameters())[-1]].mul_(1.01)
+    changed = LocalSampler(twin, progress=False).identity
+    assert changed["model"] == identity["model"] and changed["weights"] != identity["weights"]
+    with twin.hooks(fwd_hooks=[("blocks.0.hook_resid_post", lambda t, hook: t)]):  # sampling under an intervention
+        assert LocalSampler(twin, progress=False).identity["hooks"] == ["blocks.0.hook_out"]
+    assert "hooks" not in LocalSampler(twin, progress=False).identity
+    half = random_model("llama", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, seed=0, dtype=torch.bfloat16)
+    assert LocalSampler(half, progress=False).identity["dtype"] == "torch.bfloat16"

@@ -1,4 +1,5 @@
-"""The SQLite rollout store: idempotent writes, durable commits, settings checks, several writers."""
+"""The SQLite rollout store: idempotent writes, durable commits, rollouts kept apart by settings, migration of
+schema-1 stores, several writers."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def test_the_key_is_unique(tmp_path):
     store = RolloutStore(tmp_path / "r.sqlite")
     assert store.add(make(0, 1))
     changed = Rollout("t0", 0, "resample", 1, "another text", "another", "7", False, 3)
-    assert not store.add(changed)  # same (trace, sentence, kind, seed): ignored, the first one stays
+    assert not store.add(changed)  # same (trace, settings, sentence, kind, seed): ignored, the first one stays
     assert store.rollouts("t0") == [make(0, 1)]
     assert store.add(make(0, 1, kind="forced"))  # another kind is another key
     assert store.add_many([make(0, 1), make(0, 2), make(0, 3)]) == 2
@@ -74,20 +75,68 @@ def test_bad_paths_are_clear_errors(tmp_path):
         store.add("not a rollout")
 
 
-def test_settings_are_fixed_per_trace(tmp_path):
+def test_rollouts_are_kept_apart_by_their_settings(tmp_path):
     store = RolloutStore(tmp_path / "r.sqlite")
-    settings = {"temperature": 0.6, "top_p": 0.95, "prompt_mode": "trace"}
-    store.register_trace("t0", ["A.", "B."], settings)
-    store.register_trace("t0", ["A.", "B."], dict(settings))  # the same again: fine (a resume)
-    with pytest.raises(StoreError, match=r"temperature: 0.6 then, 1.0 now"):
-        store.register_trace("t0", ["A.", "B."], {**settings, "temperature": 1.0})
+    settings = {"temperature": 0.6, "top_p": 0.95, "max_tokens": 64, "sampler": {"model": "m", "dtype": "float32"}}
+    first = store.register_trace("t0", ["A.", "B."], settings)
+    assert store.register_trace("t0", ["A.", "B."], dict(reversed(settings.items()))) == first  # a resume: same id
+    hotter = store.register_settings("t0", {**settings, "temperature": 1.0})
+    longer = store.register_settings("t0", {**settings, "max_tokens": 128})
+    bf16 = store.register_settings("t0", {**settings, "sampler": {"model": "m", "dtype": "bfloat16"}})
+    assert len({first, hotter, longer, bf16}) == 4
+    # the same (trace, sentence, kind, seed) under two settings: two rollouts, neither replaces the other
+    assert store.add(make(0, 1), settings_id=first)
+    other = Rollout("t0", 0, "resample", 1, "hot text", "hot", "9", False, 7, "length")
+    assert store.add(other, settings_id=hotter)
+    assert not store.add(other, settings_id=hotter)  # but each is stored once
+    assert store.rollouts("t0", settings_id=first) == [make(0, 1)]
+    assert store.rollouts("t0", settings_id=hotter) == [other] and other.truncated
+    assert store.done("t0", first) == store.done("t0", hotter) == {(0, "resample", 1)}
+    assert store.count("t0") == 2 and store.count("t0", settings_id=longer) == 0
+    assert set(store.settings("t0")) == {first, hotter, longer, bf16}
+    assert store.trace_info("t0")["settings"][hotter]["temperature"] == 1.0
+    assert set(store.to_dataframe("t0").settings_id) == {first, hotter}
     with pytest.raises(StoreError, match="other sentences"):
         store.register_trace("t0", ["A.", "C."], settings)
-    store.register_trace("t1", ["A."], {**settings, "temperature": 1.0})  # another trace may differ
-    assert store.trace_ids() == ["t0", "t1"]
-    assert store.trace_info("t0") == {"sentences": ["A.", "B."], "settings": settings}
     with pytest.raises(StoreError, match="no trace"):
         store.trace_info("t9")
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE traces (trace_id TEXT PRIMARY KEY, sentences TEXT NOT NULL, settings TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE rollouts (
+    id INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, sentence_index INTEGER NOT NULL CHECK (sentence_index >= 0),
+    kind TEXT NOT NULL CHECK (kind IN ('resample', 'forced')), seed INTEGER NOT NULL, text TEXT NOT NULL,
+    chunk_resampled TEXT NOT NULL, answer TEXT, is_correct INTEGER, n_tokens INTEGER NOT NULL DEFAULT 0,
+    finish_reason TEXT, sampler TEXT, created REAL NOT NULL, UNIQUE (trace_id, sentence_index, kind, seed)
+);
+INSERT INTO meta VALUES ('schema_version', '1');
+INSERT INTO traces VALUES ('t0', '["A.", "B."]', '{"temperature": 0.6, "max_tokens": 64}', 0);
+INSERT INTO rollouts (trace_id, sentence_index, kind, seed, text, chunk_resampled, answer, is_correct, n_tokens,
+                      finish_reason, sampler, created)
+VALUES ('t0', 0, 'resample', 1, ' So 6.', 'So 6.', '6', 0, 3, 'length', 'local:smollm2', 0),
+       ('t0', 1, 'resample', 2, ' So 4.', 'So 4.', '4', 1, 3, 'stop', 'local:smollm2', 0);
+"""
+
+
+def test_a_schema_1_store_is_migrated(tmp_path):
+    """Stores written before rollouts were keyed on their settings: kept, readable, never mixed into new runs."""
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(V1_SCHEMA)
+    conn.close()
+    store = RolloutStore(path)
+    old = store.rollouts("t0")
+    assert [(r.sentence_index, r.seed, r.answer, r.finish_reason) for r in old] == [(0, 1, "6", "length"), (1, 2, "4", "stop")]
+    (sid, settings), = store.settings("t0").items()
+    assert settings == {"temperature": 0.6, "max_tokens": 64, "sampler": "local:smollm2", "migrated_from_schema": 1}
+    assert store.done("t0", sid) == {(0, "resample", 1), (1, "resample", 2)}
+    new = store.register_settings("t0", {"temperature": 0.6, "max_tokens": 64})
+    assert store.done("t0", new) == set() and store.add(make(0, 1), settings_id=new)
+    store.close()
+    assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone()[0] == "2"
+    assert RolloutStore(path).count("t0") == 3  # reopening a migrated store changes nothing
 
 
 def test_schema_version_is_checked(tmp_path):

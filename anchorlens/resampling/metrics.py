@@ -23,6 +23,18 @@ Conventions (documented choices):
   ``overdeterminedness`` need no i+1 and are computed for the last sentence too (published: 0.0).
 - NaN also marks "not measured" (no forced rollouts, no answered rollouts). Where METHODS.md defines a
   value as 0 (no dissimilar rollout; an empty answer distribution in a KL) it is 0.
+- Answers as equivalence classes (``answer_equivalence=True``, the default): answers that ``check_answer``
+  deems equal (``42``, ``6*7``, ``\\frac{84}{2}``, ``42.0``) are one answer in every answer distribution
+  (the KL metrics, resample and forced); each answer is replaced by its class representative once,
+  before anything is counted (``canonical_answers``). ``answer_equivalence=False`` keeps the published
+  string-level distributions (normalised strings). Accuracy uses ``is_correct`` (already ``check_answer``
+  against the reference) either way; the counterfactual matrix reads sentences, not answers.
+- Intervals: ``n_bootstrap`` resamples of the rollouts within each sentence (answered rollouts, with
+  replacement, each sentence independently, seeded) give percentile intervals for every metric
+  (``<metric>_ci_low`` / ``_ci_high``); ``ImportanceResult.top_sentence`` compares the top sentence with the
+  runner-up on the same resamples.
+- Cut-off rollouts (``finish_reason="length"``) count in ``n_truncated``; their answer is a complete
+  ``\\boxed{}`` or none (``anchorlens.answers.read_answer``).
 
 >>> from anchorlens.resampling.rollout import Rollout
 >>> r = lambda i, ans, ok, chunk="x": Rollout("t", i, "resample", 0, chunk, chunk, ans, ok)
@@ -36,7 +48,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -46,15 +58,21 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from anchorlens.answers import normalize_answer
+from anchorlens.answers import answer_classes, normalize_answer
 from anchorlens.errors import AnchorlensError
 from anchorlens.io import load_arrays, save_arrays
+from anchorlens.resampling.bootstrap import TopSentence, make_group, percentile_interval, replicate_metrics, top_sentence
 from anchorlens.resampling.rollout import FORCED, RESAMPLE, Rollout
 from anchorlens.resampling.similarity import SIMILARITY_THRESHOLD, Embedder, cosine_similarity, embed_unique
 
 KL_ALPHA = 1e-9  # the reference's smoothing constant (1 would be Laplace smoothing)
+N_BOOTSTRAP = 1000
+CONFIDENCE = 0.95
+TRUNCATED_SHARE = 0.25  # warn when more than this share of a sentence's rollouts were cut off
 
 # Column names exactly as in the published chunks_labeled.json, in its order.
+COUNT_COLUMNS = ("n_rollouts", "n_answered", "n_forced", "n_truncated")
+
 METRIC_COLUMNS = (
     "accuracy",
     "resampling_importance_accuracy",
@@ -109,6 +127,25 @@ def kl_divergence(p_counts: Counter, q_counts: Counter, alpha: float = KL_ALPHA)
         q = (q_counts.get(answer, 0) + alpha) / (n_q + alpha * v)
         total += p * math.log(p / q)
     return max(0.0, total)
+
+
+def canonical_answers(rollouts: Sequence[Rollout], reference: str | None = None) -> list[Rollout]:
+    """The rollouts with each answer replaced by the representative of its ``check_answer`` class.
+
+    Classes are formed once over all the answers given (``anchorlens.answers.answer_classes``, visiting the
+    reference answer first when given, then answers from most to least frequent), so every sentence and
+    both kinds share one labelling. Missing and empty answers are left as they are.
+
+    >>> rs = [Rollout("t", 0, "resample", k, "", "", a, None) for k, a in enumerate(["42", "6*7", "41"])]
+    >>> [r.answer for r in canonical_answers(rs)]
+    ['42', '42', '41']
+    """
+    classes = answer_classes([r.answer for r in rollouts], reference)
+    out = []
+    for r in rollouts:
+        key = normalize_answer(r.answer)
+        out.append(replace(r, answer=classes[key]) if key in classes else r)
+    return out
 
 
 def _answered(rollout: Rollout) -> bool:
@@ -217,7 +254,12 @@ class ImportanceResult:
     """Per-sentence importance of one trace. Every metric is a ``Float[Tensor, "sentence"]``.
 
     ``to_dataframe()`` gives one row per sentence with the published column names (``chunk``,
-    ``chunk_idx``, the metrics of ``METRIC_COLUMNS``), plus rollout counts and ``category`` when known.
+    ``chunk_idx``, the metrics of ``METRIC_COLUMNS``), plus rollout counts (``n_rollouts``, ``n_answered``,
+    ``n_forced``, ``n_truncated``), the bootstrap intervals (``<metric>_ci_low`` / ``_ci_high``) and
+    ``category`` when known.
+
+    ``intervals`` maps each metric to its ``[2, sentence]`` (low, high) interval; ``bootstrap`` keeps the
+    ``[draws, sentence]`` replicates behind them (for ``top_sentence``).
 
     >>> df = result.to_dataframe()                                  # doctest: +SKIP
     >>> df.sort_values("counterfactual_importance_kl").tail(3)      # doctest: +SKIP
@@ -240,10 +282,18 @@ class ImportanceResult:
     categories: list[str] | None = None  # taxonomy tag per sentence (METHODS.md 1.4), when known
     trace_id: str | None = None
     extra: dict = field(default_factory=dict)  # other per-sentence columns kept on import (summary, depends_on)
+    n_truncated: Float[Tensor, "sentence"] | None = None  # resample rollouts cut off at the token limit
+    intervals: dict = field(default_factory=dict)  # metric -> Float[Tensor, "2 sentence"] (low, high)
+    bootstrap: dict = field(default_factory=dict)  # metric -> Float[Tensor, "draw sentence"]
+    confidence: float = CONFIDENCE
+    answer_equivalence: bool | None = None  # None: unknown (imported results)
+    run_info: dict = field(default_factory=dict)  # how the rollouts were obtained (resampling_importance fills it)
 
     def __post_init__(self) -> None:
         n = len(self.sentences)
-        for name in (*METRIC_COLUMNS, "n_rollouts", "n_answered", "n_forced"):
+        if self.n_truncated is None:
+            self.n_truncated = torch.full((n,), float("nan"))
+        for name in (*METRIC_COLUMNS, *COUNT_COLUMNS):
             value = torch.as_tensor(getattr(self, name), dtype=torch.float64)
             if value.shape != (n,):
                 raise AnchorlensError(f"{name} has shape {tuple(value.shape)}; expected ({n},), one value per sentence")
@@ -253,6 +303,11 @@ class ImportanceResult:
             raise AnchorlensError(f"counterfactual_matrix must be ({n}, {n}), got {tuple(self.counterfactual_matrix.shape)}")
         if self.categories is not None and len(self.categories) != n:
             raise AnchorlensError(f"{len(self.categories)} categories for {n} sentences; give one per sentence")
+        self.intervals = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in self.intervals.items()}
+        self.bootstrap = {k: torch.as_tensor(v) for k, v in self.bootstrap.items()}
+        for name, value in self.intervals.items():
+            if value.shape != (2, n):
+                raise AnchorlensError(f"the interval of {name} has shape {tuple(value.shape)}; expected (2, {n})")
 
     def __len__(self) -> int:
         return len(self.sentences)
@@ -264,20 +319,56 @@ class ImportanceResult:
         return getattr(self, name)
 
     def to_dataframe(self):
-        """One row per sentence: ``chunk``, ``chunk_idx``, the metrics, counts, and ``category`` if known."""
+        """One row per sentence: ``chunk``, ``chunk_idx``, the metrics, counts, intervals, and ``category`` if known."""
         import pandas as pd
 
         data = {"chunk": list(self.sentences), "chunk_idx": list(range(len(self)))}
         for name in METRIC_COLUMNS:
             data[name] = getattr(self, name).numpy()
-        for name in ("n_rollouts", "n_answered", "n_forced"):
+        for name in COUNT_COLUMNS:
             data[name] = pd.array(getattr(self, name).numpy(), dtype="Int64")  # <NA> where unknown (imported files)
+        for name in METRIC_COLUMNS:
+            if name in self.intervals:
+                data[f"{name}_ci_low"] = self.intervals[name][0].numpy()
+                data[f"{name}_ci_high"] = self.intervals[name][1].numpy()
         if self.categories is not None:
             data["category"] = list(self.categories)
         for name, values in self.extra.items():
             if len(values) == len(self):
                 data[name] = list(values)
         return pd.DataFrame(data)
+
+    def top_sentence(self, metric: str = "resampling_importance_accuracy") -> TopSentence:
+        """The sentence with the highest ``metric``, its interval, and whether it stands out from the runner-up
+        (the interval of top - runner-up over the same bootstrap draws lies above 0).
+
+        ``str()`` of the result is a line for people: "the thought anchor by ...: sentence 4, +0.38 [+0.12,
+        +0.60] ..." or "no sentence stands out from the runner-up ...".
+
+        >>> print(result.top_sentence("resampling_importance_accuracy"))   # doctest: +SKIP
+        """
+        values = self.metric(metric).numpy()
+        samples = self.bootstrap.get(metric)
+        return top_sentence(metric, values, None if samples is None else samples.double().numpy(), self.confidence)
+
+    def truncated_sentences(self, threshold: float = TRUNCATED_SHARE) -> list[int]:
+        """Sentences more than ``threshold`` of whose resample rollouts were cut off at the token limit."""
+        share = self.n_truncated / self.n_rollouts.clamp(min=1)
+        return [int(i) for i in torch.nonzero(share > threshold).flatten()]
+
+    def truncation_message(self, threshold: float = TRUNCATED_SHARE) -> str | None:
+        """A warning naming the sentences ``truncated_sentences`` finds and the setting that fixes it; None if none."""
+        flagged = self.truncated_sentences(threshold)
+        if not flagged:
+            return None
+        shown = ", ".join(str(i) for i in flagged[:12]) + (", ..." if len(flagged) > 12 else "")
+        total, cut = int(self.n_rollouts.nansum()), int(self.n_truncated.nansum())
+        return (
+            f"{len(flagged)} of {len(self)} sentences (sentences {shown}) had more than {threshold:.0%} of their "
+            f"rollouts cut off at the token limit ({cut} of {total} rollouts in all); a cut-off rollout counts only "
+            "if it already wrote a complete \\boxed{} answer. Give the rollouts more tokens: --rollout-tokens on "
+            "the command line, rollout_max_tokens= in analyze, max_tokens= in resampling_importance."
+        )
 
     def plot(self, metric: str = "counterfactual_importance_kl", ax=None):
         """Bars of one metric per sentence, coloured by category when known. Returns the axes.
@@ -299,6 +390,11 @@ class ImportanceResult:
             ax.bar(x, np.nan_to_num(values), color=[colour[c] for c in self.categories])
             handles = [plt.Rectangle((0, 0), 1, 1, color=colour[c]) for c in names]
             ax.legend(handles, names, fontsize=7, ncol=2, frameon=False)
+        if metric in self.intervals:
+            low, high = self.intervals[metric].numpy()
+            ok = np.isfinite(low) & np.isfinite(high) & np.isfinite(values)
+            ax.errorbar(x[ok], values[ok], yerr=[values[ok] - low[ok], high[ok] - values[ok]], fmt="none",
+                        ecolor="black", elinewidth=0.8, capsize=2)
         ax.set_xlabel("sentence")
         ax.set_ylabel(metric)
         ax.set_title(self.trace_id or "sentence importance")
@@ -320,20 +416,30 @@ class ImportanceResult:
 
     def save(self, path: str | Path) -> Path:
         """Write to one ``.npz`` file (arrays plus sentences, categories and extras as JSON)."""
-        arrays = {name: getattr(self, name) for name in (*METRIC_COLUMNS, "n_rollouts", "n_answered", "n_forced")}
+        arrays = {name: getattr(self, name) for name in (*METRIC_COLUMNS, *COUNT_COLUMNS)}
         arrays["counterfactual_matrix"] = self.counterfactual_matrix
-        meta = {"sentences": self.sentences, "categories": self.categories, "trace_id": self.trace_id, "extra": self.extra}
+        arrays.update({f"ci__{k}": v for k, v in self.intervals.items()})
+        arrays.update({f"bootstrap__{k}": v.float() for k, v in self.bootstrap.items()})  # float32: half the file
+        meta = {"sentences": self.sentences, "categories": self.categories, "trace_id": self.trace_id, "extra": self.extra,
+                "confidence": self.confidence, "answer_equivalence": self.answer_equivalence, "run_info": self.run_info}
         return save_arrays(path, arrays, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "ImportanceResult":
         """Read what ``save`` wrote."""
         arrays, meta = load_arrays(path)
+        intervals = {k[len("ci__"):]: arrays.pop(k) for k in list(arrays) if k.startswith("ci__")}
+        bootstrap = {k[len("bootstrap__"):]: arrays.pop(k) for k in list(arrays) if k.startswith("bootstrap__")}
         return cls(
             sentences=meta["sentences"],
             categories=meta.get("categories"),
             trace_id=meta.get("trace_id"),
             extra=meta.get("extra") or {},
+            intervals=intervals,
+            bootstrap=bootstrap,
+            confidence=meta.get("confidence", CONFIDENCE),
+            answer_equivalence=meta.get("answer_equivalence"),
+            run_info=meta.get("run_info") or {},
             **arrays,
         )
 
@@ -382,6 +488,11 @@ def sentence_importance(
     alpha: float = KL_ALPHA,
     compute_matrix: bool = True,
     categories: list[str] | None = None,
+    answer_equivalence: bool = True,
+    reference_answer: str | None = None,
+    n_bootstrap: int = N_BOOTSTRAP,
+    confidence: float = CONFIDENCE,
+    bootstrap_seed: int = 0,
     progress: bool = True,
 ) -> ImportanceResult:
     """All METHODS.md 1.3 metrics for one trace from its rollouts.
@@ -396,6 +507,11 @@ def sentence_importance(
         compute_matrix: also compute the sentence-to-sentence counterfactual matrix (embeds every sentence
             of every rollout's text: the slow part); NaN matrix when False.
         categories: optional taxonomy tag per sentence, carried into the DataFrame and plots.
+        answer_equivalence: count answers that ``check_answer`` deems equal as one answer (default); False
+            gives the published string-level answer distributions.
+        reference_answer: visited first when forming answer classes (optional).
+        n_bootstrap: bootstrap draws for the intervals (0: none); confidence: their level; bootstrap_seed:
+            the draws' seed.
 
     >>> result = sentence_importance(store.rollouts("trace-0"), trace_sentences)   # doctest: +SKIP
     >>> result.to_dataframe().head()                                                # doctest: +SKIP
@@ -403,8 +519,15 @@ def sentence_importance(
     n = len(original_sentences)
     if n == 0:
         raise AnchorlensError("original_sentences is empty: pass the trace's sentences (e.g. [s.text for s in trace.sentences])")
+    if not isinstance(n_bootstrap, int) or n_bootstrap < 0:
+        raise AnchorlensError(f"n_bootstrap must be an integer >= 0 (0: no intervals), got {n_bootstrap!r}")
+    if not 0 < confidence < 1:
+        raise AnchorlensError(f"confidence must lie in (0, 1), e.g. 0.95; got {confidence!r}")
+    if answer_equivalence:
+        rollouts = canonical_answers(rollouts, reference_answer)  # once, before any distribution is counted
     resample, forced = _group(rollouts, n)
     answered = [[r for r in group if _answered(r)] for group in resample]
+    similar_flags: list = [None] * n
     nan = float("nan")
     cols: dict[str, list[float]] = {name: [nan] * n for name in METRIC_COLUMNS}
 
@@ -414,6 +537,7 @@ def sentence_importance(
         if here:
             sims = similarity_to(original_sentences[i], [r.chunk_resampled for r in here], embed)
             similar = sims >= similarity_threshold
+            similar_flags[i] = similar.numpy()
             cols["different_trajectories_fraction"][i] = float((~similar).float().mean())
             cols["overdeterminedness"][i] = overdeterminedness([r.chunk_resampled for r in here])
         else:
@@ -439,6 +563,12 @@ def sentence_importance(
                 cols["counterfactual_importance_accuracy"][i] = 0.0
                 cols["counterfactual_importance_kl"][i] = 0.0
 
+    intervals, samples = {}, {}
+    if n_bootstrap:
+        samples = bootstrap_samples(answered, forced, similar_flags, alpha, n_bootstrap, bootstrap_seed)
+        for name, draws in samples.items():
+            intervals[name] = np.stack(percentile_interval(draws, confidence))
+            samples[name] = torch.from_numpy(draws)
     matrix = torch.full((n, n), nan, dtype=torch.float64)
     if compute_matrix:
         matrix = counterfactual_matrix(
@@ -449,11 +579,38 @@ def sentence_importance(
         n_rollouts=torch.tensor([len(g) for g in resample], dtype=torch.float64),
         n_answered=torch.tensor([len(g) for g in answered], dtype=torch.float64),
         n_forced=torch.tensor([len(g) for g in forced], dtype=torch.float64),
+        n_truncated=torch.tensor([sum(r.truncated for r in g) for g in resample], dtype=torch.float64),
         counterfactual_matrix=matrix,
         categories=categories,
         trace_id=rollouts[0].trace_id if rollouts else None,
+        intervals=intervals,
+        bootstrap=samples,
+        confidence=confidence,
+        answer_equivalence=answer_equivalence,
         **{name: torch.tensor(values, dtype=torch.float64) for name, values in cols.items()},
     )
+
+
+def bootstrap_samples(answered: Sequence[Sequence[Rollout]], forced: Sequence[Sequence[Rollout]],
+                      similar: Sequence, alpha: float, n_bootstrap: int | None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Every metric recomputed on ``n_bootstrap`` draws of each sentence's rollouts: ``{metric: [draws, sentence]}``.
+
+    ``answered[i]``: the answered resample rollouts at i; ``forced[i]``: the forced rollouts at i (the
+    unanswered are dropped here); ``similar[i]``: whether each of ``answered[i]`` kept sentence i (cosine >=
+    threshold), None when ``answered[i]`` is empty. ``n_bootstrap=None`` gives the point values (one draw).
+    """
+    ids: dict = {}
+    chunk_ids: dict = {}
+    groups = [
+        make_group([normalize_answer(r.answer) for r in g], [r.is_correct for r in g], ids,
+                   similar=sim, chunks=[r.chunk_resampled for r in g], chunk_ids=chunk_ids)
+        for g, sim in zip(answered, similar)
+    ]
+    forced_groups = []
+    for g in forced:
+        g = [r for r in g if _answered(r)]
+        forced_groups.append(make_group([normalize_answer(r.answer) for r in g], [r.is_correct for r in g], ids))
+    return replicate_metrics(groups, forced_groups, alpha, n_bootstrap, seed)
 
 
 def counterfactual_matrix(

@@ -22,6 +22,8 @@ class Rollout:
         answer: the extracted final answer, None if there is none.
         is_correct: whether ``answer`` matches the reference answer, None if unknown.
         n_tokens: generated tokens.
+        finish_reason: ``"stop"`` (the model ended it) or ``"length"`` (cut off at the token limit: its
+            answer, if any, is a complete ``\\boxed{}``; see ``anchorlens.answers.read_answer``).
     """
 
     trace_id: str
@@ -33,3 +35,9 @@ class Rollout:
     answer: str | None
     is_correct: bool | None
     n_tokens: int = 0
+    finish_reason: str = "stop"
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the rollout was cut off at the token limit."""
+        return self.finish_reason == "length"

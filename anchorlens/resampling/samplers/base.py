@@ -101,6 +101,13 @@ class Sampler(ABC):
     #: a short description of where completions come from, recorded with each run (model name, URL)
     name: str = "sampler"
 
+    @property
+    def identity(self) -> dict:
+        """What makes this sampler's completions what they are, as a JSON-able dict: part of the key the
+        rollout store files rollouts under (with the sampling settings). Subclasses add the model's
+        identity (name, dtype, weights); the default is the sampler's ``name``."""
+        return {"sampler": self.name}
+
     @abstractmethod
     def stream(self, requests: Sequence[SampleRequest], params: SamplingParams) -> Iterator[Completion]:
         """Yield one ``Completion`` per request, each as soon as it is finished (any order)."""

@@ -82,6 +82,11 @@ class ServerSampler(Sampler):
         self.model = model or self._first_model()
         self.name = f"server:{self.base_url}:{self.model}"
 
+    @property
+    def identity(self) -> dict:
+        """The model name the server serves (not its URL: the same model behind another host samples the same)."""
+        return {"sampler": "server", "model": self.model}
+
     # ------------------------------------------------------------------ the Sampler interface
 
     def stream(self, requests: Sequence[SampleRequest], params: SamplingParams) -> Iterator[Completion]:
