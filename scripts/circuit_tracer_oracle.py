@@ -50,6 +50,19 @@ def four_x_copy(model_dir: Path, target: Path) -> Path:
     return target
 
 
+def attribution_targets(model, spec: dict):
+    """circuit-tracer's ``attribution_targets`` from the JSON spec of a case."""
+    if "ids" in spec:
+        return torch.tensor(spec["ids"])
+    if "strings" in spec:
+        return list(spec["strings"])
+    from circuit_tracer.attribution.targets import CustomTarget
+
+    W_U = model.unembed_proj.detach().float()  # [vocab, d_model] on the nnsight backend
+    one = lambda s: model.tokenizer.encode(s, add_special_tokens=False)[0]  # noqa: E731
+    return [CustomTarget(label, weight, W_U[one(a)] - W_U[one(b)]) for label, weight, a, b in spec["logit_diffs"]]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, type=Path)
@@ -63,6 +76,11 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1, help="attribute this many times; the fastest is reported")
     parser.add_argument("--json-dir", type=Path, help="also write circuit-tracer's frontend JSON here")
+    parser.add_argument("--input-hook", default="mlp.hook_in", help="the transcoders' feature_input_hook")
+    parser.add_argument("--output-hook", default="hook_mlp_out", help="the transcoders' feature_output_hook")
+    parser.add_argument("--targets", help="attribution_targets as JSON: {\"ids\": [...]}, {\"strings\": [...]} or "
+                        "{\"logit_diffs\": [[label, weight, token, other], ...]} (custom targets: the difference "
+                        "of the two tokens' unembedding rows); default: the salient logits")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -72,17 +90,19 @@ def main(argv=None) -> int:
 
     layer_files = sorted(args.transcoders.glob("layer_*.safetensors"), key=lambda p: int(p.stem.split("_")[1]))
     transcoders = load_transcoder_set({i: str(p) for i, p in enumerate(layer_files)}, scan="anchorlens-oracle",
-                                      feature_input_hook="mlp.hook_in", feature_output_hook="hook_mlp_out",
+                                      feature_input_hook=args.input_hook, feature_output_hook=args.output_hook,
                                       device=torch.device("cpu"), dtype=torch.float32,
                                       lazy_encoder=False, lazy_decoder=False)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = four_x_copy(args.model, Path(tmp) / "model")
         model = ReplacementModel.from_pretrained_and_transcoders(str(model_dir), transcoders, backend="nnsight",
                                                                  device=torch.device("cpu"), dtype=torch.float32)
+        targets = attribution_targets(model, json.loads(args.targets)) if args.targets else None
         seconds = []
         for _ in range(args.repeat):
             started = time.perf_counter()
-            graph = attribute(args.prompt, model, batch_size=args.batch_size, max_feature_nodes=args.max_feature_nodes)
+            graph = attribute(args.prompt, model, batch_size=args.batch_size, max_feature_nodes=args.max_feature_nodes,
+                              attribution_targets=targets)
             seconds.append(time.perf_counter() - started)
         if args.json_dir:
             from circuit_tracer.utils.create_graph_files import create_graph_files
@@ -108,6 +128,7 @@ def main(argv=None) -> int:
         activation_values=graph.activation_values.cpu().numpy(),
         logit_token_ids=graph.logit_token_ids.cpu().numpy(),
         logit_probabilities=graph.logit_probabilities.cpu().numpy(),
+        logit_labels=np.array([target.token_str for target in graph.logit_targets]),
         node_mask=node_mask.numpy(), edge_mask=edge_mask.numpy(), cumulative_scores=cumulative.numpy(),
         scores=np.array([replacement, completeness]),
         pruned_scores=np.array([pruned_replacement, pruned_completeness]),
