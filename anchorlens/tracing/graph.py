@@ -202,7 +202,7 @@ class AttributionGraph:
         """The position among the target nodes of ``target``: a token id (or custom id) or a label."""
         keys = self.logit_token_ids.tolist() if isinstance(target, int) else self.logit_labels
         if target not in keys:
-            raise ValueError(f"{target!r} is not a logit / target node of this graph (those are {keys})")
+            raise ValueError(f"{target!r} is not a logit node (target) of this graph (those are {keys})")
         return keys.index(target)
 
     def sentence_attribution(self, token_spans: list[tuple[int, int]],
