@@ -132,6 +132,7 @@ from anchorlens.tracing.graph import AttributionGraph
 from anchorlens.tracing.training import train_transcoders
 from anchorlens.tracing.transcoders import Transcoder, TranscoderError, TranscoderSet, load_transcoders
 from anchorlens.tracing.targets import CustomTarget, TargetError, logit_difference_target
+from anchorlens.tracing.intervention import InterventionResult, feature_intervention
 
 # Causal mediation analysis (Stolfo, Belinkov, Sachan 2023): patch counterfactual activations cell by cell
 from anchorlens.mediation import (
@@ -189,6 +190,7 @@ __all__ = [
     "Transcoder",
     "TranscoderSet", "TranscoderError",
     "CustomTarget", "TargetError", "logit_difference_target",
+    "feature_intervention", "InterventionResult",
     # the report
     "analyze", "Analysis", "build_report", "ReportData",
     # causal mediation analysis

@@ -81,6 +81,9 @@ def main(argv=None) -> int:
     parser.add_argument("--targets", help="attribution_targets as JSON: {\"ids\": [...]}, {\"strings\": [...]} or "
                         "{\"logit_diffs\": [[label, weight, token, other], ...]} (custom targets: the difference "
                         "of the two tokens' unembedding rows); default: the salient logits")
+    parser.add_argument("--interventions", help="also run feature_intervention: JSON list of {\"interventions\": "
+                        "[[layer, position, feature, value], ...], \"freeze_attention\": bool, "
+                        "\"constrained_layers\": [start, stop] or null}, on the prompt's tokens")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -104,6 +107,21 @@ def main(argv=None) -> int:
             graph = attribute(args.prompt, model, batch_size=args.batch_size, max_feature_nodes=args.max_feature_nodes,
                               attribution_targets=targets)
             seconds.append(time.perf_counter() - started)
+        interventions = {}
+        input_ids = model.ensure_tokenized(args.prompt)
+        # its nnsight backend counts positions by tokenizing a string (a tensor fails without frozen attention):
+        # the text whose tokens are the graph's, special token in front included
+        text = model.tokenizer.decode(input_ids)
+        assert model.tokenizer(text).input_ids == input_ids.tolist(), "the text does not give the graph's tokens"
+        for i, setting in enumerate(json.loads(args.interventions) if args.interventions else []):
+            constrained = range(*setting["constrained_layers"]) if setting.get("constrained_layers") else None
+            logits, acts = model.feature_intervention(text, [tuple(x) for x in setting["interventions"]],
+                                                      constrained_layers=constrained,
+                                                      freeze_attention=setting["freeze_attention"])
+            logits = logits.squeeze(0).float().cpu().numpy()  # kept small: the last position, and 512 ids at all
+            interventions[f"intervention_{i}_last_logits"] = logits[-1]
+            interventions[f"intervention_{i}_logits_head"] = logits[:, :512]
+            interventions[f"intervention_{i}_activations"] = acts.float().cpu().numpy()
         if args.json_dir:
             from circuit_tracer.utils.create_graph_files import create_graph_files
 
@@ -135,6 +153,7 @@ def main(argv=None) -> int:
         seconds=np.array(min(seconds)),
         peak_rss_mb=np.array(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         prompt=np.array(args.prompt),
+        **interventions,
     )
     print(json.dumps({"nodes": int(graph.adjacency_matrix.shape[0]), "features": int(len(graph.selected_features)),
                       "scores": [replacement, completeness], "seconds": min(seconds)}))

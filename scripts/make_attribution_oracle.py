@@ -76,6 +76,8 @@ def main(argv=None) -> int:
                                    "--input-hook", case.get("input_hook", "mlp.hook_in"),
                                    "--output-hook", case.get("output_hook", "hook_mlp_out"),
                                    *(["--targets", json.dumps(case["targets"])] if case.get("targets") else []),
+                                   *(["--interventions", json.dumps(case["interventions"])]
+                                     if case.get("interventions") else []),
                                    *(["--max-feature-nodes", str(case["max_feature_nodes"])]
                                      if case.get("max_feature_nodes") else [])],
                                   capture_output=True, text=True)

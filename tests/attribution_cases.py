@@ -45,6 +45,30 @@ CASES = {
                                     "max_feature_nodes": 60, "batch_size": 8,
                                     "targets": {"logit_diffs": [["logit( Paris)-logit( Rome)", 0.7, " Paris", " Rome"],
                                                                 ["London not Berlin", 0.3, " London", " Berlin"]]}},
+    # feature_intervention (graph coordinates): frozen attention, free attention, every MLP and norm frozen
+    "tiny_llama_relu_interventions": {
+        "model": "random", "n_layers": 2, "d_model": 64, "n_heads": 4, "n_kv_heads": 2, "seed": 0,
+        "n_features": 48, "activation": "relu", "skip": False, "tc_seed": 1, "enc_bias": 0.0,
+        "prompt": "The capital of France is",
+        "interventions": [
+            {"interventions": [[0, 5, 2, 0.0], [0, 3, 1, 4.0], [1, 5, 7, 3.0], [0, 5, 6, 10.0]],
+             "freeze_attention": True, "constrained_layers": None},
+            {"interventions": [[0, 5, 2, 0.0], [0, 3, 1, 4.0], [1, 5, 7, 3.0], [0, 5, 6, 10.0]],
+             "freeze_attention": False, "constrained_layers": None},
+            {"interventions": [[0, 5, 2, 0.0], [0, 3, 1, 4.0], [1, 5, 7, 3.0], [0, 5, 6, 10.0]],
+             "freeze_attention": True, "constrained_layers": [0, 2]},
+        ]},
+    # with skip connections and JumpReLU; MLPs of layers 0-1 frozen (the layer-2 intervention is then ignored)
+    "tiny_llama_jumprelu_skip_interventions": {
+        "model": "random", "n_layers": 3, "d_model": 64, "n_heads": 4, "n_kv_heads": 2, "seed": 2,
+        "n_features": 48, "activation": "jumprelu", "skip": True, "tc_seed": 3, "enc_bias": 0.0,
+        "prompt": "The capital of France is",
+        "interventions": [
+            {"interventions": [[0, 5, 1, 0.0], [1, 4, 3, 6.0], [2, 5, 12, 0.0]],
+             "freeze_attention": True, "constrained_layers": None},
+            {"interventions": [[0, 5, 1, 0.0], [1, 4, 3, 6.0], [2, 5, 12, 0.0]],
+             "freeze_attention": True, "constrained_layers": [0, 2]},
+        ]},
     "smollm2_relu": {"model": "smollm2", "n_features": 16, "activation": "relu", "skip": False, "tc_seed": 4,
                      "enc_bias": -0.2, "prompt": "The capital of France is"},
     "smollm2_jumprelu_skip": {"model": "smollm2", "n_features": 16, "activation": "jumprelu", "skip": True,

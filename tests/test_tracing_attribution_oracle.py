@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 import anchorlens as al
@@ -142,3 +143,28 @@ def test_circuit_tracers_hook_names_mean_the_same_places(one_torch_thread):
     graph = attribution_graph(case_model(case), transcoders, case["prompt"], progress=False)
     with pytest.raises(AssertionError):
         compare(graph, np.load(DATA / "tiny_llama_resid_mid_skip.npz"))
+
+
+@pytest.mark.parametrize("name", ["tiny_llama_relu_interventions", "tiny_llama_jumprelu_skip_interventions"])
+def test_feature_intervention_equals_circuit_tracers(name, one_torch_thread):
+    """Logits and feature activations of circuit-tracer's feature_intervention: attention frozen or free, MLPs and
+    norms frozen (constrained_layers), skip connections; the same within 1e-4 relative."""
+    case = CASES[name]
+    ref = np.load(DATA / f"{name}.npz")
+    model, transcoders = case_model(case), case_transcoders(case)
+    results = []
+    for i, setting in enumerate(case["interventions"]):
+        constrained = range(*setting["constrained_layers"]) if setting["constrained_layers"] else None
+        result = al.feature_intervention(model, transcoders, case["prompt"], setting["interventions"],
+                                         freeze_attention=setting["freeze_attention"], constrained_layers=constrained)
+        # stored: the last position's logits, and the first 512 token ids' logits at every position
+        for ours, theirs in ((result.logits[-1], ref[f"intervention_{i}_last_logits"]),
+                             (result.logits[:, :512], ref[f"intervention_{i}_logits_head"]),
+                             (result.activations, ref[f"intervention_{i}_activations"])):
+            assert ours.shape == theirs.shape
+            assert np.all(np.abs(ours.numpy() - theirs) <= 1e-4 * np.abs(theirs) + 1e-6 * np.abs(theirs).max())
+        assert not np.allclose(ref[f"intervention_{i}_last_logits"], result.clean_logits[-1].numpy(), atol=1e-2)
+        results.append(result)
+    # controls: the settings give different logits, so each comparison tests its own freezing
+    for a, b in zip(results, results[1:]):
+        assert not torch.allclose(a.logits, b.logits, atol=1e-4)

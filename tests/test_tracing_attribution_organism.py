@@ -140,3 +140,45 @@ def test_control_real_mlps_fail_the_checks(organism, one_torch_thread):
     with pytest.raises(AssertionError):
         organism_checks(model, transcoders, graph)
     assert graph.scores()[0] < 0.99
+
+
+def test_intervening_on_the_planted_feature_flips_the_answer(organism, one_torch_thread, tmp_path):
+    """Switching off the planted layer-1 feature (a graph node turned into an intervention) takes " Paris" from
+    the top; switching off an unrelated active feature at the same place leaves it there."""
+    model, transcoders = organism
+    prompt = "The capital of France is"
+    with mlps_replaced_by(model, transcoders):
+        graph = attribution_graph(model, transcoders, prompt, progress=False)
+        last = graph.n_pos - 1
+        feats = graph.active_features.tolist()
+        planted = feats.index([1, last, 0])
+        unrelated = next(i for i, (layer, pos, f) in enumerate(feats) if layer == 1 and pos == last and f != 0)
+        off = al.feature_intervention(model, transcoders, prompt, graph.feature_interventions([planted]))
+        other = al.feature_intervention(model, transcoders, prompt, graph.feature_interventions(unrelated))
+        clean_top = int(off.clean_logits[-1].argmax())
+        assert clean_top == TARGET
+        assert int(off.logits[-1].argmax()) != TARGET  # the answer flips
+        assert int(other.logits[-1].argmax()) == TARGET  # an unrelated feature does not flip it
+        assert off.activations[1, last, 0] == pytest.approx(float(graph.activations[planted]), rel=1e-4)  # read before
+        # upstream: switching off the layer-0 planted feature silences the layer-1 one (the effect propagates
+        # through the MLP) and flips the answer; steering the layer-1 feature back to its value restores it
+        upstream = graph.feature_interventions([feats.index([0, last, 0])])
+        silenced = al.feature_intervention(model, transcoders, prompt, upstream)
+        assert silenced.activations[1, last, 0] < 0.1 * graph.activations[planted]
+        assert int(silenced.logits[-1].argmax()) != TARGET
+        steered = al.feature_intervention(model, transcoders, prompt,
+                                          upstream + graph.feature_interventions([planted], scale=1.0))
+        assert int(steered.logits[-1].argmax()) == TARGET
+    back = al.InterventionResult.load(off.save(tmp_path / "off.npz"))
+    torch.testing.assert_close(back.logits, off.logits)
+    assert back.interventions == off.interventions and back.top_tokens().equals(off.top_tokens())
+
+
+def test_bad_interventions(organism, one_torch_thread):
+    model, transcoders = organism
+    for interventions, message in [([(2, 0, 0, 1.0)], "layer 2"), ([(0, 99, 0, 1.0)], "position 99"),
+                                   ([(0, 1, N_FEAT, 1.0)], "feature 16"), ([(0, 1, 0)], "layer, position")]:
+        with pytest.raises(al.AttributionInputError, match=message):
+            al.feature_intervention(model, transcoders, "Hello world", interventions)
+    with pytest.raises(al.AttributionInputError, match="constrained_layers"):
+        al.feature_intervention(model, transcoders, "Hello world", [(0, 1, 0, 1.0)], constrained_layers=range(0))

@@ -15,3 +15,4 @@ from anchorlens.tracing.transcoders import Transcoder, TranscoderError, Transcod
 from anchorlens.tracing.graph import AttributionGraph
 from anchorlens.tracing.attribution import AttributionInputError, attribution_graph
 from anchorlens.tracing.targets import CustomTarget, TargetError, logit_difference_target
+from anchorlens.tracing.intervention import InterventionResult, feature_intervention

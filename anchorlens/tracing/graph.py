@@ -197,6 +197,19 @@ class AttributionGraph:
         """
         return graph_scores(self.adjacency, self.logit_weights(), self.error_slice, self.token_slice)
 
+    def feature_interventions(self, nodes, value: float | None = None, scale: float = 0.0) -> list[tuple]:
+        """Interventions ``(layer, position, feature, value)`` on feature nodes (indices into the adjacency, as in
+        ``nodes``), for ``feature_intervention``: each set to ``value``, or to ``scale`` times its activation in
+        this graph (0: switched off, the default; 2: doubled)."""
+        out = []
+        for node in [nodes] if isinstance(nodes, int) else list(nodes):
+            node = int(node)
+            if not 0 <= node < self.n_features:
+                raise ValueError(f"node {node} is not a feature node (those are 0..{self.n_features - 1})")
+            layer, position, feature = self.active_features[node].tolist()
+            out.append((layer, position, feature, float(self.activations[node]) * scale if value is None else value))
+        return out
+
     # ----- views
     def target_index(self, target: int | str) -> int:
         """The position among the target nodes of ``target``: a token id (or custom id) or a label."""
