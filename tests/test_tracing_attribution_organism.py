@@ -174,11 +174,21 @@ def test_intervening_on_the_planted_feature_flips_the_answer(organism, one_torch
     assert back.interventions == off.interventions and back.top_tokens().equals(off.top_tokens())
 
 
-def test_bad_interventions(organism, one_torch_thread):
+def test_bad_interventions(organism, one_torch_thread, tmp_path):
     model, transcoders = organism
     for interventions, message in [([(2, 0, 0, 1.0)], "layer 2"), ([(0, 99, 0, 1.0)], "position 99"),
                                    ([(0, 1, N_FEAT, 1.0)], "feature 16"), ([(0, 1, 0)], "layer, position")]:
         with pytest.raises(al.AttributionInputError, match=message):
             al.feature_intervention(model, transcoders, "Hello world", interventions)
+    with pytest.raises(al.AttributionInputError, match="not all within"):
+        al.feature_intervention(model, transcoders, "Hello world", [(0, torch.tensor([1, 9]), 0, 1.0)])
+    # several positions at once (a tensor or a slice) are those interventions one by one
+    many = al.feature_intervention(model, transcoders, "Hello world", [(0, torch.tensor([1, 2]), 3, 2.0)])
+    one_by_one = al.feature_intervention(model, transcoders, "Hello world", [(0, 1, 3, 2.0), (0, 2, 3, 2.0)])
+    sliced = al.feature_intervention(model, transcoders, "Hello world", [(0, slice(1, 3), 3, 2.0)])
+    torch.testing.assert_close(many.logits, one_by_one.logits)
+    torch.testing.assert_close(sliced.logits, one_by_one.logits)
+    assert not torch.allclose(many.logits, many.clean_logits)
+    assert al.InterventionResult.load(sliced.save(tmp_path / "s.npz")).interventions == [(0, slice(1, 3), 3, 2.0)]
     with pytest.raises(al.AttributionInputError, match="constrained_layers"):
         al.feature_intervention(model, transcoders, "Hello world", [(0, 1, 0, 1.0)], constrained_layers=range(0))

@@ -69,15 +69,16 @@ class InterventionResult:
     def save(self, path: str | Path) -> Path:
         arrays = {"tokens": self.tokens, "logits": self.logits, "activations": self.activations,
                   "clean_logits": self.clean_logits}
-        rows = [[int(l), [p.start, p.stop, p.step] if isinstance(p, slice) else int(p), int(f), float(v)]
-                for l, p, f, v in self.interventions]
+        rows = [[int(l), {"slice": [p.start, p.stop, p.step]} if isinstance(p, slice) else
+                 (p.tolist() if isinstance(p, Tensor) else int(p)), int(f), float(v)] for l, p, f, v in self.interventions]
         return save_arrays(path, arrays, {"interventions": rows, "token_strings": self.token_strings},
                            kind="InterventionResult")
 
     @classmethod
     def load(cls, path: str | Path) -> "InterventionResult":
         arrays, meta = load_arrays(path, kind="InterventionResult")
-        rows = [(l, slice(*p) if isinstance(p, list) else p, f, v) for l, p, f, v in meta["interventions"]]
+        position = lambda p: slice(*p["slice"]) if isinstance(p, dict) else (torch.tensor(p) if isinstance(p, list) else p)  # noqa: E731
+        rows = [(l, position(p), f, v) for l, p, f, v in meta["interventions"]]
         return cls(**arrays, interventions=rows, token_strings=meta["token_strings"])
 
 
@@ -93,7 +94,7 @@ def feature_intervention(
 
     Args:
         interventions: ``(layer, position, feature, value)`` tuples; ``position`` in the graph's coordinates (an
-            int, negative from the end, or a slice); e.g. ``(1, 5, 17, 0.0)`` switches a feature off, a larger
+            int, negative from the end, a slice, or a tensor of positions); e.g. ``(1, 5, 17, 0.0)`` switches a feature off, a larger
             value steers with it. ``AttributionGraph.feature_interventions`` makes them from graph nodes.
         freeze_attention: keep the clean attention patterns.
         constrained_layers: freeze these layers' MLP outputs at their clean values (attention is then frozen too);
@@ -134,7 +135,12 @@ def _check(intervention, n_layers: int, n_pos: int, n_feat: int) -> tuple:
         raise AttributionInputError(f"intervention layer {layer} is not a layer of the model (0..{n_layers - 1})")
     if not 0 <= feature < n_feat:
         raise AttributionInputError(f"intervention feature {feature} is not a transcoder feature (0..{n_feat - 1})")
-    if not isinstance(position, slice):
+    if isinstance(position, (Tensor, list, tuple)) and torch.as_tensor(position).numel() != 1:
+        position = torch.as_tensor(position, dtype=torch.long).reshape(-1)  # several positions, as circuit-tracer
+        if position.numel() == 0 or not ((position >= -n_pos) & (position < n_pos)).all():
+            raise AttributionInputError(f"intervention positions {position.tolist()} are not all within the "
+                                        f"prompt's {n_pos} tokens (positions count the special token in front)")
+    elif not isinstance(position, slice):
         position = int(position)
         if not -n_pos <= position < n_pos:
             raise AttributionInputError(f"intervention position {position} is outside the prompt's {n_pos} tokens "
