@@ -132,7 +132,8 @@ from anchorlens.tracing.graph import AttributionGraph
 from anchorlens.tracing.training import train_transcoders
 from anchorlens.tracing.transcoders import Transcoder, TranscoderError, TranscoderSet, load_transcoders
 from anchorlens.tracing.targets import CustomTarget, TargetError, logit_difference_target
-from anchorlens.tracing.intervention import InterventionResult, feature_intervention
+from anchorlens.tracing.intervention import (GenerationResult, InterventionResult, feature_intervention,
+                                            feature_intervention_generate)
 
 # Causal mediation analysis (Stolfo, Belinkov, Sachan 2023): patch counterfactual activations cell by cell
 from anchorlens.mediation import (
@@ -190,7 +191,7 @@ __all__ = [
     "Transcoder",
     "TranscoderSet", "TranscoderError",
     "CustomTarget", "TargetError", "logit_difference_target",
-    "feature_intervention", "InterventionResult",
+    "feature_intervention", "InterventionResult", "feature_intervention_generate", "GenerationResult",
     # the report
     "analyze", "Analysis", "build_report", "ReportData",
     # causal mediation analysis

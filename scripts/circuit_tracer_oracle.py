@@ -46,6 +46,7 @@ def four_x_copy(model_dir: Path, target: Path) -> Path:
         settings = json.loads(tok_config.read_text())
         if settings.get("tokenizer_class") in (None, "TokenizersBackend"):
             settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+        settings.setdefault("model_input_names", ["input_ids", "attention_mask"])  # no token_type_ids for generate
         tok_config.write_text(json.dumps(settings, indent=2))
     return target
 
@@ -83,7 +84,8 @@ def main(argv=None) -> int:
                         "of the two tokens' unembedding rows); default: the salient logits")
     parser.add_argument("--interventions", help="also run feature_intervention: JSON list of {\"interventions\": "
                         "[[layer, position, feature, value], ...], \"freeze_attention\": bool, "
-                        "\"constrained_layers\": [start, stop] or null}, on the prompt's tokens")
+                        "\"constrained_layers\": [start, stop] or null, optional \"generate\": new tokens}, on the "
+                        "prompt's tokens; a position [start] is open-ended, slice(start, None)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -115,13 +117,23 @@ def main(argv=None) -> int:
         assert model.tokenizer(text).input_ids == input_ids.tolist(), "the text does not give the graph's tokens"
         for i, setting in enumerate(json.loads(args.interventions) if args.interventions else []):
             constrained = range(*setting["constrained_layers"]) if setting.get("constrained_layers") else None
-            logits, acts = model.feature_intervention(text, [tuple(x) for x in setting["interventions"]],
+            # a position written [start] is open-ended, slice(start, None): it also acts on generated tokens
+            steps = [(x[0], slice(x[1][0], None) if isinstance(x[1], list) else x[1], x[2], x[3])
+                     for x in setting["interventions"]]
+            logits, acts = model.feature_intervention(text, steps,
                                                       constrained_layers=constrained,
                                                       freeze_attention=setting["freeze_attention"])
             logits = logits.squeeze(0).float().cpu().numpy()  # kept small: the last position, and 512 ids at all
             interventions[f"intervention_{i}_last_logits"] = logits[-1]
             interventions[f"intervention_{i}_logits_head"] = logits[:, :512]
             interventions[f"intervention_{i}_activations"] = acts.float().cpu().numpy()
+            if setting.get("generate"):  # greedy decoding with its kv cache
+                text_out, logits, acts = model.feature_intervention_generate(
+                    text, steps, constrained_layers=constrained, freeze_attention=setting["freeze_attention"],
+                    max_new_tokens=setting["generate"], do_sample=False)
+                interventions[f"generate_{i}_text"] = np.array(text_out)
+                interventions[f"generate_{i}_last_logits"] = logits[-1].float().cpu().numpy()
+                interventions[f"generate_{i}_activations"] = acts.float().cpu().numpy()
         if args.json_dir:
             from circuit_tracer.utils.create_graph_files import create_graph_files
 

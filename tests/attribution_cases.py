@@ -69,6 +69,20 @@ CASES = {
             {"interventions": [[0, 5, 1, 0.0], [1, 4, 3, 6.0], [2, 5, 12, 0.0]],
              "freeze_attention": True, "constrained_layers": [0, 2]},
         ]},
+    # feature_intervention_generate: 6 greedy tokens; [3] is an open-ended position (slice(3, None)), which also
+    # acts on every generated token
+    "tiny_llama_relu_generate": {
+        "model": "random", "n_layers": 2, "d_model": 64, "n_heads": 4, "n_kv_heads": 2, "seed": 0,
+        "n_features": 48, "activation": "relu", "skip": False, "tc_seed": 1, "enc_bias": 0.0,
+        "prompt": "The capital of France is",
+        "interventions": [
+            {"interventions": [[0, 5, 2, 0.0], [1, [3], 7, 8.0], [0, [1], 6, 10.0]],
+             "freeze_attention": True, "constrained_layers": None, "generate": 6},
+            {"interventions": [[0, 5, 2, 0.0], [1, [3], 7, 8.0], [0, [1], 6, 10.0]],
+             "freeze_attention": True, "constrained_layers": [0, 2], "generate": 6},
+            {"interventions": [[0, 5, 2, 0.0], [1, [3], 7, 8.0], [0, [1], 6, 10.0]],
+             "freeze_attention": False, "constrained_layers": None, "generate": 6},
+        ]},
     "smollm2_relu": {"model": "smollm2", "n_features": 16, "activation": "relu", "skip": False, "tc_seed": 4,
                      "enc_bias": -0.2, "prompt": "The capital of France is"},
     "smollm2_jumprelu_skip": {"model": "smollm2", "n_features": 16, "activation": "jumprelu", "skip": True,

@@ -168,3 +168,30 @@ def test_feature_intervention_equals_circuit_tracers(name, one_torch_thread):
     # controls: the settings give different logits, so each comparison tests its own freezing
     for a, b in zip(results, results[1:]):
         assert not torch.allclose(a.logits, b.logits, atol=1e-4)
+
+
+def test_generation_under_interventions_equals_circuit_tracers(one_torch_thread):
+    """feature_intervention_generate, greedy, 6 tokens, with open-ended positions (slice(3, None)) that act on every
+    generated token: circuit-tracer's text (computed with its KV cache), last logits and all activations, with
+    attention frozen, with MLPs and norms frozen, and free; and feature_intervention on the same interventions."""
+    name = "tiny_llama_relu_generate"
+    case, ref = CASES[name], np.load(DATA / f"{name}.npz")
+    model, transcoders = case_model(case), case_transcoders(case)
+    for i, setting in enumerate(case["interventions"]):
+        interventions = [(x[0], slice(x[1][0], None) if isinstance(x[1], list) else x[1], x[2], x[3])
+                         for x in setting["interventions"]]
+        constrained = range(*setting["constrained_layers"]) if setting["constrained_layers"] else None
+        kwargs = dict(freeze_attention=setting["freeze_attention"], constrained_layers=constrained)
+        result = al.feature_intervention(model, transcoders, case["prompt"], interventions, **kwargs)
+        generated = al.feature_intervention_generate(model, transcoders, case["prompt"], interventions,
+                                                     max_new_tokens=setting["generate"], **kwargs)
+        assert generated.text == str(ref[f"generate_{i}_text"])
+        assert generated.text != generated.clean_text  # the interventions change the continuation
+        for ours, theirs in ((result.logits[-1], ref[f"intervention_{i}_last_logits"]),
+                             (result.activations, ref[f"intervention_{i}_activations"]),
+                             (generated.logits[-1], ref[f"generate_{i}_last_logits"]),
+                             (generated.activations, ref[f"generate_{i}_activations"])):
+            assert ours.shape == theirs.shape
+            assert np.all(np.abs(ours.numpy() - theirs) <= 1e-4 * np.abs(theirs) + 1e-6 * np.abs(theirs).max())
+        # the prompt's positions are those of feature_intervention (the first step)
+        torch.testing.assert_close(generated.logits[: generated.n_prompt], result.logits, rtol=1e-4, atol=1e-5)

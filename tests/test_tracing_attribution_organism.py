@@ -192,3 +192,26 @@ def test_bad_interventions(organism, one_torch_thread, tmp_path):
     assert al.InterventionResult.load(sliced.save(tmp_path / "s.npz")).interventions == [(0, slice(1, 3), 3, 2.0)]
     with pytest.raises(al.AttributionInputError, match="constrained_layers"):
         al.feature_intervention(model, transcoders, "Hello world", [(0, 1, 0, 1.0)], constrained_layers=range(0))
+
+
+def test_generation_without_the_planted_feature_never_says_paris(organism, one_torch_thread, tmp_path):
+    """The organism says " Paris" after any token; switching the planted feature off from position 1 on, on the
+    prompt and on every generated token (an open-ended position), it never does; off only on the prompt's last
+    token, only the first new token changes."""
+    model, transcoders = organism
+    prompt = "The capital of France is"
+    with mlps_replaced_by(model, transcoders):
+        off = al.feature_intervention_generate(model, transcoders, prompt, [(1, slice(1, None), 0, 0.0)],
+                                               max_new_tokens=4)
+        once = al.feature_intervention_generate(model, transcoders, prompt, [(1, -1, 0, 0.0)], max_new_tokens=4)
+    clean_new = model.tokenizer(off.clean_text[len(model.tokenizer.decode(off.tokens[: off.n_prompt])):],
+                                add_special_tokens=False).input_ids
+    assert clean_new == [TARGET] * 4
+    assert TARGET not in off.new_tokens.tolist() and len(off.new_tokens) == 4
+    assert once.new_tokens[0] != TARGET and once.new_tokens[1:].tolist() == [TARGET] * 3
+    table = off.to_dataframe()
+    assert table["token_id"].tolist() == off.new_tokens.tolist() and (table["probability"] > 0).all()
+    back = al.GenerationResult.load(off.save(tmp_path / "g.npz"))
+    assert back.text == off.text and torch.equal(back.tokens, off.tokens)
+    with pytest.raises(al.AttributionInputError, match="max_new_tokens"):
+        al.feature_intervention_generate(model, transcoders, prompt, [], max_new_tokens=0)

@@ -57,16 +57,24 @@ def clean_pass(model, transcoders: TranscoderSet, tokens: Tensor, patterns: bool
 
 @torch.no_grad()
 def intervened_pass(model, transcoders: TranscoderSet, tokens: Tensor, interventions, clean: dict | None,
-                    constrained_layers: set[int] | None) -> tuple[Tensor, Tensor]:
+                    constrained_layers: set[int] | None, n_prompt: int | None = None,
+                    open_ended=()) -> tuple[Tensor, Tensor]:
     """(logits [position, vocab], feature activations [layer, position, feature]) under ``interventions``
-    ((layer, position, feature, value), position an int or a slice); with ``clean`` (``clean_pass``) attention
-    patterns are frozen, with ``constrained_layers`` also those layers' MLP outputs (and all norms when it holds
-    every layer)."""
+    ((layer, positions, feature, value), positions a LongTensor of prompt positions).
+
+    The first ``n_prompt`` positions (all by default) are the prompt, computed as circuit-tracer's first step:
+    with ``clean`` (``clean_pass`` on the prompt) their attention patterns are frozen, with ``constrained_layers``
+    also those layers' MLP outputs (and all norms when it holds every layer). Later positions (generated tokens)
+    run freely, with the ``open_ended`` interventions (layer, feature, value) on each of them."""
     n_layers = model.cfg.n_layers
+    n_prompt = len(tokens) if n_prompt is None else n_prompt
     read, write = transcoders.input_site, transcoders.output_site
-    by_layer = defaultdict(list)
-    for layer, position, feature, value in interventions:
-        by_layer[layer].append((position, feature, value))
+    by_layer, new_by_layer = defaultdict(list), defaultdict(list)
+    for layer, positions, feature, value in interventions:
+        by_layer[layer].append((positions, feature, value))
+    for layer, feature, value in open_ended:
+        new_by_layer[layer].append((feature, value))
+    constrained = constrained_layers is not None
     acts = [None] * n_layers
     inputs = {}
 
@@ -78,31 +86,41 @@ def intervened_pass(model, transcoders: TranscoderSet, tokens: Tensor, intervent
         return x
 
     def write_hook(out, hook, layer):
-        constrained = constrained_layers is not None
-        if constrained and layer not in constrained_layers:
-            return out  # circuit-tracer drops interventions outside constrained_layers as well
-        if constrained:  # the clean MLP output, plus the skip connection's change from the clean input
-            out = clean["output"][layer].clone()
-            if transcoders.skip_connection:
-                t = transcoders[layer]
-                out = out + t.skip(inputs[layer]) - t.skip(clean["input"][layer])
-        if by_layer[layer]:
-            base = clean["acts"][layer] if constrained else acts[layer]  # constrained: no propagation to acts
-            delta = torch.zeros_like(base)
-            for position, feature, value in by_layer[layer]:
-                delta[position, feature] = value - base[position, feature]
-            out = out.clone()
-            out[0] = out[0] + delta @ transcoders[layer].W_dec.to(out)
+        t = transcoders[layer]
+        delta = torch.zeros_like(acts[layer])
+        if not constrained or layer in constrained_layers:  # circuit-tracer drops the others when constrained
+            if constrained:  # the prompt's clean MLP output, plus the skip connection's change from the clean input
+                out = out.clone()
+                out[:, :n_prompt] = clean["output"][layer]
+                if transcoders.skip_connection:
+                    out[:, :n_prompt] += t.skip(inputs[layer][:, :n_prompt]) - t.skip(clean["input"][layer])
+            base = clean["acts"][layer] if constrained else acts[layer][:n_prompt]  # constrained: clean values
+            for positions, feature, value in by_layer[layer]:
+                delta[positions, feature] = value - base[positions, feature]
+        for feature, value in new_by_layer[layer]:  # generated tokens: always on their own activations
+            delta[n_prompt:, feature] = value - acts[layer][n_prompt:, feature]
+        if not delta.any():
+            return out
+        out = out.clone()
+        out[0] = out[0] + delta @ t.W_dec.to(out)
         return out
 
-    def frozen(kind, key):
-        return lambda t, hook: clean[kind][key]
+    def frozen_pattern(pattern, hook, layer):  # [batch, head, query, key]: the prompt's rows
+        pattern = pattern.clone()
+        pattern[..., :n_prompt, :n_prompt] = clean["pattern"][layer]
+        return pattern
+
+    def frozen_scale(scale, hook):  # [batch, position, 1]: the prompt's positions
+        scale = scale.clone()
+        scale[:, :n_prompt] = clean["scale"][hook.name]
+        return scale
 
     hooks = []
     if clean is not None:  # circuit-tracer freezes attention whenever it freezes anything
-        hooks += [(f"blocks.{i}.attn.hook_pattern", frozen("pattern", i)) for i in range(n_layers)]
-        if constrained_layers is not None and set(range(n_layers)) <= constrained_layers:
-            hooks += [(name, frozen("scale", name)) for name in _norm_hooks(n_layers)]
+        hooks += [(f"blocks.{i}.attn.hook_pattern", lambda t, hook, i=i: frozen_pattern(t, hook, i))
+                  for i in range(n_layers)]
+        if constrained and set(range(n_layers)) <= constrained_layers:
+            hooks += [(name, frozen_scale) for name in _norm_hooks(n_layers)]
     for layer in range(n_layers):
         hooks += [(f"blocks.{layer}.{read}", lambda x, hook, layer=layer: read_hook(x, hook, layer)),
                   (f"blocks.{layer}.{write}", lambda o, hook, layer=layer: write_hook(o, hook, layer))]

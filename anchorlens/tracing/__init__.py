@@ -15,4 +15,5 @@ from anchorlens.tracing.transcoders import Transcoder, TranscoderError, Transcod
 from anchorlens.tracing.graph import AttributionGraph
 from anchorlens.tracing.attribution import AttributionInputError, attribution_graph
 from anchorlens.tracing.targets import CustomTarget, TargetError, logit_difference_target
-from anchorlens.tracing.intervention import InterventionResult, feature_intervention
+from anchorlens.tracing.intervention import (GenerationResult, InterventionResult, feature_intervention,
+                                            feature_intervention_generate)

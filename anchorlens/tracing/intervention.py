@@ -110,18 +110,111 @@ def feature_intervention(
     transcoders = transcoders.to(device, torch.float32)
     n_layers, n_pos, n_feat = model.cfg.n_layers, len(tokens), transcoders.n_features
     checked = [_check(i, n_layers, n_pos, n_feat) for i in interventions]
-    constrained = None
-    if constrained_layers is not None:
-        constrained = {int(layer) for layer in constrained_layers}
-        if not constrained or not constrained <= set(range(n_layers)):
-            raise AttributionInputError(f"constrained_layers must be layers of the model (0..{n_layers - 1}), got "
-                                        f"{list(constrained_layers)}; pass None to freeze no MLP")
+    constrained = _constrained(constrained_layers, n_layers)
     freeze = (freeze_attention or constrained is not None) and bool(checked)  # circuit-tracer's condition
     clean = clean_pass(model, transcoders, tokens, patterns=freeze, mlps=freeze and constrained is not None,
                        scales=freeze and constrained is not None and constrained == set(range(n_layers)))
-    logits, acts = intervened_pass(model, transcoders, tokens, checked, clean if freeze else None, constrained)
+    logits, acts = intervened_pass(model, transcoders, tokens, _at_positions(checked, n_pos),
+                                   clean if freeze else None, constrained)
     return InterventionResult(tokens.cpu(), logits.cpu(), acts.cpu(), clean["logits"].cpu(), checked,
                               [model.tokenizer.decode([t]) for t in tokens.tolist()])
+
+
+def _at_positions(interventions, n_pos: int) -> list[tuple]:
+    """(layer, LongTensor of positions among ``n_pos``, feature, value): ints, negative ints, slices, tensors."""
+    return [(layer, torch.arange(n_pos)[position].reshape(-1), feature, value)
+            for layer, position, feature, value in interventions]
+
+
+def _constrained(constrained_layers, n_layers: int) -> set[int] | None:
+    if constrained_layers is None:
+        return None
+    constrained = {int(layer) for layer in constrained_layers}
+    if not constrained or not constrained <= set(range(n_layers)):
+        raise AttributionInputError(f"constrained_layers must be layers of the model (0..{n_layers - 1}), got "
+                                    f"{list(constrained_layers)}; pass None to freeze no MLP")
+    return constrained
+
+
+@dataclass
+class GenerationResult:
+    """A greedy continuation under feature interventions (circuit-tracer's ``feature_intervention_generate``):
+    all tokens (prompt, special token in front, then the new ones), the text, and the logits and feature
+    activations of every position that was run (the prompt and all new tokens but the last)."""
+
+    tokens: Int[Tensor, " position"]
+    n_prompt: int
+    text: str
+    logits: Float[Tensor, "run vocab"]
+    activations: Float[Tensor, "layer run feature"]
+    clean_text: str = ""
+
+    @property
+    def new_tokens(self) -> Tensor:
+        return self.tokens[self.n_prompt :]
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per generated token: its id and its probability when it was chosen."""
+        probs = torch.softmax(self.logits[self.n_prompt - 1 :].float(), -1)
+        ids = self.new_tokens
+        return pd.DataFrame({"token_id": ids.tolist(), "probability": probs[torch.arange(len(ids)), ids].tolist()})
+
+    def save(self, path: str | Path) -> Path:
+        return save_arrays(path, {"tokens": self.tokens, "logits": self.logits, "activations": self.activations},
+                           {"n_prompt": self.n_prompt, "text": self.text, "clean_text": self.clean_text},
+                           kind="GenerationResult")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GenerationResult":
+        arrays, meta = load_arrays(path, kind="GenerationResult")
+        meta.pop("kind", None)
+        return cls(**arrays, **meta)
+
+
+def feature_intervention_generate(
+    model,
+    transcoders: TranscoderSet,
+    prompt: str | Tensor | list[int],
+    interventions,
+    max_new_tokens: int = 20,
+    freeze_attention: bool = True,
+    constrained_layers: range | list[int] | None = None,
+) -> GenerationResult:
+    """Greedy generation under feature interventions, as circuit-tracer's ``feature_intervention_generate``: the
+    prompt runs as in ``feature_intervention`` (frozen attention, ``constrained_layers``: for the prompt's
+    positions only); each new token then runs freely, with the open-ended interventions (position
+    ``slice(start, None)``) on it. Without a KV cache: each step reruns the whole sequence, the prompt's positions
+    frozen as in the first step (the same values as circuit-tracer's cache, up to float rounding)."""
+    transcoders.check_model(model)
+    tokens = prompt_tokens(model, prompt)
+    device = next(model.parameters()).device
+    tokens = tokens.to(device)
+    transcoders = transcoders.to(device, torch.float32)
+    n_layers, n_prompt, n_feat = model.cfg.n_layers, len(tokens), transcoders.n_features
+    if max_new_tokens < 1:
+        raise AttributionInputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if n_prompt + max_new_tokens - 1 > model.cfg.n_ctx:
+        raise AttributionInputError(f"{n_prompt} prompt tokens and {max_new_tokens} new ones exceed the model's "
+                                    f"context of {model.cfg.n_ctx}: generate fewer")
+    checked = [_check(i, n_layers, n_prompt, n_feat) for i in interventions]
+    constrained = _constrained(constrained_layers, n_layers)
+    at_prompt = _at_positions(checked, n_prompt)
+    open_ended = [(layer, feature, value) for layer, position, feature, value in checked
+                  if isinstance(position, slice) and position.stop is None]
+    freeze = (freeze_attention or constrained is not None) and bool(checked)
+    clean = clean_pass(model, transcoders, tokens, patterns=freeze, mlps=freeze and constrained is not None,
+                       scales=freeze and constrained is not None and constrained == set(range(n_layers)))
+    sequence, clean_sequence = tokens, tokens
+    for step in range(max_new_tokens):
+        logits, acts = intervened_pass(model, transcoders, sequence, at_prompt, clean if freeze else None,
+                                       constrained, n_prompt=n_prompt, open_ended=open_ended)
+        sequence = torch.cat([sequence, logits[-1].argmax().reshape(1)])
+    with torch.no_grad():  # the clean continuation, for comparison
+        for step in range(max_new_tokens):
+            clean_sequence = torch.cat([clean_sequence, model(clean_sequence.unsqueeze(0))[0, -1].argmax().reshape(1)])
+    decode = model.tokenizer.decode
+    return GenerationResult(sequence.cpu(), n_prompt, decode(sequence.tolist()), logits.cpu(), acts.cpu(),
+                            decode(clean_sequence.tolist()))
 
 
 def _check(intervention, n_layers: int, n_pos: int, n_feat: int) -> tuple:
