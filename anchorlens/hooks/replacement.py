@@ -4,7 +4,8 @@ One forward on ``batch`` copies of the prompt in which the model is linear in it
 attention patterns (``hook_pattern``) and normalisation scales (``hook_scale`` of ln1, ln2, ln_final) are
 detached, and each MLP output becomes ``skip(x) + (mlp_out - skip(x)).detach()`` (gradients pass only through
 a transcoder's linear skip connection). It records the tensors that gradients are injected into (each layer's
-transcoder input, ``mlp.hook_in`` or ``hook_resid_mid``; the final norm's output) and read from (the embedding output, each layer's MLP output).
+transcoder input, ``mlp.hook_in`` or ``hook_resid_mid``; the final norm's output) and read from (the embedding
+output, each layer's MLP output).
 circuit-tracer detaches the same quantities (softmax output, RMSNorm mean, MLP output).
 """
 

@@ -69,17 +69,27 @@ class InterventionResult:
     def save(self, path: str | Path) -> Path:
         arrays = {"tokens": self.tokens, "logits": self.logits, "activations": self.activations,
                   "clean_logits": self.clean_logits}
-        rows = [[int(l), {"slice": [p.start, p.stop, p.step]} if isinstance(p, slice) else
-                 (p.tolist() if isinstance(p, Tensor) else int(p)), int(f), float(v)] for l, p, f, v in self.interventions]
+        rows = [[int(layer), _position_json(p), int(f), float(v)] for layer, p, f, v in self.interventions]
         return save_arrays(path, arrays, {"interventions": rows, "token_strings": self.token_strings},
                            kind="InterventionResult")
 
     @classmethod
     def load(cls, path: str | Path) -> "InterventionResult":
         arrays, meta = load_arrays(path, kind="InterventionResult")
-        position = lambda p: slice(*p["slice"]) if isinstance(p, dict) else (torch.tensor(p) if isinstance(p, list) else p)  # noqa: E731
-        rows = [(l, position(p), f, v) for l, p, f, v in meta["interventions"]]
+        rows = [(layer, _position_from_json(p), f, v) for layer, p, f, v in meta["interventions"]]
         return cls(**arrays, interventions=rows, token_strings=meta["token_strings"])
+
+
+def _position_json(position):
+    if isinstance(position, slice):
+        return {"slice": [position.start, position.stop, position.step]}
+    return position.tolist() if isinstance(position, Tensor) else int(position)
+
+
+def _position_from_json(position):
+    if isinstance(position, dict):
+        return slice(*position["slice"])
+    return torch.tensor(position) if isinstance(position, list) else position
 
 
 def feature_intervention(
@@ -94,8 +104,9 @@ def feature_intervention(
 
     Args:
         interventions: ``(layer, position, feature, value)`` tuples; ``position`` in the graph's coordinates (an
-            int, negative from the end, a slice, or a tensor of positions); e.g. ``(1, 5, 17, 0.0)`` switches a feature off, a larger
-            value steers with it. ``AttributionGraph.feature_interventions`` makes them from graph nodes.
+            int, negative from the end, a slice, or a tensor of positions); e.g. ``(1, 5, 17, 0.0)`` switches a
+            feature off, a larger value steers with it; ``AttributionGraph.feature_interventions`` makes them
+            from graph nodes.
         freeze_attention: keep the clean attention patterns.
         constrained_layers: freeze these layers' MLP outputs at their clean values (attention is then frozen too);
             interventions outside them are ignored, as in circuit-tracer.
