@@ -258,13 +258,12 @@ def _load_circuit_tracer(path: Path) -> TranscoderSet:
 
 
 def _site(hook: str, sites: dict[str, str], verb: str) -> str:
-    name = hook
-    if name not in sites:
-        gemma = " (circuit-tracer uses it for Gemma 2/3, which anchorlens does not attribute)" if "ln2" in name else ""
+    if hook not in sites:
+        gemma = " (circuit-tracer uses it for Gemma 2/3, which anchorlens does not attribute)" if "ln2" in hook else ""
         raise TranscoderError(f"transcoders that {verb} {hook!r}{gemma}: anchorlens attributes transcoders that "
                               f"{verb} one of {sorted(sites)} (circuit-tracer's names for Llama / Qwen models); "
                               "fix feature_input_hook / feature_output_hook in config.yaml if they mean one of these")
-    return sites[name]
+    return sites[hook]
 
 
 def _layer_file(path: Path, name: str) -> Path:
