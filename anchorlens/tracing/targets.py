@@ -17,6 +17,7 @@ never a token), so they can be told apart from tokens and named in its frontend 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -61,6 +62,8 @@ def single_token_id(tokenizer, token: str | int, vocab_size: int) -> int:
             raise TargetError(f"{token!r} is {len(ids)} tokens ({ids}), not one: pass a string that is one token "
                               "(e.g. with its leading space, ' Paris'), or its token id")
         token = ids[0]
+    if isinstance(token, numbers.Integral) and not isinstance(token, bool):
+        token = int(token)
     if not isinstance(token, int) or not 0 <= token < vocab_size:
         raise TargetError(f"token id {token!r} is outside the vocabulary [0, {vocab_size})")
     return token
@@ -108,7 +111,7 @@ def resolve_targets(
 
 
 def _kind(target) -> str:
-    if isinstance(target, (str, int)) and not isinstance(target, bool):
+    if isinstance(target, (str, numbers.Integral)) and not isinstance(target, bool):
         return "token"
     if isinstance(target, tuple):
         return "custom"
