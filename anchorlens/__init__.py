@@ -131,6 +131,9 @@ from anchorlens.tracing.attribution import AttributionInputError, attribution_gr
 from anchorlens.tracing.graph import AttributionGraph
 from anchorlens.tracing.training import train_transcoders
 from anchorlens.tracing.transcoders import Transcoder, TranscoderError, TranscoderSet, load_transcoders
+from anchorlens.tracing.targets import CustomTarget, TargetError, logit_difference_target
+from anchorlens.tracing.intervention import (GenerationResult, InterventionResult, feature_intervention,
+                                            feature_intervention_generate)
 
 # Causal mediation analysis (Stolfo, Belinkov, Sachan 2023): patch counterfactual activations cell by cell
 from anchorlens.mediation import (
@@ -187,6 +190,8 @@ __all__ = [
     "attribution_graph", "AttributionGraph", "AttributionInputError", "load_transcoders", "train_transcoders",
     "Transcoder",
     "TranscoderSet", "TranscoderError",
+    "CustomTarget", "TargetError", "logit_difference_target",
+    "feature_intervention", "InterventionResult", "feature_intervention_generate", "GenerationResult",
     # the report
     "analyze", "Analysis", "build_report", "ReportData",
     # causal mediation analysis

@@ -46,8 +46,22 @@ def four_x_copy(model_dir: Path, target: Path) -> Path:
         settings = json.loads(tok_config.read_text())
         if settings.get("tokenizer_class") in (None, "TokenizersBackend"):
             settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+        settings.setdefault("model_input_names", ["input_ids", "attention_mask"])  # no token_type_ids for generate
         tok_config.write_text(json.dumps(settings, indent=2))
     return target
+
+
+def attribution_targets(model, spec: dict):
+    """circuit-tracer's ``attribution_targets`` from the JSON spec of a case."""
+    if "ids" in spec:
+        return torch.tensor(spec["ids"])
+    if "strings" in spec:
+        return list(spec["strings"])
+    from circuit_tracer.attribution.targets import CustomTarget
+
+    W_U = model.unembed_proj.detach().float()  # [vocab, d_model] on the nnsight backend
+    one = lambda s: model.tokenizer.encode(s, add_special_tokens=False)[0]  # noqa: E731
+    return [CustomTarget(label, weight, W_U[one(a)] - W_U[one(b)]) for label, weight, a, b in spec["logit_diffs"]]
 
 
 def main(argv=None) -> int:
@@ -63,6 +77,15 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1, help="attribute this many times; the fastest is reported")
     parser.add_argument("--json-dir", type=Path, help="also write circuit-tracer's frontend JSON here")
+    parser.add_argument("--input-hook", default="mlp.hook_in", help="the transcoders' feature_input_hook")
+    parser.add_argument("--output-hook", default="hook_mlp_out", help="the transcoders' feature_output_hook")
+    parser.add_argument("--targets", help="attribution_targets as JSON: {\"ids\": [...]}, {\"strings\": [...]} or "
+                        "{\"logit_diffs\": [[label, weight, token, other], ...]} (custom targets: the difference "
+                        "of the two tokens' unembedding rows); default: the salient logits")
+    parser.add_argument("--interventions", help="also run feature_intervention: JSON list of {\"interventions\": "
+                        "[[layer, position, feature, value], ...], \"freeze_attention\": bool, "
+                        "\"constrained_layers\": [start, stop] or null, optional \"generate\": new tokens}, on the "
+                        "prompt's tokens; a position [start] is open-ended, slice(start, None)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -72,18 +95,45 @@ def main(argv=None) -> int:
 
     layer_files = sorted(args.transcoders.glob("layer_*.safetensors"), key=lambda p: int(p.stem.split("_")[1]))
     transcoders = load_transcoder_set({i: str(p) for i, p in enumerate(layer_files)}, scan="anchorlens-oracle",
-                                      feature_input_hook="mlp.hook_in", feature_output_hook="hook_mlp_out",
+                                      feature_input_hook=args.input_hook, feature_output_hook=args.output_hook,
                                       device=torch.device("cpu"), dtype=torch.float32,
                                       lazy_encoder=False, lazy_decoder=False)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = four_x_copy(args.model, Path(tmp) / "model")
         model = ReplacementModel.from_pretrained_and_transcoders(str(model_dir), transcoders, backend="nnsight",
                                                                  device=torch.device("cpu"), dtype=torch.float32)
+        targets = attribution_targets(model, json.loads(args.targets)) if args.targets else None
         seconds = []
         for _ in range(args.repeat):
             started = time.perf_counter()
-            graph = attribute(args.prompt, model, batch_size=args.batch_size, max_feature_nodes=args.max_feature_nodes)
+            graph = attribute(args.prompt, model, batch_size=args.batch_size, max_feature_nodes=args.max_feature_nodes,
+                              attribution_targets=targets)
             seconds.append(time.perf_counter() - started)
+        interventions = {}
+        input_ids = model.ensure_tokenized(args.prompt)
+        # its nnsight backend counts positions by tokenizing a string (a tensor fails without frozen attention):
+        # the text whose tokens are the graph's, special token in front included
+        text = model.tokenizer.decode(input_ids)
+        assert model.tokenizer(text).input_ids == input_ids.tolist(), "the text does not give the graph's tokens"
+        for i, setting in enumerate(json.loads(args.interventions) if args.interventions else []):
+            constrained = range(*setting["constrained_layers"]) if setting.get("constrained_layers") else None
+            # a position written [start] is open-ended, slice(start, None): it also acts on generated tokens
+            steps = [(x[0], slice(x[1][0], None) if isinstance(x[1], list) else x[1], x[2], x[3])
+                     for x in setting["interventions"]]
+            logits, acts = model.feature_intervention(text, steps,
+                                                      constrained_layers=constrained,
+                                                      freeze_attention=setting["freeze_attention"])
+            logits = logits.squeeze(0).float().cpu().numpy()  # kept small: the last position, and 512 ids at all
+            interventions[f"intervention_{i}_last_logits"] = logits[-1]
+            interventions[f"intervention_{i}_logits_head"] = logits[:, :512]
+            interventions[f"intervention_{i}_activations"] = acts.float().cpu().numpy()
+            if setting.get("generate"):  # greedy decoding with its kv cache
+                text_out, logits, acts = model.feature_intervention_generate(
+                    text, steps, constrained_layers=constrained, freeze_attention=setting["freeze_attention"],
+                    max_new_tokens=setting["generate"], do_sample=False)
+                interventions[f"generate_{i}_text"] = np.array(text_out)
+                interventions[f"generate_{i}_last_logits"] = logits[-1].float().cpu().numpy()
+                interventions[f"generate_{i}_activations"] = acts.float().cpu().numpy()
         if args.json_dir:
             from circuit_tracer.utils.create_graph_files import create_graph_files
 
@@ -108,12 +158,14 @@ def main(argv=None) -> int:
         activation_values=graph.activation_values.cpu().numpy(),
         logit_token_ids=graph.logit_token_ids.cpu().numpy(),
         logit_probabilities=graph.logit_probabilities.cpu().numpy(),
+        logit_labels=np.array([target.token_str for target in graph.logit_targets]),
         node_mask=node_mask.numpy(), edge_mask=edge_mask.numpy(), cumulative_scores=cumulative.numpy(),
         scores=np.array([replacement, completeness]),
         pruned_scores=np.array([pruned_replacement, pruned_completeness]),
         seconds=np.array(min(seconds)),
         peak_rss_mb=np.array(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         prompt=np.array(args.prompt),
+        **interventions,
     )
     print(json.dumps({"nodes": int(graph.adjacency_matrix.shape[0]), "features": int(len(graph.selected_features)),
                       "scores": [replacement, completeness], "seconds": min(seconds)}))

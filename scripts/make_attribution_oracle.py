@@ -73,6 +73,11 @@ def main(argv=None) -> int:
                                    "--prompt", case["prompt"], "--out", str(OUT / f"{name}.npz"),
                                    "--json-dir", str(tmp / "json"),
                                    "--batch-size", str(case.get("batch_size", 64)),
+                                   "--input-hook", case.get("input_hook", "mlp.hook_in"),
+                                   "--output-hook", case.get("output_hook", "hook_mlp_out"),
+                                   *(["--targets", json.dumps(case["targets"])] if case.get("targets") else []),
+                                   *(["--interventions", json.dumps(case["interventions"])]
+                                     if case.get("interventions") else []),
                                    *(["--max-feature-nodes", str(case["max_feature_nodes"])]
                                      if case.get("max_feature_nodes") else [])],
                                   capture_output=True, text=True)
@@ -80,7 +85,7 @@ def main(argv=None) -> int:
                 print(done.stderr[-4000:])
                 return 1
             print(name, done.stdout.strip().splitlines()[-1])
-            if name == "tiny_llama_relu":  # circuit-tracer's frontend JSON of one case, for the export test
+            if name in ("tiny_llama_relu", "tiny_llama_logit_diff"):  # frontend JSON, for the export tests
                 (OUT / f"{name}.json").write_text((tmp / "json" / "oracle.json").read_text())
     (OUT / "cases.json").write_text(json.dumps(CASES, indent=2))
     return 0

@@ -140,3 +140,78 @@ def test_control_real_mlps_fail_the_checks(organism, one_torch_thread):
     with pytest.raises(AssertionError):
         organism_checks(model, transcoders, graph)
     assert graph.scores()[0] < 0.99
+
+
+def test_intervening_on_the_planted_feature_flips_the_answer(organism, one_torch_thread, tmp_path):
+    """Switching off the planted layer-1 feature (a graph node turned into an intervention) takes " Paris" from
+    the top; switching off an unrelated active feature at the same place leaves it there."""
+    model, transcoders = organism
+    prompt = "The capital of France is"
+    with mlps_replaced_by(model, transcoders):
+        graph = attribution_graph(model, transcoders, prompt, progress=False)
+        last = graph.n_pos - 1
+        feats = graph.active_features.tolist()
+        planted = feats.index([1, last, 0])
+        unrelated = next(i for i, (layer, pos, f) in enumerate(feats) if layer == 1 and pos == last and f != 0)
+        off = al.feature_intervention(model, transcoders, prompt, graph.feature_interventions([planted]))
+        other = al.feature_intervention(model, transcoders, prompt, graph.feature_interventions(unrelated))
+        clean_top = int(off.clean_logits[-1].argmax())
+        assert clean_top == TARGET
+        assert int(off.logits[-1].argmax()) != TARGET  # the answer flips
+        assert int(other.logits[-1].argmax()) == TARGET  # an unrelated feature does not flip it
+        assert off.activations[1, last, 0] == pytest.approx(float(graph.activations[planted]), rel=1e-4)  # read before
+        # upstream: switching off the layer-0 planted feature silences the layer-1 one (the effect propagates
+        # through the MLP) and flips the answer; steering the layer-1 feature back to its value restores it
+        upstream = graph.feature_interventions([feats.index([0, last, 0])])
+        silenced = al.feature_intervention(model, transcoders, prompt, upstream)
+        assert silenced.activations[1, last, 0] < 0.1 * graph.activations[planted]
+        assert int(silenced.logits[-1].argmax()) != TARGET
+        steered = al.feature_intervention(model, transcoders, prompt,
+                                          upstream + graph.feature_interventions([planted], scale=1.0))
+        assert int(steered.logits[-1].argmax()) == TARGET
+    back = al.InterventionResult.load(off.save(tmp_path / "off.npz"))
+    torch.testing.assert_close(back.logits, off.logits)
+    assert back.interventions == off.interventions and back.top_tokens().equals(off.top_tokens())
+
+
+def test_bad_interventions(organism, one_torch_thread, tmp_path):
+    model, transcoders = organism
+    for interventions, message in [([(2, 0, 0, 1.0)], "layer 2"), ([(0, 99, 0, 1.0)], "position 99"),
+                                   ([(0, 1, N_FEAT, 1.0)], "feature 16"), ([(0, 1, 0)], "layer, position")]:
+        with pytest.raises(al.AttributionInputError, match=message):
+            al.feature_intervention(model, transcoders, "Hello world", interventions)
+    with pytest.raises(al.AttributionInputError, match="not all within"):
+        al.feature_intervention(model, transcoders, "Hello world", [(0, torch.tensor([1, 9]), 0, 1.0)])
+    # several positions at once (a tensor or a slice) are those interventions one by one
+    many = al.feature_intervention(model, transcoders, "Hello world", [(0, torch.tensor([1, 2]), 3, 2.0)])
+    one_by_one = al.feature_intervention(model, transcoders, "Hello world", [(0, 1, 3, 2.0), (0, 2, 3, 2.0)])
+    sliced = al.feature_intervention(model, transcoders, "Hello world", [(0, slice(1, 3), 3, 2.0)])
+    torch.testing.assert_close(many.logits, one_by_one.logits)
+    torch.testing.assert_close(sliced.logits, one_by_one.logits)
+    assert not torch.allclose(many.logits, many.clean_logits)
+    assert al.InterventionResult.load(sliced.save(tmp_path / "s.npz")).interventions == [(0, slice(1, 3), 3, 2.0)]
+    with pytest.raises(al.AttributionInputError, match="constrained_layers"):
+        al.feature_intervention(model, transcoders, "Hello world", [(0, 1, 0, 1.0)], constrained_layers=range(0))
+
+
+def test_generation_without_the_planted_feature_never_says_paris(organism, one_torch_thread, tmp_path):
+    """The organism says " Paris" after any token; switching the planted feature off from position 1 on, on the
+    prompt and on every generated token (an open-ended position), it never does; off only on the prompt's last
+    token, only the first new token changes."""
+    model, transcoders = organism
+    prompt = "The capital of France is"
+    with mlps_replaced_by(model, transcoders):
+        off = al.feature_intervention_generate(model, transcoders, prompt, [(1, slice(1, None), 0, 0.0)],
+                                               max_new_tokens=4)
+        once = al.feature_intervention_generate(model, transcoders, prompt, [(1, -1, 0, 0.0)], max_new_tokens=4)
+    clean_new = model.tokenizer(off.clean_text[len(model.tokenizer.decode(off.tokens[: off.n_prompt])):],
+                                add_special_tokens=False).input_ids
+    assert clean_new == [TARGET] * 4
+    assert TARGET not in off.new_tokens.tolist() and len(off.new_tokens) == 4
+    assert once.new_tokens[0] != TARGET and once.new_tokens[1:].tolist() == [TARGET] * 3
+    table = off.to_dataframe()
+    assert table["token_id"].tolist() == off.new_tokens.tolist() and (table["probability"] > 0).all()
+    back = al.GenerationResult.load(off.save(tmp_path / "g.npz"))
+    assert back.text == off.text and torch.equal(back.tokens, off.tokens)
+    with pytest.raises(al.AttributionInputError, match="max_new_tokens"):
+        al.feature_intervention_generate(model, transcoders, prompt, [], max_new_tokens=0)

@@ -84,3 +84,39 @@ def test_sentence_attribution_to_one_logit_equals_the_matrix_inverse(one_torch_t
     assert not np.allclose(weighted["influence"], table["influence"]), "control: probability weighting differs"
     with pytest.raises(ValueError, match="not a logit node"):
         graph.sentence_attribution(spans, logit_token=-5)
+
+
+def test_json_of_custom_targets_equals_circuit_tracers(tmp_path, one_torch_thread):
+    """Two logit-difference targets (not tokens): circuit-tracer's virtual ids and labels in the frontend JSON."""
+    from attribution_cases import case_targets
+
+    case = CASES["tiny_llama_logit_diff"]
+    model = case_model(case)
+    graph = attribution_graph(model, case_transcoders(case), case["prompt"], progress=False,
+                              attribution_targets=case_targets(case, model))
+    ours = json.loads(graph.to_json(tmp_path / "g.json", slug="oracle").read_text())
+    ref = json.loads((DATA / "tiny_llama_logit_diff.json").read_text())
+    assert [n["node_id"] for n in ours["nodes"]] == [n["node_id"] for n in ref["nodes"]]
+    logits = [n for n in ours["nodes"] if n["feature_type"] == "logit"]
+    assert [n["clerp"] for n in logits] == [n["clerp"] for n in ref["nodes"] if n["feature_type"] == "logit"]
+    assert [n["feature"] for n in logits] == [model.cfg.d_vocab, model.cfg.d_vocab + 1]
+    for a, b in zip(ours["nodes"], ref["nodes"]):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(b[key], float):
+                assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(b[key])), key
+            else:
+                assert a[key] == b[key], key
+    assert [(x["source"], x["target"]) for x in ours["links"]] == [(x["source"], x["target"]) for x in ref["links"]]
+    # the node table, the plot and a file round trip know they are not tokens
+    nodes = graph.nodes
+    targets = nodes[nodes["kind"] == "logit"]
+    assert targets["token_id"].tolist() == [-1, -1] and targets["value"].tolist() == pytest.approx([0.7, 0.3])
+    assert targets["label"].iloc[0] == "target 'logit( Paris)-logit( Rome)' w=0.7"
+    assert "London not Berlin" in " ".join(t.get_text() for t in graph.plot().texts)
+    back = al.AttributionGraph.load(graph.save(tmp_path / "g.npz"))
+    assert back.logit_is_token.tolist() == [False, False] and back.logit_labels == graph.logit_labels
+    spans = [(0, 3), (3, 6)]
+    one = graph.sentence_attribution(spans, logit_token="London not Berlin")
+    assert one.equals(graph.sentence_attribution(spans, logit_token=model.cfg.d_vocab + 1))
+    assert not np.allclose(one["influence"], graph.sentence_attribution(spans)["influence"])

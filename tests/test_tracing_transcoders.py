@@ -108,3 +108,78 @@ def test_sparsify_files_written_by_sparsify():
     assert tcs.skip_connection and tcs[0].top_k == 4
     for layer, t in enumerate(tcs):
         np.testing.assert_allclose(t(torch.tensor(expected["x"][layer])).numpy(), expected["y"][layer], atol=1e-5)
+
+
+def write_released_layout(folder, tcs, input_hook="mlp.hook_in", output_hook="mlp.hook_out"):
+    """A folder as a download of circuit-tracer's released Qwen3 transcoders looks: config.yaml naming the layer
+    files by hf:// address, and layer_{i}.safetensors with its keys (W_enc, W_dec, b_enc, b_dec, ...)."""
+    folder.mkdir(parents=True)
+    for i, t in enumerate(tcs):
+        tensors = {"W_enc": t.W_enc, "W_dec": t.W_dec, "b_enc": t.b_enc, "b_dec": t.b_dec}
+        if t.threshold is not None:
+            tensors["activation_function.threshold"] = t.threshold
+        if t.W_skip is not None:
+            tensors["W_skip"] = t.W_skip
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / f"layer_{i}.safetensors"))
+    config = {"model_name": "Qwen/Qwen3-0.6B", "model_kind": "transcoder_set", "feature_input_hook": input_hook,
+              "feature_output_hook": output_hook, "scan": "someone/tiny-transcoders",
+              "transcoders": [f"hf://someone/tiny-transcoders/layer_{i}.safetensors?revision=main"
+                              for i in range(len(tcs))]}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder
+
+
+def test_a_released_folder_loads_as_it_is(tiny_llama, tmp_path, one_torch_thread):
+    """mlp.hook_in / mlp.hook_out and hf:// file names, as circuit-tracer's released configs write them: loaded
+    as they are, the same graph as the same weights under anchorlens's names (and as circuit-tracer's, in
+    test_tracing_attribution_oracle)."""
+    tcs = random_transcoders(2, 64, 16, activation="jumprelu", skip=True, seed=7)
+    back = load_transcoders(write_released_layout(tmp_path / "released", tcs))
+    assert (back.feature_input_hook, back.feature_output_hook) == ("mlp.hook_in", "mlp.hook_out")
+    assert (back.input_site, back.output_site) == ("mlp.hook_in", "hook_mlp_out")
+    assert back.scan == "someone/tiny-transcoders" and back.skip_connection
+    ours = attribution_graph(tiny_llama, tcs, "The capital of France is", progress=False)
+    theirs = al.attribution_graph(tiny_llama, back, "The capital of France is", progress=False)
+    torch.testing.assert_close(theirs.adjacency, ours.adjacency, rtol=0, atol=0)
+    assert theirs.active_features.tolist() == ours.active_features.tolist()
+    # saved again, it keeps circuit-tracer's names
+    again = load_transcoders(back.save(tmp_path / "again"))
+    assert (again.feature_input_hook, again.feature_output_hook) == ("mlp.hook_in", "mlp.hook_out")
+
+
+def test_hook_names_anchorlens_cannot_attribute(tiny_llama, tmp_path, one_torch_thread):
+    tcs = random_transcoders(2, 64, 8, seed=0)
+    gemma = load_transcoders(write_released_layout(tmp_path / "gemma", tcs, input_hook="ln2.hook_normalized",
+                                                   output_hook="hook_mlp_out"))
+    with pytest.raises(TranscoderError, match="Gemma 2/3"):
+        attribution_graph(tiny_llama, gemma, "Hello world", progress=False)
+    odd = load_transcoders(write_released_layout(tmp_path / "odd", tcs, output_hook="hook_resid_post"))
+    with pytest.raises(TranscoderError, match=r"write 'hook_resid_post'.*'mlp.hook_out'"):
+        attribution_graph(tiny_llama, odd, "Hello world", progress=False)
+    missing = write_released_layout(tmp_path / "missing", tcs)
+    (missing / "layer_1.safetensors").unlink()
+    with pytest.raises(TranscoderError, match="snapshot_download"):
+        load_transcoders(missing)
+
+
+def test_attribution_targets_bad_input(tiny_llama, one_torch_thread):
+    tcs = random_transcoders(2, 64, 8, seed=0)
+    graph = lambda targets: attribution_graph(tiny_llama, tcs, "Hello world", progress=False,  # noqa: E731
+                                              attribution_targets=targets)
+    d_vocab = tiny_llama.cfg.d_vocab
+    vector = torch.randn(64)
+    cases = [([], "empty list"), (torch.tensor([], dtype=torch.long), "empty tensor"),
+             ([" Paris is"], "not one"), (torch.tensor([d_vocab]), "outside the vocabulary"),
+             (torch.tensor([0.5]), "token ids"), ([" Paris", ("x", 1.0, vector)], "mixes"),
+             ([("x", 1.0, torch.randn(32))], r"shape \(64,\)"), ([("x", float("nan"), vector)], "finite"),
+             ([("x", 1.0)], "2 elements"), ("Paris", "not str"), ([3.5], "not float")]
+    for targets, message in cases:
+        with pytest.raises(al.TargetError, match=message):
+            graph(targets)
+    with pytest.raises(al.TargetError, match="same token"):
+        al.logit_difference_target(tiny_llama, " Paris", 7042)
+    assert issubclass(al.TargetError, AnchorlensError)
+    # circuit-tracer's plain (label, weight, vector) tuples are custom targets too
+    named, plain = graph([al.CustomTarget("v", 0.5, vector)]), graph([("v", 0.5, vector)])
+    torch.testing.assert_close(named.adjacency, plain.adjacency)
+    assert plain.logit_token_ids.tolist() == [d_vocab] and plain.logit_labels == ["v"]

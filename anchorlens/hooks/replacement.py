@@ -4,7 +4,8 @@ One forward on ``batch`` copies of the prompt in which the model is linear in it
 attention patterns (``hook_pattern``) and normalisation scales (``hook_scale`` of ln1, ln2, ln_final) are
 detached, and each MLP output becomes ``skip(x) + (mlp_out - skip(x)).detach()`` (gradients pass only through
 a transcoder's linear skip connection). It records the tensors that gradients are injected into (each layer's
-MLP input, the final norm's output) and read from (the embedding output, each layer's MLP output).
+transcoder input, ``mlp.hook_in`` or ``hook_resid_mid``; the final norm's output) and read from (the embedding
+output, each layer's MLP output).
 circuit-tracer detaches the same quantities (softmax output, RMSNorm mean, MLP output).
 """
 
@@ -24,7 +25,7 @@ class ReplacementForward:
     """What one frozen forward recorded. Lists are indexed by layer; tensors are [batch, position, d_model]."""
 
     embed: Tensor | None = None  # gradient read here: token nodes
-    mlp_in: list[Tensor] = field(default_factory=list)  # gradient injected here: feature targets
+    mlp_in: list[Tensor] = field(default_factory=list)  # the transcoders' input; gradient injected here: features
     mlp_out: list[Tensor] = field(default_factory=list)  # gradient read here: feature and error nodes
     mlp_out_value: list[Tensor] = field(default_factory=list)  # the real MLP outputs (batch element 0)
     final: Tensor | None = None  # final norm output: logit targets injected here
@@ -70,14 +71,15 @@ def replacement_forward(model, transcoders: TranscoderSet, tokens: Tensor, batch
             raise _StopAtFinalNorm
         return x
 
+    read, write = transcoders.input_site, transcoders.output_site  # where the transcoders read and write
     hooks = [("embed.hook_out", embed_hook), ("ln_final.hook_scale", detach_hook), ("ln_final.hook_out", final_hook)]
     for layer in range(n_layers):
         hooks += [
             (f"blocks.{layer}.attn.hook_pattern", detach_hook),
             (f"blocks.{layer}.ln1.hook_scale", detach_hook),
             (f"blocks.{layer}.ln2.hook_scale", detach_hook),
-            (f"blocks.{layer}.mlp.hook_in", lambda x, hook, layer=layer: mlp_in_hook(x, hook, layer)),
-            (f"blocks.{layer}.hook_mlp_out", lambda o, hook, layer=layer: mlp_out_hook(o, hook, layer)),
+            (f"blocks.{layer}.{read}", lambda x, hook, layer=layer: mlp_in_hook(x, hook, layer)),
+            (f"blocks.{layer}.{write}", lambda o, hook, layer=layer: mlp_out_hook(o, hook, layer)),
         ]
     with torch.enable_grad(), warnings.catch_warnings():
         # The bridge warns that an edited hook_scale makes it rebuild the norm from hooked values: that is the point.
@@ -88,7 +90,7 @@ def replacement_forward(model, transcoders: TranscoderSet, tokens: Tensor, batch
             except _StopAtFinalNorm:
                 pass
     missing = [name for name, value in (("embed.hook_out", record.embed), ("ln_final.hook_out", record.final))
-               if value is None] + [f"blocks.{i}.mlp.hook_in" for i, x in enumerate(record.mlp_in) if x is None]
+               if value is None] + [f"blocks.{i}.{read}" for i, x in enumerate(record.mlp_in) if x is None]
     if missing:
         raise RuntimeError(f"hooks {missing} did not fire on {type(model).__name__}: attribution needs them")
     return record

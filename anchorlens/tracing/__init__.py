@@ -14,3 +14,6 @@ from anchorlens.tracing.edge_patching import EdgeAttribution, EdgePatchingError,
 from anchorlens.tracing.transcoders import Transcoder, TranscoderError, TranscoderSet, load_transcoders
 from anchorlens.tracing.graph import AttributionGraph
 from anchorlens.tracing.attribution import AttributionInputError, attribution_graph
+from anchorlens.tracing.targets import CustomTarget, TargetError, logit_difference_target
+from anchorlens.tracing.intervention import (GenerationResult, InterventionResult, feature_intervention,
+                                            feature_intervention_generate)

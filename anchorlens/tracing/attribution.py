@@ -1,14 +1,16 @@
 """Attribution graphs with circuit-tracer's definitions, on a TransformerBridge.
 
 Nodes, in circuit-tracer's order: active transcoder features sorted by (layer, position, feature); error nodes
-(MLP output minus the transcoder's reconstruction), layer-major; token embeddings; logits (the top tokens by
-probability, at most ``max_n_logits``, cut where their cumulative probability reaches ``desired_logit_prob``).
+(MLP output minus the transcoder's reconstruction), layer-major; token embeddings; targets: by default the logits
+of the top tokens by probability, at most ``max_n_logits``, cut where their cumulative probability reaches
+``desired_logit_prob``; or chosen tokens, or custom directions (``attribution_targets``, ``tracing.targets``).
 A special token is prepended when the prompt does not start with one; position 0's features and errors are zeroed.
 
 Edge A[target, source] = (gradient of the target at the source's output site) . (source vector), computed in
 the local replacement model (``anchorlens.hooks.replacement``): a feature's vector is its activation times its
 decoder row, an error's is its error vector, a token's its embedding. Targets are injected as raw encoder rows at
-the MLP input (features) and as the unembedding row minus its vocabulary mean at the final norm output (logits).
+the transcoders' input (features) and at the final norm output as the unembedding row minus its vocabulary mean
+(token targets) or as given (custom targets).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tqdm.auto import tqdm
 from anchorlens.errors import AnchorlensError, EmptyTextError, TraceTooLongError
 from anchorlens.hooks.replacement import replacement_forward
 from anchorlens.tracing.graph import AttributionGraph, partial_influence
+from anchorlens.tracing.targets import resolve_targets
 from anchorlens.tracing.transcoders import TranscoderSet
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,7 @@ def attribution_graph(
     max_feature_nodes: int | None = None,
     progress: bool = True,
     update_interval: int = 4,
+    attribution_targets=None,
 ) -> AttributionGraph:
     """The attribution graph of ``prompt``'s next-token prediction through ``transcoders`` (circuit-tracer's).
 
@@ -89,12 +93,18 @@ def attribution_graph(
         model: a TransformerBridge (Llama / Qwen2 style: ``mlp.hook_in``, ``hook_mlp_out``, RMSNorm hooks).
         transcoders: one transcoder per layer (``load_transcoders``, ``train_transcoders``).
         prompt: text or token ids; a special token is put in front unless it starts with one.
-        max_n_logits, desired_logit_prob: which next tokens become logit nodes.
+        max_n_logits, desired_logit_prob: which next tokens become logit nodes (when ``attribution_targets`` is
+            None).
         batch_size: targets per backward pass (memory grows with it).
         max_feature_nodes: keep at most this many feature nodes, those of largest influence on the logits, as
             circuit-tracer chooses them: the logit rows first, then repeatedly the ``update_interval *
             batch_size`` unvisited features of largest influence estimated from the rows computed so far. The
             features left out are in the graph's ``dropped_features`` (the adjacency is dense: n^2 floats).
+        attribution_targets: what the graph explains, as circuit-tracer's ``attribute`` takes it: None (the
+            salient next tokens), a tensor of token ids, a list of token strings (each weighted by its
+            probability), or a list of ``CustomTarget(label, weight, vector)`` / 3-tuples, directions in the
+            residual stream after the final norm such as ``logit_difference_target(model, " Paris", " Rome")``
+            (``anchorlens.tracing.targets``). Non-token targets get ids ``d_vocab + i`` and their labels.
     """
     transcoders.check_model(model)
     if max_feature_nodes is not None and max_feature_nodes < 0:
@@ -111,7 +121,9 @@ def attribution_graph(
     n_feat = len(feats)
     token_vectors = probe.embed[0].detach()
     W_U = _unembedding(model).float()
-    logit_ids, logit_probs, logit_vectors = logit_targets(probe.logits[0, -1], W_U, max_n_logits, desired_logit_prob)
+    targets = resolve_targets(attribution_targets, probe.logits[0, -1], W_U, model.tokenizer, max_n_logits,
+                              desired_logit_prob)
+    logit_ids, logit_probs, logit_vectors = targets.ids, targets.weights.to(device), targets.vectors.to(device)
     del probe
 
     n_logits = len(logit_ids)
@@ -174,7 +186,8 @@ def attribution_graph(
         logit_probabilities=logit_probs.cpu(),
         n_layers=n_layers,
         token_strings=[model.tokenizer.decode([t]) for t in tokens.tolist()],
-        logit_strings=[model.tokenizer.decode([t]) for t in logit_ids.tolist()],
+        logit_strings=targets.labels,
+        vocab_size=W_U.shape[0],
         scan=transcoders.scan,
         model_name=getattr(model, "anchorlens_name", type(model).__name__),
         dropped_features=feats[dropped].cpu(),

@@ -86,6 +86,9 @@ class AttributionGraph:
     cumulative_scores: Float[Tensor, " node"] | None = None
     # active features that ``max_feature_nodes`` left out (smallest estimated influence): (layer, position, feature)
     dropped_features: Int[Tensor, "dropped 3"] | None = None
+    # the model's vocabulary size: logit ids from it on are custom targets (directions, not tokens), as in
+    # circuit-tracer; None (graphs saved before targets existed) means every logit node is a token
+    vocab_size: int | None = None
 
     # ----- sizes and node table
     @property
@@ -105,6 +108,18 @@ class AttributionGraph:
         return self.logit_strings
 
     @property
+    def logit_labels(self) -> list[str]:
+        """Each target's label: the decoded token, or a custom target's label (e.g. ``logit( Paris)-logit( Rome)``)."""
+        return self.logit_strings or [str(t) for t in self.logit_token_ids.tolist()]
+
+    @property
+    def logit_is_token(self) -> Bool[Tensor, " logit"]:
+        """Whether each target node is a token's logit (False: a custom direction, id ``vocab_size + i``)."""
+        if self.vocab_size is None:
+            return torch.ones(self.n_logits, dtype=torch.bool)
+        return self.logit_token_ids < self.vocab_size
+
+    @property
     def error_slice(self) -> slice:
         return slice(self.n_features, self.n_features + self.n_layers * self.n_pos)
 
@@ -119,7 +134,8 @@ class AttributionGraph:
 
     @property
     def nodes(self) -> pd.DataFrame:
-        """One row per node, in adjacency order: kind, layer, position, feature, token id, activation, label."""
+        """One row per node, in adjacency order: kind, layer, position, feature, token id (-1 for none), value
+        (a feature's activation, a target's probability or weight), label."""
         rows = []
         for (layer, pos, feat), act in zip(self.active_features.tolist(), self.activations.tolist()):
             rows.append(("feature", layer, pos, feat, -1, act, f"L{layer} F{feat} @{pos}"))
@@ -129,9 +145,13 @@ class AttributionGraph:
         for pos, tok in enumerate(self.tokens.tolist()):
             text = self.token_strings[pos] if self.token_strings else str(tok)
             rows.append(("token", -1, pos, -1, tok, float("nan"), f"{text!r} @{pos}"))
+        is_token = self.logit_is_token.tolist()
         for i, (tok, p) in enumerate(zip(self.logit_token_ids.tolist(), self.logit_probabilities.tolist())):
-            text = self.logit_strings[i] if self.logit_strings else str(tok)
-            rows.append(("logit", self.n_layers, self.n_pos - 1, -1, tok, p, f"logit {text!r} p={p:.3f}"))
+            text = self.logit_labels[i]
+            if is_token[i]:
+                rows.append(("logit", self.n_layers, self.n_pos - 1, -1, tok, p, f"logit {text!r} p={p:.3f}"))
+            else:  # a custom direction: no token id; its value is its weight
+                rows.append(("logit", self.n_layers, self.n_pos - 1, -1, -1, p, f"target {text!r} w={p:.3g}"))
         frame = pd.DataFrame(rows, columns=["kind", "layer", "position", "feature", "token_id", "value", "label"])
         frame["influence"] = self.influence().tolist()
         if self.node_mask is not None:
@@ -155,7 +175,8 @@ class AttributionGraph:
         return weights
 
     def influence(self) -> Float[Tensor, " node"]:
-        """Each node's total (direct and indirect) influence on the logits, weighted by their probabilities."""
+        """Each node's total (direct and indirect) influence on the targets, weighted by their probabilities (a
+        custom target's weight)."""
         return neumann_influence(normalize_matrix(self.adjacency), self.logit_weights())
 
     def prune(self, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> "AttributionGraph":
@@ -176,19 +197,38 @@ class AttributionGraph:
         """
         return graph_scores(self.adjacency, self.logit_weights(), self.error_slice, self.token_slice)
 
+    def feature_interventions(self, nodes, value: float | None = None, scale: float = 0.0) -> list[tuple]:
+        """Interventions ``(layer, position, feature, value)`` on feature nodes (indices into the adjacency, as in
+        ``nodes``), for ``feature_intervention``: each set to ``value``, or to ``scale`` times its activation in
+        this graph (0: switched off, the default; 2: doubled)."""
+        out = []
+        for node in [nodes] if isinstance(nodes, int) else list(nodes):
+            node = int(node)
+            if not 0 <= node < self.n_features:
+                raise ValueError(f"node {node} is not a feature node (those are 0..{self.n_features - 1})")
+            layer, position, feature = self.active_features[node].tolist()
+            out.append((layer, position, feature, float(self.activations[node]) * scale if value is None else value))
+        return out
+
     # ----- views
-    def sentence_attribution(self, token_spans: list[tuple[int, int]], logit_token: int | None = None) -> pd.DataFrame:
+    def target_index(self, target: int | str) -> int:
+        """The position among the target nodes of ``target``: a token id (or custom id) or a label."""
+        keys = self.logit_token_ids.tolist() if isinstance(target, int) else self.logit_labels
+        if target not in keys:
+            raise ValueError(f"{target!r} is not a logit node (target) of this graph (those are {keys})")
+        return keys.index(target)
+
+    def sentence_attribution(self, token_spans: list[tuple[int, int]],
+                             logit_token: int | str | None = None) -> pd.DataFrame:
         """Influence on the logits summed per span of positions (token-embedding and feature nodes); spans index
         the graph's positions (position 0 is the special token put in front). With ``logit_token`` (a token id
-        among the logit nodes) the influence on that logit alone, else on all logits weighted by probability."""
+        among the logit nodes, or a target's label) the influence on that target alone, else on all targets
+        weighted by probability (custom targets: their weights)."""
         if logit_token is None:
             influence = self.influence()
         else:
-            ids = self.logit_token_ids.tolist()
-            if logit_token not in ids:
-                raise ValueError(f"token {logit_token} is not a logit node of this graph (those are {ids})")
             weights = torch.zeros(self.adjacency.shape[0])
-            weights[self.logit_slice.start + ids.index(logit_token)] = 1.0
+            weights[self.logit_slice.start + self.target_index(logit_token)] = 1.0
             influence = neumann_influence(normalize_matrix(self.adjacency), weights)
         token_inf = influence[self.token_slice]
         feat_pos = self.active_features[:, 1] if self.n_features else torch.zeros(0, dtype=torch.long)
@@ -225,7 +265,7 @@ class AttributionGraph:
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name)
         meta = {"n_layers": self.n_layers, "token_strings": self.token_strings, "logit_strings": self.logit_strings,
-                "scan": self.scan, "model_name": self.model_name}
+                "scan": self.scan, "model_name": self.model_name, "vocab_size": self.vocab_size}
         return save_arrays(path, arrays, meta, kind="AttributionGraph")
 
     @classmethod

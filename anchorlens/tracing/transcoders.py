@@ -1,14 +1,16 @@
 """Per-layer transcoders: a sparse dictionary that stands in for each MLP (circuit tracing's replacement model).
 
-A transcoder reads the MLP's input (``blocks.{l}.mlp.hook_in``: the normalised residual after attention) and
-predicts its output (``hook_mlp_out``):
+A transcoder reads the MLP's input (``blocks.{l}.mlp.hook_in``: the normalised residual after attention; or, where
+its config says ``hook_resid_mid``, the residual before that norm) and predicts the MLP's output (``hook_mlp_out``,
+which circuit-tracer's configs also call ``mlp.hook_out``):
 
     features = act(x W_enc^T + b_enc)          act: ReLU, JumpReLU (threshold) or TopK
     mlp_out ~ features W_dec + b_dec (+ x W_skip^T)
 
 Files: circuit-tracer's layout (a folder with ``config.yaml`` and ``layer_{i}.safetensors`` holding ``W_enc``
 [features, d_model], ``W_dec`` [features, d_model], ``b_enc``, ``b_dec``, optional
-``activation_function.threshold`` and ``W_skip``) is read and written; EleutherAI sparsify's layout (one folder
+``activation_function.threshold`` and ``W_skip``; the released sets' config lists ``hf://`` addresses of files
+that a download puts in the folder) is read and written; EleutherAI sparsify's layout (one folder
 per hookpoint with ``cfg.json`` and ``sae.safetensors``) is read.
 """
 
@@ -28,6 +30,12 @@ from anchorlens.errors import AnchorlensError
 
 FEATURE_INPUT_HOOK = "mlp.hook_in"
 FEATURE_OUTPUT_HOOK = "hook_mlp_out"
+
+# circuit-tracer 0.5.0's hook names (``utils/tl_nnsight_mapping.py``) on the Llama / Qwen-style models anchorlens
+# attributes, and the bridge hook each names: the MLP's input after its norm, the residual stream before that
+# norm, and the MLP's output under either of its two names (circuit-tracer maps both to ``mlp``'s output).
+INPUT_SITES = {"mlp.hook_in": "mlp.hook_in", "hook_resid_mid": "hook_resid_mid"}
+OUTPUT_SITES = {"hook_mlp_out": "hook_mlp_out", "mlp.hook_out": "hook_mlp_out"}
 
 
 class TranscoderError(AnchorlensError):
@@ -155,6 +163,16 @@ class TranscoderSet:
     def skip_connection(self) -> bool:
         return self.layers[0].W_skip is not None
 
+    @property
+    def input_site(self) -> str:
+        """The bridge hook (without ``blocks.{i}.``) the transcoders read: ``mlp.hook_in`` or ``hook_resid_mid``."""
+        return _site(self.feature_input_hook, INPUT_SITES, "read")
+
+    @property
+    def output_site(self) -> str:
+        """The bridge hook (without ``blocks.{i}.``) the transcoders write: always the MLP output."""
+        return _site(self.feature_output_hook, OUTPUT_SITES, "write")
+
     def to(self, device=None, dtype=None) -> "TranscoderSet":
         return TranscoderSet([t.to(device, dtype) for t in self.layers], self.feature_input_hook,
                              self.feature_output_hook, self.scan, dict(self.meta))
@@ -168,11 +186,7 @@ class TranscoderSet:
         if self.d_model != d_model:
             raise TranscoderError(f"transcoders read vectors of width {self.d_model}, the model's residual "
                                   f"stream has width {d_model}: they were made for another model")
-        if (self.feature_input_hook, self.feature_output_hook) != (FEATURE_INPUT_HOOK, FEATURE_OUTPUT_HOOK):
-            raise TranscoderError(
-                f"transcoders read {self.feature_input_hook!r} and write {self.feature_output_hook!r}; anchorlens "
-                f"attributes transcoders that read {FEATURE_INPUT_HOOK!r} and write {FEATURE_OUTPUT_HOOK!r}")
-        for name in (f"blocks.0.{FEATURE_INPUT_HOOK}", f"blocks.0.{FEATURE_OUTPUT_HOOK}"):
+        for name in (f"blocks.0.{self.input_site}", f"blocks.0.{self.output_site}"):
             if name not in model.hook_dict:
                 raise TranscoderError(f"the model has no hook {name!r}; transcoders need a TransformerBridge "
                                       "with MLP hooks")
@@ -227,9 +241,10 @@ def _load_circuit_tracer(path: Path) -> TranscoderSet:
     top_k = config.get("anchorlens_top_k") or [None] * len(files)
     layers = []
     for i, name in enumerate(files):
-        file = Path(name) if Path(name).is_absolute() else path / name
-        if not file.exists():
-            raise TranscoderError(f"{path}/config.yaml names {name}, which is missing")
+        file = _layer_file(path, name)
+        if file.suffix != ".safetensors":
+            raise TranscoderError(f"{file} is not a .safetensors file: anchorlens reads circuit-tracer's "
+                                  "safetensors layout (not GemmaScope's params.npz)")
         t = load_file(str(file))
         missing = {"W_enc", "W_dec", "b_enc", "b_dec"} - set(t)
         if missing:
@@ -240,6 +255,30 @@ def _load_circuit_tracer(path: Path) -> TranscoderSet:
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     return TranscoderSet(layers, config.get("feature_input_hook", FEATURE_INPUT_HOOK),
                          config.get("feature_output_hook", FEATURE_OUTPUT_HOOK), config.get("scan"), meta)
+
+
+def _site(hook: str, sites: dict[str, str], verb: str) -> str:
+    if hook not in sites:
+        gemma = " (circuit-tracer uses it for Gemma 2/3, which anchorlens does not attribute)" if "ln2" in hook else ""
+        raise TranscoderError(f"transcoders that {verb} {hook!r}{gemma}: anchorlens attributes transcoders that "
+                              f"{verb} one of {sorted(sites)} (circuit-tracer's names for Llama / Qwen models); "
+                              "fix feature_input_hook / feature_output_hook in config.yaml if they mean one of these")
+    return sites[hook]
+
+
+def _layer_file(path: Path, name: str) -> Path:
+    """A file that config.yaml names: a path in the folder, or an ``hf://owner/repo/file?revision=...`` address
+    (circuit-tracer's released configs) whose file lies in the folder, as a download of the repository has it."""
+    if name.startswith("hf://"):
+        inside = name[len("hf://"):].split("?", 1)[0].split("/", 2)[2:]  # drop owner and repository
+        candidates = [path / inside[0], path / Path(inside[0]).name] if inside else []
+    else:
+        candidates = [Path(name) if Path(name).is_absolute() else path / name]
+    for file in candidates:
+        if file.exists():
+            return file
+    raise TranscoderError(f"{path}/config.yaml names {name}, which is not in {path}: download the transcoder "
+                          "repository's files into that folder (huggingface_hub.snapshot_download)")
 
 
 def _maybe(tensors: dict, key: str):
