@@ -166,6 +166,7 @@ def analyze(
     progress: bool = True,
     transcoders=None,
     attribution_features: int = 1024,
+    answer_equivalence: bool = True,
     say: Callable[[str], None] | None = None,
 ) -> Analysis:
     """Find the thought anchors of one chain of thought three ways and write an interactive report.
@@ -189,6 +190,8 @@ def analyze(
         transcoders: a ``TranscoderSet`` or its folder (``load_transcoders``): adds the attribution step (the
             answer token's logit attributed back to sentences through an attribution graph). Off by default.
         attribution_features: at most this many feature nodes in that graph (those of largest influence).
+        answer_equivalence: count answers that ``check_answer`` deems equal (``42``, ``42.0``) as one answer in
+            every answer distribution (default); False keeps the published string-level computation.
         say: where the one line per step goes (``trace: reused``, ``receivers: recomputed (heads 16 -> 4)``);
             default: standard error when ``progress`` is on.
 
@@ -280,14 +283,18 @@ def analyze(
         settings = {"sampler": _sampler_key(identity, sampler), "rollouts": n_rollouts,
                     "rollout_tokens": rollout_max_tokens, "temperature": temperature, "top_p": top_p,
                     "extractor": extractor if isinstance(extractor, str) else getattr(extractor, "__name__", "custom"),
-                    "answer": answer}
+                    "answer": answer, "answer_equivalence": answer_equivalence}
         # the sampler names the model that samples (a server's own), so the local model's identity is left out
         path = step("resampling", IMPORTANCE_FILE, settings | {"model": None}, lambda path: _resampling(
             model if sampler is None else sampler, trace, path, answer, n_rollouts, rollout_max_tokens, temperature,
-            top_p, extractor, progress))
+            top_p, extractor, answer_equivalence, progress))
         from anchorlens.resampling.metrics import ImportanceResult
 
         analysis.importance = ImportanceResult.load(path)
+        info = analysis.importance.run_info
+        if analysis.steps["resampling"] != "reused" and info:
+            say(f"resampling rollouts: {info.get('already_done', 0)} found in {Path(info.get('store', '')).name} "
+                f"under the same settings, {info.get('generated', 0)} generated")
     if "flow" in steps:
         position = analysis.answer_position
         path = step("flow", FLOW_FILE, {"distance": "l2", "answer_position": position},
@@ -586,7 +593,7 @@ def _trace_answer(trace: Trace, extractor) -> str | None:
 
 
 def _resampling(model_or_sampler, trace, path: Path, answer, n_rollouts, max_tokens, temperature, top_p, extractor,
-                progress) -> None:
+                answer_equivalence, progress) -> None:
     from anchorlens.resampling.runner import resampling_importance
 
     importance = resampling_importance(
@@ -599,6 +606,7 @@ def _resampling(model_or_sampler, trace, path: Path, answer, n_rollouts, max_tok
         temperature=temperature,
         top_p=top_p,
         extractor=extractor,
+        answer_equivalence=answer_equivalence,
         progress=progress,
     )
     importance.save(path)
