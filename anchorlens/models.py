@@ -356,28 +356,35 @@ def verify_cached_decoding(model, n_prompt: int = 6, n_decoded: int = 4) -> None
 def model_identity(model) -> dict:
     """What names a model's outputs in a saved result's key: its name, dtype and a fingerprint of its weights.
 
-    The fingerprint hashes every parameter's name and shape and 64 evenly strided values of it (not all of them:
-    hashing a 70B model's weights would take minutes), enough to tell two checkpoints or two random seeds apart.
-    Computed once per model object.
+    The fingerprint (``weights_fingerprint``) is recomputed at every call (milliseconds), so weights edited in
+    place give another identity.
     """
-    cached = getattr(model, "_anchorlens_identity", None)
-    if cached is not None:
-        return dict(cached)
+    dtype = next(model.parameters()).dtype
+    return {"name": getattr(model, "anchorlens_name", None) or model.cfg.model_name,
+            "dtype": str(dtype).removeprefix("torch."), "weights": weights_fingerprint(model)}
+
+
+FINGERPRINT_SAMPLES = 1024
+
+
+def weights_fingerprint(model) -> str:
+    """A short hash of a model's weights: ``model.anchorlens_fingerprint`` when the model carries one, else a hash
+    of every parameter's name, shape, dtype and an evenly strided sample of its values.
+
+    The sample (at most 1,024 values per parameter) keeps this to milliseconds, even for large models; two models
+    that differ only in weights outside every sample would collide (a fine-tune changes nearly every weight).
+    """
     import hashlib
 
+    given = getattr(model, "anchorlens_fingerprint", None)
+    if given:
+        return str(given)
     digest = hashlib.sha256()
     with torch.no_grad():
-        for name, parameter in sorted(model.named_parameters(), key=lambda item: item[0]):
-            flat = parameter.detach().reshape(-1)
-            step = max(1, flat.numel() // 64)
-            sample = flat[::step][:64].to("cpu", torch.float32).numpy()
-            digest.update(f"{name}{tuple(parameter.shape)}".encode())
+        for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+            flat = param.detach().reshape(-1)
+            step = max(1, flat.numel() // FINGERPRINT_SAMPLES)
+            sample = flat[::step][:FINGERPRINT_SAMPLES].to("cpu", torch.float64).numpy()
+            digest.update(f"{name}{tuple(param.shape)}{param.dtype}".encode())
             digest.update(sample.tobytes())
-    dtype = next(model.parameters()).dtype
-    identity = {"name": getattr(model, "anchorlens_name", None) or type(model).__name__,
-                "dtype": str(dtype).removeprefix("torch."), "weights": digest.hexdigest()[:16]}
-    try:
-        model._anchorlens_identity = identity
-    except AttributeError:  # an object that refuses new attributes: recompute next time
-        pass
-    return dict(identity)
+    return digest.hexdigest()[:16]

@@ -27,6 +27,7 @@ from anchorlens.resampling.samplers.base import (
     check_requests,
 )
 from anchorlens.resampling.samplers.nucleus import nucleus_probs, sample_rows, seeded_generators
+from anchorlens.models import weights_fingerprint
 from anchorlens.trace import encode_text
 
 
@@ -77,7 +78,7 @@ class LocalSampler(Sampler):
 
     @property
     def identity(self) -> dict:
-        """The model's name, dtype and a fingerprint of its weights (see ``weights_fingerprint``), and the hook
+        """The model's name, dtype and a fingerprint of its weights (``models.weights_fingerprint``), and the hook
         points with hooks on them right now, if any (sampling under an intervention makes other rollouts; the
         hook functions themselves cannot be told apart, so two interventions on the same points share a key)."""
         cfg = self.model.cfg
@@ -85,7 +86,7 @@ class LocalSampler(Sampler):
             "sampler": "local",
             "model": getattr(self.model, "anchorlens_name", None) or cfg.model_name,
             "dtype": str(getattr(cfg, "dtype", None)),
-            "weights": weights_fingerprint(self.model),
+            "weights": weights_fingerprint(self.model),  # anchorlens.models
         }
         hooked = sorted(name for name, module in self.model.named_modules()
                         if type(module).__name__ == "HookPoint" and (module._forward_hooks or module._forward_pre_hooks))
@@ -183,32 +184,6 @@ class LocalSampler(Sampler):
 
 
 ROLLOUT_BATCH_CAP = 64
-_FINGERPRINT_SAMPLES = 1024
-
-
-def weights_fingerprint(model) -> str:
-    """A short hash of a model's weights: ``model.anchorlens_fingerprint`` when the model carries one, else
-    a hash of every parameter's name, shape, dtype and an evenly strided sample of its values.
-
-    The sample (at most 1,024 values per parameter) keeps this to milliseconds; two models that differ
-    only in weights outside every sample would collide (a fine-tune changes nearly every weight, so in
-    practice they do not).
-    """
-    import hashlib
-
-    given = getattr(model, "anchorlens_fingerprint", None)
-    if given:
-        return str(given)
-    digest = hashlib.sha256()
-    with torch.no_grad():
-        for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
-            flat = param.detach().reshape(-1)
-            step = max(1, flat.numel() // _FINGERPRINT_SAMPLES)
-            sample = flat[::step][:_FINGERPRINT_SAMPLES].to("cpu", torch.float64).numpy()
-            digest.update(f"{name}{tuple(param.shape)}{param.dtype}".encode())
-            digest.update(sample.tobytes())
-    return digest.hexdigest()[:16]
-
 
 
 def default_rollout_batch(model, n_positions: int) -> int:
