@@ -75,6 +75,7 @@ def sample_analysis(tmp_path_factory) -> Path:
     done = run_anchorlens("analyze", "--rollouts", "2", "--rollout-tokens", "16", "--out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     (out / "stdout.txt").write_text(done.stdout)
+    (out / "stderr.txt").write_text(done.stderr)
     return out
 
 
