@@ -158,6 +158,7 @@ def aggregate_folder(out_dir: str | Path, n_boot: int = 2000, seed: int = 0) -> 
         frames.append(frame)
         importance += [c for c in columns if c not in importance]
     sentences = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["trace", "sentence", "text"])
+    sentences = sentences.astype({c: "float64" for c in sentences.select_dtypes("float32").columns})  # as saved
     base_kurtosis, base_traces = None, []
     if manifest.get("base_model") is not None:
         for name in complete:
