@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from pathlib import Path
 
 import matplotlib
 
@@ -188,6 +189,32 @@ def test_study_round_trips_and_plots(run, tmp_path):
     assert heads.receiver_rank.notna().sum() == TOP_K and len(heads) == 3 * 4
     assert result.plot() is not None
     assert "4 traces" in repr(result)
+    page = result.write_page(tmp_path).read_text()
+    for name in SHORTEST:  # links each trace's own report, which analyze wrote
+        assert f"href='traces/{name}/report.html'" in page
+        assert (Path(result.settings["out_dir"]) / "traces" / name / "report.html").is_file()
+    assert f"<b>{result.reliability:.2f}</b>" in page and "data:image/png;base64," in page
+
+
+@pytest.mark.slow
+def test_command_on_two_published_traces(published, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    data = tmp_path / "data"
+    for name in SHORTEST[1::2]:
+        shutil.copytree(published / name, data / name)
+    # this checkout's anchorlens, as a user runs the command
+    done = subprocess.run([sys.executable, "-m", "anchorlens.cli", "study", str(data), "--views", "receivers", "--heads",
+                           "5", "--out", str(tmp_path / "s")], capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[1/2]" in done.stderr and "[2/2]" in done.stderr
+    result = Study.load(tmp_path / "s")
+    assert result.traces == sorted(SHORTEST[1::2]) and len(result.receiver_heads) == 5
+    for file in ("study.html", "study.png", "study_by_category.csv", "study_heads.csv", "study_sentences.csv"):
+        assert (tmp_path / "s" / file).is_file()
 
 
 def test_a_trace_too_long_for_the_model_is_skipped_and_said(published, tmp_path):
@@ -243,7 +270,7 @@ def test_command_checks_its_input_before_loading_the_model(published, tmp_path, 
 # --------------------------------------------------------------------------- the planted receiver organism
 
 
-def organism_traces(model, marked: bool, n: int = 8):
+def organism_traces(model, marked: bool, n: int = 6):
     rng = random.Random(0)
     traces = []
     for i in range(n):
@@ -269,12 +296,12 @@ def test_organism_planted_head_comes_first_and_is_reliable(organism, model, tmp_
     assert "receiver_score" in result.sentences and "category" not in result.sentences
     marked = result.sentences[result.sentences.text == MARKED]
     best = result.sentences.loc[result.sentences.groupby("trace").receiver_score.idxmax()]
-    assert (best.text == MARKED).all() and len(marked) == 8
+    assert (best.text == MARKED).all() and len(marked) == 6
     # against an unplanted model of the same shape on the same traces: one head far above every other
     comparison = result.base_comparison(threshold=3.0)
     assert comparison[f"share_above[{organism.anchorlens_name}]"] == pytest.approx(1 / 8)
     assert comparison[f"share_above[{model.anchorlens_name}]"] == 0.0
-    assert 0 <= comparison["mann_whitney_p"] <= 1 and comparison["n_traces"] == 8
+    assert 0 <= comparison["mann_whitney_p"] <= 1 and comparison["n_traces"] == 6
 
 
 def test_organism_control_without_the_marker(organism, tmp_path):
@@ -283,3 +310,26 @@ def test_organism_control_without_the_marker(organism, tmp_path):
     assert organism.planted_head not in result.receiver_heads  # nothing to receive: it is not a receiver
     assert float(result.mean_kurtosis.nan_to_num(-9).max()) < 1.0
     assert result.reliability_ci[0] < 0.5  # the halves do not reliably agree on any head
+
+
+def test_rollouts_and_flow_go_through_analyze(model, tmp_path):
+    """importance="rollouts" runs analyze's resampling step on each trace; other views come as analyze saves them."""
+    from anchorlens.pipeline import Analysis
+
+    texts = ["We need 2 plus 2. Adding them gives 4. So the answer is \\boxed{4}.",
+             "First take 3. Then add 1 to it. That makes 4. The answer is \\boxed{4}."]
+    traces = [al.Trace.from_text(model, text, prompt="Q: What is 2 + 2?\nA: ", metadata={"name": f"q{i}"})
+              for i, text in enumerate(texts)]
+    lines: list[str] = []
+    result = al.study(model, traces, out_dir=tmp_path, views=("receivers", "flow"), importance="rollouts", top_k=2,
+                      n_rollouts=2, rollout_max_tokens=6, say=lines.append)
+    assert result.traces == ["q0", "q1"] and "resampling: computed" in lines[1] and "flow: computed" in lines[1]
+    assert "resampling_importance_accuracy" in result.importance_columns
+    for name in result.traces:
+        expected = Analysis.load(tmp_path / "traces" / name).to_dataframe()
+        rows = result.sentences[result.sentences.trace == name].reset_index(drop=True)
+        expected = expected.rename(columns={"receiver_score": "receiver_score_own_heads"})
+        assert {"flow_to_answer", "resampling_importance_kl", "accuracy"} <= set(expected.columns)
+        for column in expected.columns:  # every column of analyze's table, as analyze saved it
+            pd.testing.assert_series_equal(rows[column], expected[column].astype(rows[column].dtype),
+                                           check_names=False)

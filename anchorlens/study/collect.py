@@ -119,10 +119,9 @@ def _trace_rows(out_dir: Path, name: str, manifest: dict, heads, vertical) -> tu
         records = read_json(folder / PUBLISHED_COPY)
         if len(records) != len(frame):
             raise StudyInputError(f"{name}: {len(records)} published chunks for {len(frame)} sentences")
-        if "category" in frame:
-            frame = frame.rename(columns={"category": "classifier_category"})
         published = pd.DataFrame([{k: v for k, v in r.items() if k != "chunk"} for r in records])
-        if "function_tags" in published:
+        if "function_tags" in published:  # the published first tag is the category; the classifier's kept apart
+            frame = frame.rename(columns={"category": "classifier_category"})
             frame["category"] = [tags[0] if tags else None for tags in published["function_tags"]]
         importance = [c for c in published.columns if c not in ("chunk_idx", "function_tags", "depends_on", "summary")
                       and pd.api.types.is_numeric_dtype(published[c])]

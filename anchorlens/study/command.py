@@ -5,7 +5,8 @@
 
 Writes into ``--out``: ``traces/<name>/`` (what ``anchorlens analyze`` writes, keyed, with the trace's own
 report), ``study.npz`` and ``study_sentences.json`` (``Study.load``), ``study_heads.csv``, ``study_sentences.csv``,
-``study_by_category.csv``, ``study_view_correlations.csv`` and ``study.png``. A re-run reuses every saved step; a
+``study_by_category.csv``, ``study_view_correlations.csv``, ``study.png`` and ``study.html`` (the figures and
+tables, linking each trace's report). A re-run reuses every saved step; a
 shard aggregates whatever is complete and says what is missing.
 """
 
@@ -105,5 +106,5 @@ def run_study(args) -> int:
         figure = result.plot()
         figure.savefig(args.out / "study.png", dpi=110, bbox_inches="tight")
         plt.close(figure)
-    print(f"study: {args.out.resolve()}")
+    print(f"study: {result.write_page(args.out).resolve()}")
     return 0

@@ -150,6 +150,13 @@ class Study:
 
         return plot_study(self, metric=metric)
 
+    def write_page(self, folder: str | Path | None = None) -> Path:
+        """``study.html`` in ``folder`` (default: the study's folder): the figures and tables, and a link to each
+        trace's own report."""
+        from anchorlens.study.page import write_study_page
+
+        return write_study_page(self, folder or self.settings["out_dir"])
+
     # ------------------------------------------------------------------ I/O
 
     def save(self, folder: str | Path) -> Path:
