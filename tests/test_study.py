@@ -177,6 +177,21 @@ def test_shards_into_one_folder_give_the_same_study(run, published, model, tmp_p
     assert whole.receiver_heads == result.receiver_heads and whole.reliability == result.reliability
     pd.testing.assert_frame_equal(whole.sentences, result.sentences)
     pd.testing.assert_frame_equal(aggregate_folder(tmp_path).sentences, result.sentences)
+    assert Study.aggregate(tmp_path).receiver_heads == result.receiver_heads
+
+
+def test_command_aggregates_without_a_model(run, published, tmp_path, capsys):
+    from anchorlens.cli import main
+
+    result, out, _ = run
+    folder = tmp_path / "copy"
+    shutil.copytree(out, folder)
+    assert main(["study", str(published), "--views", "receivers", "--heads", str(TOP_K), "--aggregate",
+                 "--out", str(folder)]) == 0
+    captured = capsys.readouterr()
+    assert "loading" not in captured.err and "4 traces" in captured.out
+    assert Study.load(folder).receiver_heads == result.receiver_heads
+    assert (folder / "study.html").is_file() and (folder / "study_heads.csv").is_file()
 
 
 def test_study_round_trips_and_plots(run, tmp_path):

@@ -2,6 +2,7 @@
 
     anchorlens study data/thought-anchors --importance published --views categories receivers --out study
     anchorlens study data/thought-anchors --shard 0/4 --out shared/study     # one of 4 machines; any scheduler
+    anchorlens study data/thought-anchors --aggregate --out shared/study     # then: no model, just aggregate
 
 Writes into ``--out``: ``traces/<name>/`` (what ``anchorlens analyze`` writes, keyed, with the trace's own
 report), ``study.npz`` and ``study_sentences.json`` (``Study.load``), ``study_heads.csv``, ``study_sentences.csv``,
@@ -48,6 +49,9 @@ def add_study_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--out", type=Path, default=Path("anchorlens-study"),
                         help="the study's folder, resumed if it exists (default: %(default)s)")
+    parser.add_argument("--aggregate", action="store_true",
+                        help="load no model: aggregate whatever the shards saved in --out and write the tables, "
+                             "figures and page (e.g. the last step of a Slurm array)")
     return parser
 
 
@@ -86,10 +90,19 @@ def run_study(args) -> int:
     from anchorlens.study.runner import study
 
     settings = check_study_args(args)  # before the minutes of loading a model
-    print(f"loading {args.model} ...", file=sys.stderr)
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
-    base = load_model(args.base_model, device=args.device, dtype=args.dtype) if args.base_model else None
-    result = study(model, args.folder, out_dir=args.out, base_model=base, **settings)
+    if args.aggregate:
+        from anchorlens.study.collect import aggregate_folder
+
+        result = aggregate_folder(args.out)
+        result.save(args.out)
+        if result.missing:
+            print(f"missing {len(result.missing)}: " + "; ".join(f"{n}: {why}" for n, why in result.missing.items()),
+                  file=sys.stderr)
+    else:
+        print(f"loading {args.model} ...", file=sys.stderr)
+        model = load_model(args.model, device=args.device, dtype=args.dtype)
+        base = load_model(args.base_model, device=args.device, dtype=args.dtype) if args.base_model else None
+        result = study(model, args.folder, out_dir=args.out, base_model=base, **settings)
     print(result)
     result.heads_dataframe().to_csv(args.out / "study_heads.csv", index=False)
     result.to_dataframe().to_csv(args.out / "study_sentences.csv", index=False)
