@@ -273,6 +273,7 @@ def test_command_checks_its_input_before_loading_the_model(published, tmp_path, 
              ([str(published), "--shard", "5/2"], "shard 5/2"),
              ([str(published), "--heads", "0"], "--heads must be at least 1"),
              ([str(published), "--rollouts", "4"], "without --importance rollouts"),
+             ([str(published), "--views", "categories", "--base-model", "x"], "add receivers to --views"),
              ([str(tmp_path / "broken")], "lacks problem.json, base_solution.json"),
              ([str(published), "--model", "no-such-model", "--out", str(tmp_path / "o.txt")], None)]
     (tmp_path / "o.txt").write_text("a file")

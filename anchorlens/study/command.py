@@ -72,6 +72,8 @@ def check_study_args(args) -> dict:
         if value < 1:
             raise OptionError(f"{option} must be at least 1, not {value}")
     views, _ = check_study_options(tuple(dict.fromkeys(args.views)), importance, args.heads, args.shard)
+    if args.base_model is not None and "receivers" not in views:
+        raise OptionError("--base-model is compared by its heads' kurtosis: add receivers to --views, or leave it out")
     discover(args.folder)  # the traces are there and in the published layout
     _check_writable(args.out)
     return {"views": views, "importance": importance, "top_k": args.heads, "shard": args.shard,

@@ -90,6 +90,9 @@ def study(
     from anchorlens.models import model_identity
 
     views, shard = check_study_options(views, importance, top_k, shard)
+    if base_model is not None and "receivers" not in views:
+        raise StudyInputError("a base model is compared by its heads' kurtosis: add the receivers view, or leave "
+                              "base_model out")
     if "attribution" in views and transcoders is None:
         raise StudyInputError("the attribution view needs transcoders: pass transcoders=... or leave it out")
     sources = discover(traces)
@@ -152,13 +155,21 @@ def run_trace(model, source: TraceSource, out_dir: Path, *, importance, base_mod
         layer, head = analysis.receiver_heads[0]
         summary += f"; its top head L{layer}H{head} (kurtosis {float(analysis.receiver_kurtosis[layer, head]):.1f})"
     del analysis  # one trace's tensors at a time
-    if base_model is not None:
-        base_trace = trace_from_sentences(base_model, trace.prompt, trace.cot, trace.sentences, trace.metadata,
-                                          style=trace.style)
-        base = analyze(base_model, collect.trace_dir(out_dir, source.name, base=True), trace=base_trace,
-                       steps=("receivers",), top_k_heads=settings["top_k_heads"], progress=False, say=lines.append)
-        statuses += f", base receivers: {base.steps.get('receivers')}"
-        del base
+    if base_model is not None:  # the same sentences on the base model's tokenizer
+        base_folder = collect.trace_dir(out_dir, source.name, base=True)
+        try:
+            base_trace = trace_from_sentences(base_model, trace.prompt, trace.cot, trace.sentences, trace.metadata,
+                                              style=trace.style)
+        except TraceTooLongError as error:
+            base_folder.mkdir(parents=True, exist_ok=True)
+            collect.write_json(base_folder / collect.SKIPPED, {"reason": f"skipped for the base model: {error}"})
+            statuses += ", base receivers: skipped (too long)"
+        else:
+            (base_folder / collect.SKIPPED).unlink(missing_ok=True)
+            base = analyze(base_model, base_folder, trace=base_trace, steps=("receivers",),
+                           top_k_heads=settings["top_k_heads"], progress=False, say=lines.append)
+            statuses += f", base receivers: {base.steps.get('receivers')}"
+            del base
     return f"{summary}; {time.perf_counter() - started:.1f} s ({statuses or 'nothing to compute'})"
 
 
