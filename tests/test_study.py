@@ -163,6 +163,25 @@ def test_a_second_run_recomputes_nothing(run, published, model):
     assert again.receiver_heads == result.receiver_heads
 
 
+def test_a_killed_study_resumes_where_it_stopped(run, published, model, tmp_path):
+    """A study killed inside its third trace (receivers written, its key not yet) and before the fourth: the
+    re-run reuses the first two traces, recomputes the third's receivers and computes the fourth."""
+    result, out, _ = run
+    folder = tmp_path / "killed"
+    shutil.copytree(out, folder)
+    names = result.traces
+    (folder / "traces" / names[2] / "receivers.npz.key.json").unlink()
+    shutil.rmtree(folder / "traces" / names[3])
+    assert set(Study.aggregate(folder).missing) == {names[2], names[3]}
+    lines: list[str] = []
+    again = al.study(model, published, out_dir=folder, views=("receivers",), importance="published", top_k=TOP_K,
+                     say=lines.append)
+    assert [line.split("(")[-1] for line in lines[1:]] == ["receivers: reused)", "receivers: reused)",
+                                                           "receivers: computed)", "receivers: computed)"]
+    assert not again.missing and again.receiver_heads == result.receiver_heads
+    pd.testing.assert_frame_equal(again.sentences, result.sentences)
+
+
 def test_shards_into_one_folder_give_the_same_study(run, published, model, tmp_path):
     result, _, _ = run
     half = al.study(model, published, out_dir=tmp_path, views=("receivers",), importance="published",
