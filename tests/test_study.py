@@ -285,6 +285,8 @@ def test_published_importance_needs_published_folders(model, tmp_path):
 def test_command_checks_its_input_before_loading_the_model(published, tmp_path, capsys):
     from anchorlens.cli import main
 
+    problems = tmp_path / "problems.txt"
+    problems.write_text("What is 2 + 2?\n")
     broken = tmp_path / "broken" / "problem_1"
     broken.mkdir(parents=True)
     (broken / "chunks_labeled.json").write_text("[]")
@@ -293,6 +295,7 @@ def test_command_checks_its_input_before_loading_the_model(published, tmp_path, 
              ([str(published), "--heads", "0"], "--heads must be at least 1"),
              ([str(published), "--rollouts", "4"], "without --importance rollouts"),
              ([str(published), "--views", "categories", "--base-model", "x"], "add receivers to --views"),
+             ([str(problems), "--views", "receivers"], "no published importance"),
              ([str(tmp_path / "broken")], "lacks problem.json, base_solution.json"),
              ([str(published), "--model", "no-such-model", "--out", str(tmp_path / "o.txt")], None)]
     (tmp_path / "o.txt").write_text("a file")
@@ -368,3 +371,33 @@ def test_rollouts_and_flow_go_through_analyze(model, tmp_path):
         for column in expected.columns:  # every column of analyze's table, as analyze saved it
             pd.testing.assert_series_equal(rows[column], expected[column].astype(rows[column].dtype),
                                            check_names=False)
+
+
+def test_a_file_of_problems_generates_one_trace_each(model, tmp_path):
+    problems = tmp_path / "problems.json"
+    problems.write_text(json.dumps(["What is 2 + 2?", {"problem": "What is 3 + 4?", "answer": "7"}]))
+    lines: list[str] = []
+    result = al.study(model, problems, out_dir=tmp_path / "out", views=("receivers",), importance=None, top_k=2,
+                      max_new_tokens=24, say=lines.append)
+    assert lines[1].startswith("[1/2] problem_000: ") and lines[2].startswith("[2/2] problem_001: ")
+    for name in ("problem_000", "problem_001"):  # a random model's text: generated, or skipped as degenerate
+        if name in result.traces:
+            trace = al.Trace.load(tmp_path / "out" / "traces" / name / "trace.json")
+            assert trace.metadata["problem"] in ("What is 2 + 2?", "What is 3 + 4?")
+        else:
+            assert "degenerate" in result.missing[name]
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(StudyInputError, match="holds no problem"):
+        al.study(model, tmp_path / "empty.txt", out_dir=tmp_path / "o2", importance=None)
+
+
+@pytest.mark.slow
+def test_a_problem_generates_its_trace_with_the_embedded_model(smol, tmp_path):
+    problems = tmp_path / "problems.txt"
+    problems.write_text("What is 6 times 7?\n")
+    result = al.study(smol, problems, out_dir=tmp_path / "out", views=("receivers",), importance=None, top_k=3,
+                      max_new_tokens=200, generation_seed=1, progress=False)
+    assert result.traces == ["problem_000"] and not result.missing
+    trace = al.Trace.load(tmp_path / "out" / "traces" / "problem_000" / "trace.json")
+    assert trace.metadata["problem"] == "What is 6 times 7?"
+    assert len(result.sentences) == trace.n_sentences and len(result.receiver_heads) == 3

@@ -29,7 +29,8 @@ def add_study_parser(commands) -> argparse.ArgumentParser:
                     "aggregate over traces: receiver heads by mean kurtosis, split-half reliability, importance "
                     "by category with intervals over traces, view correlations.",
     )
-    parser.add_argument("folder", type=Path, help="a folder of published trace folders (e.g. data/thought-anchors)")
+    parser.add_argument("folder", type=Path, help="a folder of published trace folders (e.g. data/thought-anchors), "
+                        "or a file of problems to generate traces for (.txt one a line, or a .json list)")
     parser.add_argument("--importance", default="published", choices=["published", "rollouts", "none"],
                         help="published: the metrics and tags of chunks_labeled.json; rollouts: resample every "
                              "trace (slow); none (default: %(default)s)")
@@ -74,7 +75,10 @@ def check_study_args(args) -> dict:
     views, _ = check_study_options(tuple(dict.fromkeys(args.views)), importance, args.heads, args.shard)
     if args.base_model is not None and "receivers" not in views:
         raise OptionError("--base-model is compared by its heads' kurtosis: add receivers to --views, or leave it out")
-    discover(args.folder)  # the traces are there and in the published layout
+    if args.folder.is_file() and importance == "published":
+        raise OptionError(f"{args.folder} is a file of problems: their traces have no published importance; add "
+                          "--importance rollouts or --importance none")
+    discover(args.folder)  # the traces (or problems) are there and readable
     _check_writable(args.out)
     return {"views": views, "importance": importance, "top_k": args.heads, "shard": args.shard,
             "n_rollouts": rollouts, "rollout_max_tokens": rollout_tokens,

@@ -30,6 +30,8 @@ class TraceSource:
     name: str
     folder: Path | None = None  # a published trace folder
     trace: Trace | None = None  # or a given trace
+    problem: str | None = None  # or a problem for the model to reason about (analyze generates the trace)
+    answer: str | None = None  # the problem's correct answer, when the problems file gives one
 
     @property
     def published(self) -> bool:
@@ -56,6 +58,8 @@ def find_trace_folders(root: str | Path) -> list[Path]:
 
 def discover(traces) -> list[TraceSource]:
     """The study's traces, named and in order: a folder (searched recursively) or a list of ``Trace`` objects."""
+    if isinstance(traces, (str, Path)) and Path(traces).is_file():
+        return problem_sources(Path(traces))
     if isinstance(traces, (str, Path)):
         root = Path(traces)
         folders = find_trace_folders(root)
@@ -77,6 +81,29 @@ def discover(traces) -> list[TraceSource]:
     if len(set(names)) != len(names):
         raise StudyInputError("two traces have the same metadata['name']: give each trace its own name")
     return [TraceSource(name, trace=t) for name, t in zip(names, traces)]
+
+
+def problem_sources(path: Path) -> list[TraceSource]:
+    """A file of problems to generate traces for: ``.txt`` (one problem a line) or ``.json`` (a list of problems,
+    each a string or ``{"problem": ..., "answer": ...}``); named ``problem_000``, ``problem_001``, ..."""
+    if path.suffix == ".json":
+        items = read_json(path)
+        if not isinstance(items, list):
+            raise StudyInputError(f"{path} must hold a JSON list of problems (strings or {{'problem', 'answer'}})")
+    else:
+        try:
+            items = [line.strip() for line in path.read_bytes().decode("utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as error:
+            raise StudyInputError(f"{path} is not UTF-8 text ({error.reason}): save it as UTF-8") from None
+    sources = []
+    for i, item in enumerate(items):
+        problem, answer = (item.get("problem"), item.get("answer")) if isinstance(item, dict) else (item, None)
+        if not isinstance(problem, str) or not problem.strip():
+            raise StudyInputError(f"{path}: problem {i} is not a non-empty text: {item!r}")
+        sources.append(TraceSource(f"problem_{i:03d}", problem=problem, answer=None if answer is None else str(answer)))
+    if not sources:
+        raise StudyInputError(f"{path} holds no problem: write one problem a line (.txt) or a JSON list")
+    return sources
 
 
 def parse_shard(shard) -> tuple[int, int] | None:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from anchorlens.errors import EmptyTextError, TraceTooLongError
+from anchorlens.errors import DegenerateTraceError, EmptyTextError, TraceTooLongError
 from anchorlens.study import collect
 from anchorlens.study.discovery import (
     StudyInputError,
@@ -59,6 +59,8 @@ def study(
     rollout_max_tokens: int = 64,
     sampler=None,
     extractor: str = "boxed",
+    max_new_tokens: int = 200,
+    generation_seed: int = 0,
     transcoders=None,
     n_boot: int = 2000,
     seed: int = 0,
@@ -70,7 +72,9 @@ def study(
         model: the white-box model (a loaded ``TransformerBridge``).
         traces: a folder searched recursively for published trace folders (``problem.json``,
             ``base_solution.json``, ``chunks_labeled.json``; sorted by path; their published chunks stay the
-            sentences), or a list of ``Trace`` objects (named by ``metadata["name"]``, else ``trace_000``, ...).
+            sentences), a list of ``Trace`` objects (named by ``metadata["name"]``, else ``trace_000``, ...), or a
+            file of problems to generate traces for (``.txt``, one a line, or a ``.json`` list of problems or of
+            ``{"problem", "answer"}``; generated as ``analyze`` does, with ``max_new_tokens`` and ``generation_seed``).
         out_dir: the study's folder; each trace's results go to ``out_dir/traces/<name>`` as ``analyze`` saves
             them (keyed: a re-run reuses them, a killed study resumes).
         views: among ``categories``, ``receivers``, ``suppression``, ``flow``, ``attribution`` (needs
@@ -111,7 +115,8 @@ def study(
     where = f" (shard {shard[0]}/{shard[1]}: {len(chosen)} of {len(sources)})" if shard else ""
     say(f"study of {len(sources)} traces{where} with {manifest['model']['name']} into {out_dir}")
     settings = dict(steps=steps, top_k_heads=top_k, n_rollouts=n_rollouts, rollout_max_tokens=rollout_max_tokens,
-                    sampler=sampler, extractor=extractor, transcoders=transcoders if "attribution" in views else None)
+                    sampler=sampler, extractor=extractor, transcoders=transcoders if "attribution" in views else None,
+                    max_new_tokens=max_new_tokens, seed=generation_seed)
     for done, (_, source) in enumerate(chosen, start=1):
         line = run_trace(model, source, out_dir, importance=importance, base_model=base_model, **settings)
         say(f"[{done}/{len(chosen)}] {line}")
@@ -136,17 +141,22 @@ def run_trace(model, source: TraceSource, out_dir: Path, *, importance, base_mod
 
     folder = collect.trace_dir(out_dir, source.name)
     started = time.perf_counter()
+    lines: list[str] = []
     try:
-        trace = _build(model, source)
-    except (TraceTooLongError, EmptyTextError) as error:
+        if source.problem is not None:  # analyze generates the trace (keyed on its generation settings)
+            analysis = analyze(model, folder, problem=source.problem, reference_answer=source.answer,
+                               progress=False, say=lines.append, **settings)
+        else:
+            trace = _build(model, source)
+            answer = trace.metadata.get("answer") if source.published else None
+            analysis = analyze(model, folder, trace=trace, reference_answer=answer, progress=False,
+                               say=lines.append, **settings)
+    except (TraceTooLongError, EmptyTextError, DegenerateTraceError) as error:
         folder.mkdir(parents=True, exist_ok=True)
         collect.write_json(folder / collect.SKIPPED, {"reason": f"skipped: {error}"})
         return f"{source.name}: skipped ({error})"
     (folder / collect.SKIPPED).unlink(missing_ok=True)
-    answer = trace.metadata.get("answer") if source.published else None
-    lines: list[str] = []
-    analysis = analyze(model, folder, trace=trace, reference_answer=answer, progress=False, say=lines.append,
-                       **settings)
+    trace = analysis.trace
     if importance == "published":
         shutil.copyfile(source.folder / "chunks_labeled.json", folder / collect.PUBLISHED_COPY)
     statuses = ", ".join(f"{step}: {status}" for step, status in analysis.steps.items())
