@@ -154,6 +154,9 @@ from anchorlens.mediation.picture import MediationPicture, mediation_picture
 from anchorlens.pipeline import Analysis, analyze
 from anchorlens.report import ReportData, build_report
 
+# Studies: many chains of thought, aggregated over traces as the paper does
+from anchorlens.study import Study, StudyInputError, study
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -194,6 +197,8 @@ __all__ = [
     "feature_intervention", "InterventionResult", "feature_intervention_generate", "GenerationResult",
     # the report
     "analyze", "Analysis", "build_report", "ReportData",
+    # studies over many traces
+    "study", "Study", "StudyInputError",
     # causal mediation analysis
     "mediation_sweep", "MediationResult", "MediationInputError", "PromptPair", "arithmetic_pairs", "retrieval_pairs",
     "factual_pairs", "filter_pairs", "arithmetic_organism", "neuron_overlap", "NeuronOverlap", "MediationPicture", "mediation_picture",

@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     from anchorlens.mediation.command import add_mediate_parser, run_mediate  # causal mediation analysis
 
     add_mediate_parser(commands)
+    from anchorlens.study.command import add_study_parser, run_study  # many traces, aggregated
+
+    add_study_parser(commands)
 
     args = parser.parse_args(argv)
     from anchorlens.errors import AnchorlensError, ModelPackageMissingError
@@ -109,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             return _split(args)
         if args.command == "mediate":
             return run_mediate(args)
+        if args.command == "study":
+            return run_study(args)
         return _analyze(args)
     except (AnchorlensError, ModelPackageMissingError) as error:
         # bad input, said in one line; anything else is a bug and keeps its traceback

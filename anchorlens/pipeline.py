@@ -489,7 +489,8 @@ def _receivers(model, trace, path: Path, top_k: int, progress: bool) -> None:
     heads = top_heads(kurtosis, k=min(top_k, finite)) if finite else []
     head_matrix = matrix[heads[0][0], heads[0][1]] if heads else torch.zeros(0)
     scores = receiver_scores(vertical, heads) if heads else torch.zeros(0)
-    save_arrays(path, {"kurtosis": kurtosis, "scores": scores, "head_matrix": head_matrix},
+    # vertical: every head's vertical scores, so a study can score sentences with heads chosen over many traces
+    save_arrays(path, {"kurtosis": kurtosis, "scores": scores, "head_matrix": head_matrix, "vertical": vertical},
                 {"heads": [list(h) for h in heads]})
 
 

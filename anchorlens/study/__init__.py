@@ -1,0 +1,14 @@
+"""Studies: from one chain of thought to a dataset, as the paper works.
+
+``study(model, traces, out_dir=...)`` runs ``analyze`` on every trace (a folder of published trace folders, or
+``Trace`` objects), each into its own keyed folder, and aggregates over traces into a ``Study``: receiver heads
+by mean kurtosis over traces, their split-half reliability, every sentence with its category, importance and
+views, category means with intervals over traces, view correlations, and reasoning vs base model.
+"""
+
+from anchorlens.study.collect import aggregate_folder
+from anchorlens.study.discovery import StudyInputError, find_trace_folders, published_trace
+from anchorlens.study.result import Study
+from anchorlens.study.runner import study
+
+__all__ = ["study", "Study", "aggregate_folder", "StudyInputError", "find_trace_folders", "published_trace"]

@@ -1,0 +1,159 @@
+"""The pure math of a study: statistics over traces of per-trace results (no model, no files).
+
+- receiver heads: the top-k heads by mean kurtosis over traces (METHODS 1.5; layer 0 excluded);
+- split-half reliability: Pearson r between the mean kurtosis of the even- and of the odd-numbered traces, over
+  the heads of layers 1 and up, with a bootstrap interval over traces;
+- category means with a bootstrap interval over traces (sentences of one trace are not independent, so whole
+  traces are resampled);
+- reasoning vs base model: the distributions of head kurtosis, the share of heads above a threshold, tests.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from anchorlens.receivers.scores import Head, top_heads
+
+
+def mean_kurtosis(kurtosis: Float[Tensor, "trace layer head"], exclude_layers=(0,)) -> Float[Tensor, "layer head"]:
+    """Mean kurtosis of each head over the traces where it is defined (NaN where it never is); excluded layers NaN."""
+    values = kurtosis.double()
+    mean = values.nanmean(0)
+    for layer in exclude_layers:
+        if -mean.shape[0] <= layer < mean.shape[0]:
+            mean[layer] = float("nan")
+    return mean
+
+
+def study_heads(kurtosis: Float[Tensor, "trace layer head"], top_k: int, exclude_layers=(0,)) -> list[Head]:
+    """The ``top_k`` heads by mean kurtosis over traces (fewer if fewer heads have one), best first."""
+    mean = mean_kurtosis(kurtosis, exclude_layers)
+    finite = int(torch.isfinite(mean).sum())
+    return top_heads(mean, k=min(top_k, finite)) if finite else []
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    denominator = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def _half_means(values: np.ndarray, first_layer: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per head of layers ``first_layer`` and up: mean kurtosis over the even- and the odd-numbered traces."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a head undefined in every trace of a half: NaN
+        even = np.nanmean(values[0::2, first_layer:], axis=0).ravel()
+        odd = np.nanmean(values[1::2, first_layer:], axis=0).ravel()
+    return even, odd
+
+
+def even_odd_reliability(kurtosis: Float[Tensor, "trace layer head"], first_layer: int = 1) -> float:
+    """Pearson r between the mean kurtosis of the even- and of the odd-numbered traces, over the heads of layers
+    ``first_layer`` and up defined in both halves (NaN with fewer than 2 traces or 3 such heads)."""
+    values = kurtosis.double().numpy()
+    if values.shape[0] < 2:
+        return float("nan")
+    even, odd = _half_means(values, first_layer)
+    keep = np.isfinite(even) & np.isfinite(odd)
+    return _pearson(even[keep], odd[keep]) if keep.sum() > 2 else float("nan")
+
+
+def reliability_interval(kurtosis: Float[Tensor, "trace layer head"], n_boot: int = 2000, confidence: float = 0.95,
+                         seed: int = 0, first_layer: int = 1) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``even_odd_reliability``: each half's traces resampled with replacement
+    within the half (a trace never lands in both halves, which would inflate r). NaN with under 2 traces a half."""
+    values = kurtosis.double().numpy()
+    even_idx, odd_idx = np.arange(0, len(values), 2), np.arange(1, len(values), 2)
+    if len(even_idx) < 2 or len(odd_idx) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    rs = []
+    for _ in range(n_boot):
+        draw = np.empty(len(even_idx) + len(odd_idx), dtype=int)
+        draw[0::2] = rng.choice(even_idx, size=len(even_idx))
+        draw[1::2] = rng.choice(odd_idx, size=len(odd_idx))
+        rs.append(even_odd_reliability(torch.from_numpy(values[draw]), first_layer))
+    rs = np.asarray(rs)
+    rs = rs[np.isfinite(rs)]
+    if not len(rs):
+        return float("nan"), float("nan")
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(rs, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def category_means(frame: pd.DataFrame, metrics: list[str], category: str = "category", trace: str = "trace",
+                   n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """One row per category: each metric's mean over sentences (NaN skipped, as pandas does) with a percentile
+    bootstrap interval over traces (``<metric>_ci_low`` / ``<metric>_ci_high``), ``n_sentences`` and ``n_traces``."""
+    frame = frame[frame[category].notna()]
+    categories = sorted(frame[category].unique())
+    names = list(dict.fromkeys(frame[trace]))
+    values = frame[metrics].astype(float)
+    present = values.notna()
+    # per trace and category: sum and count of each metric, so a bootstrap draw is a weighted sum of them
+    keys = [frame[trace], frame[category]]
+    sums = values.fillna(0.0).groupby(keys).sum()
+    counts = present.astype(float).groupby(keys).sum()
+    index = pd.MultiIndex.from_product([names, categories])
+    sums = sums.reindex(index, fill_value=0.0).to_numpy().reshape(len(names), len(categories), len(metrics))
+    counts = counts.reindex(index, fill_value=0.0).to_numpy().reshape(len(names), len(categories), len(metrics))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(names), size=(n_boot, len(names)))
+    weights = np.stack([np.bincount(d, minlength=len(names)) for d in draws]).astype(float)  # [boot, trace]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = np.einsum("bt,tcm->bcm", weights, sums) / np.einsum("bt,tcm->bcm", weights, counts)
+        means = sums.sum(0) / counts.sum(0)
+    tail = (1 - confidence) / 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a category absent from every draw: NaN
+        low, high = np.nanquantile(boot, tail, axis=0), np.nanquantile(boot, 1 - tail, axis=0)
+    out = pd.DataFrame({category: categories})
+    for m, metric in enumerate(metrics):
+        out[metric] = means[:, m]
+        out[f"{metric}_ci_low"] = low[:, m]
+        out[f"{metric}_ci_high"] = high[:, m]
+    out["n_sentences"] = frame.groupby(category).size().reindex(categories).to_numpy()
+    out["n_traces"] = frame.groupby(category)[trace].nunique().reindex(categories).to_numpy()
+    return out
+
+
+def compare_kurtosis(a: Float[Tensor, "trace layer head"], b: Float[Tensor, "trace layer head"],
+                     threshold: float | None = None, names: tuple[str, str] = ("model", "base")) -> dict:
+    """The paper's reasoning-vs-base comparison on the same traces.
+
+    Per model, the heads' mean kurtosis over traces (layers 1 and up): mean, median, the share of heads above
+    ``threshold`` (default: the 90th percentile of both models' heads together), a two-sided Mann-Whitney U test
+    between the two sets of heads; and, per trace, the mean head kurtosis of each model with a paired Wilcoxon
+    signed-rank test over traces (traces, unlike heads, are independent samples).
+    """
+    from scipy.stats import mannwhitneyu, wilcoxon
+
+    heads_a = mean_kurtosis(a).numpy().ravel()
+    heads_b = mean_kurtosis(b).numpy().ravel()
+    heads_a, heads_b = heads_a[np.isfinite(heads_a)], heads_b[np.isfinite(heads_b)]
+    if threshold is None:
+        threshold = float(np.quantile(np.concatenate([heads_a, heads_b]), 0.9))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        per_trace_a = np.nanmean(a.double().numpy()[:, 1:].reshape(len(a), -1), axis=1)
+        per_trace_b = np.nanmean(b.double().numpy()[:, 1:].reshape(len(b), -1), axis=1)
+    paired = np.isfinite(per_trace_a) & np.isfinite(per_trace_b)
+    differ = paired.sum() >= 2 and np.any(per_trace_a[paired] != per_trace_b[paired])
+    (na, nb) = names
+    return {
+        f"mean_kurtosis[{na}]": float(heads_a.mean()), f"mean_kurtosis[{nb}]": float(heads_b.mean()),
+        f"median_kurtosis[{na}]": float(np.median(heads_a)), f"median_kurtosis[{nb}]": float(np.median(heads_b)),
+        "threshold": threshold,
+        f"share_above[{na}]": float((heads_a > threshold).mean()), f"share_above[{nb}]": float((heads_b > threshold).mean()),
+        "mann_whitney_u": float(mannwhitneyu(heads_a, heads_b, alternative="two-sided").statistic),
+        "mann_whitney_p": float(mannwhitneyu(heads_a, heads_b, alternative="two-sided").pvalue),
+        "wilcoxon_traces_p": float(wilcoxon(per_trace_a[paired], per_trace_b[paired]).pvalue) if differ else float("nan"),
+        "n_heads": [int(len(heads_a)), int(len(heads_b))], "n_traces": int(paired.sum()),
+    }

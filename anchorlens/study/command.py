@@ -1,0 +1,129 @@
+"""``anchorlens study``: analyse every trace of a folder of published traces and aggregate over them.
+
+    anchorlens study data/thought-anchors --importance published --views categories receivers --out study
+    anchorlens study data/thought-anchors --shard 0/4 --out shared/study     # one of 4 machines; any scheduler
+    anchorlens study data/thought-anchors --aggregate --out shared/study     # then: no model, just aggregate
+
+Writes into ``--out``: ``traces/<name>/`` (what ``anchorlens analyze`` writes, keyed, with the trace's own
+report), ``study.npz`` and ``study_sentences.json`` (``Study.load``), ``study_heads.csv``, ``study_sentences.csv``,
+``study_by_category.csv``, ``study_view_correlations.csv``, ``study.png`` and ``study.html`` (the figures and
+tables, linking each trace's report). A re-run reuses every saved step; a
+shard aggregates whatever is complete and says what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from anchorlens.study.runner import VIEWS
+
+
+def add_study_parser(commands) -> argparse.ArgumentParser:
+    """Register the ``study`` subcommand on an argparse subparsers object."""
+    parser = commands.add_parser(
+        "study", help="analyse a folder of traces and aggregate over them (receiver heads, categories, ...)",
+        description="Run analyze on every published trace folder under FOLDER (problem.json, base_solution.json, "
+                    "chunks_labeled.json; searched recursively, in sorted order), each into OUT/traces/<name>, and "
+                    "aggregate over traces: receiver heads by mean kurtosis, split-half reliability, importance "
+                    "by category with intervals over traces, view correlations.",
+    )
+    parser.add_argument("folder", type=Path, help="a folder of published trace folders (e.g. data/thought-anchors), "
+                        "or a file of problems to generate traces for (.txt one a line, or a .json list)")
+    parser.add_argument("--importance", default="published", choices=["published", "rollouts", "none"],
+                        help="published: the metrics and tags of chunks_labeled.json; rollouts: resample every "
+                             "trace (slow); none (default: %(default)s)")
+    parser.add_argument("--views", nargs="+", default=["categories", "receivers"],
+                        choices=[v for v in VIEWS if v != "attribution"],
+                        help="per-sentence views, computed as analyze computes them (default: categories receivers)")
+    parser.add_argument("--heads", type=int, default=20, help="number of receiver heads (default: %(default)s)")
+    parser.add_argument("--shard", default=None, help="i/n: run only the traces whose index is i modulo n")
+    parser.add_argument("--model", default="smollm2-135m-instruct",
+                        help="the white-box model (default: %(default)s), a Hugging Face name or a local folder")
+    parser.add_argument("--base-model", default=None, help="a base model to compare head kurtosis with")
+    parser.add_argument("--rollouts", type=int, default=None, help="with --importance rollouts: per sentence "
+                        "(default: 8)")
+    parser.add_argument("--rollout-tokens", type=int, default=None, help="with --importance rollouts: max tokens "
+                        "per continuation (default: 64)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: a GPU if there is one)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--out", type=Path, default=Path("anchorlens-study"),
+                        help="the study's folder, resumed if it exists (default: %(default)s)")
+    parser.add_argument("--aggregate", action="store_true",
+                        help="load no model: aggregate whatever the shards saved in --out and write the tables, "
+                             "figures and page (e.g. the last step of a Slurm array)")
+    return parser
+
+
+def check_study_args(args) -> dict:
+    """Every option and input checked without a model; returns ``study``'s keyword arguments."""
+    from anchorlens.cli import _check_writable
+    from anchorlens.errors import OptionError
+    from anchorlens.study.discovery import discover
+    from anchorlens.study.runner import check_study_options
+
+    importance = None if args.importance == "none" else args.importance
+    if importance != "rollouts" and (args.rollouts is not None or args.rollout_tokens is not None):
+        raise OptionError("--rollouts and --rollout-tokens do nothing without --importance rollouts: add "
+                          "--importance rollouts, or leave them out")
+    rollouts = args.rollouts if args.rollouts is not None else 8
+    rollout_tokens = args.rollout_tokens if args.rollout_tokens is not None else 64
+    for option, value in [("--heads", args.heads), ("--rollouts", rollouts), ("--rollout-tokens", rollout_tokens)]:
+        if value < 1:
+            raise OptionError(f"{option} must be at least 1, not {value}")
+    views, _ = check_study_options(tuple(dict.fromkeys(args.views)), importance, args.heads, args.shard)
+    if args.base_model is not None and "receivers" not in views:
+        raise OptionError("--base-model is compared by its heads' kurtosis: add receivers to --views, or leave it out")
+    if args.folder.is_file() and importance == "published":
+        raise OptionError(f"{args.folder} is a file of problems: their traces have no published importance; add "
+                          "--importance rollouts or --importance none")
+    discover(args.folder)  # the traces (or problems) are there and readable
+    _check_writable(args.out)
+    return {"views": views, "importance": importance, "top_k": args.heads, "shard": args.shard,
+            "n_rollouts": rollouts, "rollout_max_tokens": rollout_tokens,
+            "extractor": "boxed_or_last_number"}
+
+
+def run_study(args) -> int:
+    """Run the ``study`` command; returns the exit status."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from anchorlens.models import load_model
+    from anchorlens.study.runner import study
+
+    settings = check_study_args(args)  # before the minutes of loading a model
+    if args.aggregate:
+        from anchorlens.study.collect import aggregate_folder
+
+        result = aggregate_folder(args.out)
+        result.save(args.out)
+        if result.missing:
+            print(f"missing {len(result.missing)}: " + "; ".join(f"{n}: {why}" for n, why in result.missing.items()),
+                  file=sys.stderr)
+    else:
+        print(f"loading {args.model} ...", file=sys.stderr)
+        model = load_model(args.model, device=args.device, dtype=args.dtype)
+        base = load_model(args.base_model, device=args.device, dtype=args.dtype) if args.base_model else None
+        result = study(model, args.folder, out_dir=args.out, base_model=base, **settings)
+    print(result)
+    result.heads_dataframe().to_csv(args.out / "study_heads.csv", index=False)
+    result.to_dataframe().to_csv(args.out / "study_sentences.csv", index=False)
+    if "category" in result.sentences and len(result.sentences):
+        result.by_category().to_csv(args.out / "study_by_category.csv", index=False)
+    if len(result.sentences):
+        result.view_correlations().to_csv(args.out / "study_view_correlations.csv", index=False)
+    if result.receiver_heads:
+        print("receiver heads (mean kurtosis over traces): " + ", ".join(
+            f"L{l}H{h} {float(result.mean_kurtosis[l, h]):.2f}" for l, h in result.receiver_heads[:10]))
+    if result.base_kurtosis is not None:
+        print("vs base model: " + ", ".join(f"{k} {v}" for k, v in result.base_comparison().items()))
+    if len(result.traces):
+        figure = result.plot()
+        figure.savefig(args.out / "study.png", dpi=110, bbox_inches="tight")
+        plt.close(figure)
+    print(f"study: {result.write_page(args.out).resolve()}")
+    return 0
