@@ -18,16 +18,16 @@ COT = ("We start here. This is the anchor of it. Then more words follow, one aft
        "6 * 7 = 42, and 42 / 7 = 6. So we end with 42, which is the answer. Yes, that is it.")
 
 
-def _compare(model, trace, positions, block_tokens, checkpoint_every=None, tol=1e-5):
-    full = information_flow(model, trace, distance="l2", keep_heads=False)
+def _compare(model, trace, positions, block_tokens, checkpoint_every=None, tol=1e-5, distance="l2"):
+    full = information_flow(model, trace, distance=distance, keep_heads=False)
     for position in positions:
-        expected = sentence_flow(model, trace, distance="l2", flow=full, position=position)
-        streamed = sentence_flow(model, trace, distance="l2", position=position, block_tokens=block_tokens,
+        expected = sentence_flow(model, trace, distance=distance, flow=full, position=position)
+        streamed = sentence_flow(model, trace, distance=distance, position=position, block_tokens=block_tokens,
                                  checkpoint_every=checkpoint_every)
         torch.testing.assert_close(streamed.matrix, expected.matrix, atol=tol, rtol=tol)
         torch.testing.assert_close(streamed.to_answer, expected.to_answer, atol=tol, rtol=tol)
         assert streamed.to_answer.abs().sum() > 0.1 and streamed.matrix.abs().sum() > 0.1  # not vacuous
-        assert streamed.distance == "l2" and streamed.sentences == expected.sentences
+        assert streamed.distance == distance and streamed.sentences == expected.sentences
 
 
 @pytest.mark.parametrize("architecture", ["llama", "qwen2"])
@@ -38,6 +38,13 @@ def test_streamed_sentence_flow_equals_full_flow_on_gqa_models(architecture, che
     assert trace.n_tokens > 4 * 9  # block of 9 rows: several blocks per layer
     _compare(model, trace, positions=[-1, 5, trace.n_tokens // 2, trace.token_spans[2][1] - 1], block_tokens=9,
              checkpoint_every=checkpoint_every)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_streamed_l1_sentence_flow_equals_full_flow(architecture, one_torch_thread):
+    model = random_model(architecture, n_layers=2, d_model=96, n_heads=6, n_kv_heads=3, seed=4)
+    trace = Trace.from_text(model, COT, check_length=False)
+    _compare(model, trace, positions=[-1, trace.n_tokens // 2], block_tokens=11, checkpoint_every=1, distance="l1")
 
 
 @pytest.mark.slow

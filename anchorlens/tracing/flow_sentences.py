@@ -95,7 +95,7 @@ def sentence_flow(
     """Information flow of a ``Trace`` aggregated to its sentences (``flow``: one already computed on it).
 
     ``position``: the token whose final residual ``to_answer`` traces back (default the last; negative
-    counts from the end). Without ``flow``, with ``distance="l2"`` on a model that runs fused attention,
+    counts from the end). Without ``flow``, on a model that runs fused attention (L1 or L2),
     nothing of size ``[tokens, tokens]`` is kept (``anchorlens.tracing.flow_stream``: ``block_tokens``
     target rows at a time, layers rerun from a checkpoint every ``checkpoint_every`` layers); otherwise
     the token-level ``information_flow`` is computed whole (quadratic memory: short texts).
@@ -112,14 +112,15 @@ def sentence_flow(
         raise FlowInputError("the trace has no sentences: nothing to aggregate")
     if distance not in DISTANCES:
         raise FlowInputError(f"distance must be one of {DISTANCES}, got {distance!r}")
-    if flow is None and distance == "l2" and resolve_attention(model, "auto") == "sdpa":
+    if flow is None and resolve_attention(model, "auto") == "sdpa":
         from anchorlens.tracing.flow_stream import DEFAULT_BLOCK_TOKENS, streamed_sentence_flow
 
         tokens = trace.tokens(model.cfg.device)
         n_tokens = tokens.shape[-1]
         members = span_matrix(trace.token_spans, n_tokens)
         matrix, influence = streamed_sentence_flow(
-            model, tokens, members, check_position(position, n_tokens), block_tokens or DEFAULT_BLOCK_TOKENS, checkpoint_every
+            model, tokens, members, check_position(position, n_tokens), block_tokens or DEFAULT_BLOCK_TOKENS, checkpoint_every,
+            distance,
         )
         return SentenceFlow(matrix, members @ influence, trace.sentence_texts(), list(trace.token_spans), distance)
     if flow is None:

@@ -66,9 +66,14 @@ class LayerState:
     resid_mlp: Float[Tensor, " pos"]
     scale: float
     dtype: torch.dtype
+    distance: str = "l2"
+    resid_mid: Float[Tensor, "pos d_model"] | None = None  # L1 only: it needs every coordinate
+    W_O: Float[Tensor, "head d_head d_model"] | None = None  # L1 only
 
 
-def layer_state(tensors: dict, queries: Tensor, keys: Tensor, scale: float, W_O: Float[Tensor, "head d_head d_model"]) -> LayerState:
+def layer_state(
+    tensors: dict, queries: Tensor, keys: Tensor, scale: float, W_O: Float[Tensor, "head d_head d_model"], distance: str = "l2"
+) -> LayerState:
     """A ``LayerState`` from one layer's hooked tensors (batch row 0) and its rotated queries/keys."""
     dtype = queries.dtype
     t = {k: v.float() for k, v in tensors.items()}
@@ -79,14 +84,16 @@ def layer_state(tensors: dict, queries: Tensor, keys: Tensor, scale: float, W_O:
     gram = torch.matmul(W_O, W_O.transpose(1, 2))  # [head, d_head, d_head]: |v W_O|^2 = v G v
     value_sq = (torch.matmul(v_heads, gram) * v_heads).sum(-1)
     del v_heads
-    mlp, resid_mlp = mlp_contributions(t["resid_mid"], t["mlp_out"], t["resid_post"], "l2")
+    mlp, resid_mlp = mlp_contributions(t["resid_mid"], t["mlp_out"], t["resid_post"], distance)
+    l1 = distance == "l1"
     return LayerState(
         q=queries[0], k=keys[0], v=v,
         y=torch.matmul(t["resid_mid"][None], W_O.transpose(1, 2)),  # [head, pos, d_head]
         value_sq=value_sq,
         whole_sq=(t["resid_mid"] * t["resid_mid"]).sum(-1),
-        resid_prox=_residual_proximity(t["resid_mid"], t["resid_pre"], p=2),
-        mlp=mlp, resid_mlp=resid_mlp, scale=scale, dtype=dtype,
+        resid_prox=_residual_proximity(t["resid_mid"], t["resid_pre"], p=1 if l1 else 2),
+        mlp=mlp, resid_mlp=resid_mlp, scale=scale, dtype=dtype, distance=distance,
+        resid_mid=t["resid_mid"] if l1 else None, W_O=W_O if l1 else None,
     )
 
 
@@ -95,24 +102,56 @@ def _grouped(x: Tensor, n_kv: int) -> Tensor:
     return rearrange(x, "(kv g) r d -> kv (g r) d", kv=n_kv)
 
 
-def contribution_rows(state: LayerState, lo: int, hi: int) -> tuple[Float[Tensor, "rows source"], Float[Tensor, " rows"]]:
+def contribution_rows(
+    state: LayerState, lo: int, hi: int, fused: bool = False
+) -> tuple[Float[Tensor, "rows source"], Float[Tensor, " rows"]]:
     """Normalised contributions of sources ``0..hi-1`` to targets ``lo..hi-1`` summed over heads, and of the
-    residual: the rows ``lo:hi`` of ``InformationFlow.attention[:, :hi]`` and ``residual_attention`` (L2)."""
+    residual: the rows ``lo:hi`` of ``InformationFlow.attention[:, :hi]`` and ``residual_attention``."""
     n_heads, n_pos = state.q.shape[0], state.q.shape[1]
-    n_kv = state.k.shape[0]
-    pattern = pattern_rows(state.q[None].to(state.dtype), state.k[None].to(state.dtype), state.scale, slice(lo, hi), hi)[0].float()
-    dots = torch.matmul(_grouped(state.y[:, lo:hi], n_kv), state.v[:, :hi].transpose(1, 2))  # [kv, g * rows, hi]
-    dots = rearrange(dots, "kv (g r) s -> (kv g) r s", g=n_heads // n_kv)
-    # proximity |y| - |y - a v| = n / (|y| + |y - a v|) with n = a (2 y.v - a |v|^2), as flow_math's L2
-    gain = dots.mul_(2).sub_(pattern * state.value_sq[:, None, :hi]).mul_(pattern)
-    whole_sq = state.whole_sq[None, lo:hi, None]
-    distance = (whole_sq - gain).clamp_(min=0).sqrt_().add_(whole_sq.sqrt())
-    proximity = gain.div_(distance.clamp_(min=1e-30)).clamp_(min=EPS)  # masked (future) sources: a = 0 -> EPS
-    del pattern, distance
+    pattern = pattern_rows(state.q[None], state.k[None], state.scale, slice(lo, hi), hi)[0].float()  # [head, rows, hi]
+    if state.distance == "l1":
+        proximity = _l1_proximity(state, pattern, lo, hi, fused)
+    else:
+        proximity = _l2_proximity(state, pattern, lo, hi)
+    del pattern
     # the normaliser runs over every source of the row, the ones after this block too (EPS each per head)
     total = proximity.sum(dim=(0, 2), dtype=torch.float64) + EPS * n_heads * (n_pos - hi) + state.resid_prox[lo:hi]
     rows = proximity.sum(0) / total.float()[:, None]
     return rows, (state.resid_prox[lo:hi] / total).float()
+
+
+def _l2_proximity(state: LayerState, pattern: Tensor, lo: int, hi: int) -> Float[Tensor, "head rows source"]:
+    """L2 proximity from dot products, as ``flow_math``: ``|y| - |y - a v| = n / (|y| + |y - a v|)`` with
+    ``n = a (2 y.v - a |v|^2)``; masked (future) sources have ``a = 0`` and get ``EPS``."""
+    n_heads, n_kv = state.q.shape[0], state.k.shape[0]
+    dots = torch.matmul(_grouped(state.y[:, lo:hi], n_kv), state.v[:, :hi].transpose(1, 2))  # [kv, g * rows, hi]
+    dots = rearrange(dots, "kv (g r) s -> (kv g) r s", g=n_heads // n_kv)
+    gain = dots.mul_(2).sub_(pattern * state.value_sq[:, None, :hi]).mul_(pattern)
+    whole_sq = state.whole_sq[None, lo:hi, None]
+    distance = (whole_sq - gain).clamp_(min=0).sqrt_().add_(whole_sq.sqrt())
+    return gain.div_(distance.clamp_(min=1e-30)).clamp_(min=EPS)
+
+
+def _l1_proximity(state: LayerState, pattern: Tensor, lo: int, hi: int, fused: bool) -> Float[Tensor, "head rows source"]:
+    """L1 proximity coordinate by coordinate (``flow_math``'s blocks: ``[rows, source, head, d_model]`` within
+    ``BLOCK_BYTES``, or the fused kernel); masked (future) sources get ``EPS``."""
+    from anchorlens.tracing.flow_math import BLOCK_BYTES, FUSED_ROWS, _fused_l1, l1_proximity_block
+
+    n_heads, n_kv = state.q.shape[0], state.k.shape[0]
+    v_heads = state.v[:, :hi].repeat_interleave(n_heads // n_kv, dim=0)  # [head, hi, d_head]
+    values = rearrange(torch.matmul(v_heads, state.W_O), "head source d_model -> source head d_model")
+    weights = rearrange(pattern, "head rows source -> rows source head")
+    d_model = values.shape[-1]
+    step = FUSED_ROWS if fused else max(1, BLOCK_BYTES // (hi * n_heads * d_model * 4))
+    out = torch.empty(hi - lo, hi, n_heads, device=pattern.device)
+    for a in range(0, hi - lo, step):
+        b = min(a + step, hi - lo)
+        whole = state.resid_mid[lo + a: lo + b]
+        block = _fused_l1()(whole, weights[a:b], values) if fused else l1_proximity_block(whole, weights[a:b], values)
+        out[a:b] = block
+    causal = torch.arange(hi, device=out.device)[None, :] <= torch.arange(lo, hi, device=out.device)[:, None]
+    out = torch.where(causal[:, :, None], out.clamp_(min=EPS), EPS)
+    return rearrange(out, "rows source head -> head rows source")
 
 
 def check_state_decomposition(layer: int, tensors: dict, state: LayerState, W_O: Tensor, tolerance: float = 1e-3, rows: int = 16) -> None:
@@ -120,7 +159,7 @@ def check_state_decomposition(layer: int, tensors: dict, state: LayerState, W_O:
     ``flow.check_decomposition``: an architecture that breaks it breaks it everywhere)."""
     n_pos, n_kv = state.q.shape[1], state.k.shape[0]
     lo = max(0, n_pos - rows)
-    pattern = pattern_rows(state.q[None].to(state.dtype), state.k[None].to(state.dtype), state.scale, slice(lo, n_pos), n_pos)[0].float()
+    pattern = pattern_rows(state.q[None], state.k[None], state.scale, slice(lo, n_pos), n_pos)[0].float()
     v_heads = state.v.repeat_interleave(state.q.shape[0] // n_kv, dim=0)
     z = torch.matmul(pattern, v_heads)  # [head, rows, d_head]
     rebuilt = tensors["resid_pre"][lo:].float() + torch.einsum("hrd,hdm->rm", z, W_O.float())
@@ -134,7 +173,9 @@ def check_state_decomposition(layer: int, tensors: dict, state: LayerState, W_O:
         )
 
 
-def _capture(model, tokens: Tensor, first: int, stop: int, checkpoint: Tensor | None, W_O: Tensor) -> dict[int, LayerState]:
+def _capture(
+    model, tokens: Tensor, first: int, stop: int, checkpoint: Tensor | None, W_O: Tensor, distance: str
+) -> dict[int, LayerState]:
     """Run layers ``first..stop-1`` (from ``checkpoint``, the residual entering ``first``, or from the tokens)
     and return their states."""
     stash: dict[int, dict] = {}
@@ -156,7 +197,7 @@ def _capture(model, tokens: Tensor, first: int, stop: int, checkpoint: Tensor | 
         if missing:
             raise UnsupportedArchitectureError(f"layer {layer}: the hooks {missing} did not fire, so the attention cannot be decomposed")
         queries, keys, scale = t.pop("queries"), t.pop("keys"), t.pop("scale")
-        states[layer] = layer_state(t, queries, keys, scale, W_O[layer])
+        states[layer] = layer_state(t, queries, keys, scale, W_O[layer], distance)
         check_state_decomposition(layer, t, states[layer], W_O[layer])
         if layer == stop - 1:
             raise _Stop
@@ -214,10 +255,17 @@ def streamed_sentence_flow(
     position: int,
     block_tokens: int = DEFAULT_BLOCK_TOKENS,
     checkpoint_every: int | None = None,
+    distance: str = "l2",
+    fused: bool | None = None,
 ) -> tuple[Float[Tensor, "target source"], Float[Tensor, " pos"]]:
-    """``(matrix, token_influence)`` of ``flow_sentences.sentence_flow`` (L2) without any ``[tokens, tokens]``
+    """``(matrix, token_influence)`` of ``flow_sentences.sentence_flow`` without any ``[tokens, tokens]``
     array: ``matrix`` as ``sentence_flow_matrix`` and the token influence of ``position`` (non-negative) as
-    ``InformationFlow.token_influence``. ``members``: the ``[sentence, token]`` span indicator."""
+    ``InformationFlow.token_influence``. ``members``: the ``[sentence, token]`` span indicator. ``fused``
+    (L1): the compiled kernel of ``information_flow`` (default: from ``FUSED_FROM_TOKENS`` tokens on)."""
+    from anchorlens.tracing.flow import FUSED_FROM_TOKENS
+
+    if distance not in ("l1", "l2"):
+        raise ValueError(f"distance must be 'l1' or 'l2', got {distance!r}")
     if block_tokens < 1:
         raise ValueError(f"block_tokens must be positive, got {block_tokens}")
     tokens = tokens.reshape(1, -1)
@@ -225,6 +273,7 @@ def streamed_sentence_flow(
     group = checkpoint_every or default_checkpoint_every(model)
     starts = list(range(0, n_layers, group))
     W_O = model.W_O.detach()
+    use_fused = distance == "l1" and (n_pos >= FUSED_FROM_TOKENS if fused is None else bool(fused))
     checkpoints = _checkpoints(model, tokens, starts[1:]) if len(starts) > 1 else {}
     members = members.to(tokens.device)
     summed = torch.zeros(members.shape[0], members.shape[0], device=tokens.device)
@@ -232,14 +281,14 @@ def streamed_sentence_flow(
     weight[position] = 1.0
     for first in reversed(starts):
         stop = min(first + group, n_layers)
-        states = _capture(model, tokens, first, stop, checkpoints.pop(first, None), W_O)
+        states = _capture(model, tokens, first, stop, checkpoints.pop(first, None), W_O, distance)
         for layer in reversed(range(first, stop)):
             state = states.pop(layer)
             at_mid = weight * (state.mlp + state.resid_mlp).double()  # both lead back to a(l, i)
             weight = at_mid * 0
             for lo in range(0, n_pos, block_tokens):
                 hi = min(lo + block_tokens, n_pos)
-                rows, resid = contribution_rows(state, lo, hi)
+                rows, resid = contribution_rows(state, lo, hi, use_fused)
                 rows = torch.tril(rows, diagonal=lo)  # source j <= target i (future ones carry only EPS)
                 summed += members[:, lo:hi] @ rows @ members[:, :hi].T
                 weight[lo:hi] += at_mid[lo:hi] * resid.double()
