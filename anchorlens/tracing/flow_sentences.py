@@ -5,6 +5,11 @@ suppression and resampling.
   contributions its tokens take from the source sentence's tokens (summed over those), before thresholding;
 - ``to_answer[sentence]``: how much the sentence's tokens feed the residual at the final position (the
   token influence of ``InformationFlow.token_influence``: every path through every layer, summed).
+
+``sentence_flow`` computes both without any ``[tokens, tokens]`` array (``anchorlens.tracing.flow_stream``:
+query blocks, and the token influence as a backward pass over layers rerun from residual checkpoints), so
+paper-length traces fit in about a plain forward's memory; ``information_flow`` keeps the full token-level
+result for short texts.
 """
 
 from __future__ import annotations
