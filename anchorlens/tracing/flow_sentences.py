@@ -5,6 +5,11 @@ suppression and resampling.
   contributions its tokens take from the source sentence's tokens (summed over those), before thresholding;
 - ``to_answer[sentence]``: how much the sentence's tokens feed the residual at the final position (the
   token influence of ``InformationFlow.token_influence``: every path through every layer, summed).
+
+``sentence_flow`` computes both without any ``[tokens, tokens]`` array (``anchorlens.tracing.flow_stream``:
+query blocks, and the token influence as a backward pass over layers rerun from residual checkpoints), so
+paper-length traces fit in about a plain forward's memory; ``information_flow`` keeps the full token-level
+result for short texts.
 """
 
 from __future__ import annotations
@@ -88,16 +93,41 @@ class SentenceFlow:
         return cls(arrays["matrix"], arrays["to_answer"], meta["sentences"], [tuple(s) for s in meta["token_spans"]], meta["distance"])
 
 
-def sentence_flow(model, trace, distance: str = "l1", flow=None, position: int = -1) -> SentenceFlow:
+def sentence_flow(
+    model, trace, distance: str = "l1", flow=None, position: int = -1, block_tokens: int | None = None,
+    checkpoint_every: int | None = None,
+) -> SentenceFlow:
     """Information flow of a ``Trace`` aggregated to its sentences (``flow``: one already computed on it).
+
+    ``position``: the token whose final residual ``to_answer`` traces back (default the last; negative
+    counts from the end). Without ``flow``, on a model that runs fused attention (L1 or L2),
+    nothing of size ``[tokens, tokens]`` is kept (``anchorlens.tracing.flow_stream``: ``block_tokens``
+    target rows at a time, layers rerun from a checkpoint every ``checkpoint_every`` layers); otherwise
+    the token-level ``information_flow`` is computed whole (quadratic memory: short texts).
 
     >>> sentences = sentence_flow(model, trace, distance="l2")   # doctest: +SKIP
     >>> sentences.to_answer, sentences.matrix                      # doctest: +SKIP
     """
+    from anchorlens.hooks.fused_attention import resolve_attention
+    from anchorlens.tracing.flow_math import DISTANCES
+
     if not hasattr(trace, "token_spans"):
         raise FlowInputError(f"sentence_flow needs a Trace (sentences mapped onto tokens), got {type(trace).__name__}")
     if trace.n_sentences == 0:
         raise FlowInputError("the trace has no sentences: nothing to aggregate")
+    if distance not in DISTANCES:
+        raise FlowInputError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    if flow is None and resolve_attention(model, "auto") == "sdpa":
+        from anchorlens.tracing.flow_stream import DEFAULT_BLOCK_TOKENS, streamed_sentence_flow
+
+        tokens = trace.tokens(model.cfg.device)
+        n_tokens = tokens.shape[-1]
+        members = span_matrix(trace.token_spans, n_tokens)
+        matrix, influence = streamed_sentence_flow(
+            model, tokens, members, check_position(position, n_tokens), block_tokens or DEFAULT_BLOCK_TOKENS, checkpoint_every,
+            distance,
+        )
+        return SentenceFlow(matrix, members @ influence, trace.sentence_texts(), list(trace.token_spans), distance)
     if flow is None:
         flow = information_flow(model, trace, distance=distance, keep_heads=False)
     members = span_matrix(trace.token_spans, flow.n_tokens)
@@ -109,3 +139,11 @@ def sentence_flow(model, trace, distance: str = "l1", flow=None, position: int =
         token_spans=list(trace.token_spans),
         distance=flow.distance,
     )
+
+
+def check_position(position: int, n_tokens: int) -> int:
+    """``position`` as a non-negative index (negative counts from the end); clear error if out of range."""
+    pos = int(position)
+    if not -n_tokens <= pos < n_tokens:
+        raise FlowInputError(f"position {position} is out of range for {n_tokens} tokens (0..{n_tokens - 1}, or negative from the end)")
+    return pos % n_tokens
