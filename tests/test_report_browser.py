@@ -420,3 +420,41 @@ def test_the_main_commands_report_renders_every_section(browser, sample_analysis
     opened.assert_offline_and_clean()
     _keep_for_humans(opened.screenshot(sample_analysis / "report.png"), "report-analyze.png")
     page.close()
+
+
+def test_study_page_in_the_browser_links_each_traces_report(browser, tmp_path, one_torch_thread):
+    """The study page loads offline without errors, shows its figures, and each trace's link opens that trace's
+    own report, which renders."""
+    import anchorlens as al
+
+    published = tmp_path / "published"
+    names = ["incorrect_base_solution/problem_2189", "correct_base_solution/problem_6998"]
+    for name in names:
+        shutil.copytree(TRACES / name, published / name)
+    model = al.random_model("llama", n_layers=3, d_model=64, n_heads=4, n_kv_heads=2, seed=0)
+    study = al.study(model, published, out_dir=tmp_path / "study", views=("receivers",), importance="published",
+                     top_k=4, progress=False)
+    page_path = study.write_page(tmp_path / "study")
+    url = page_path.resolve().as_uri()
+    page = browser.new_page()
+    requests, errors = [], []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
+    page.goto(url)
+    page.wait_for_load_state("load")
+    assert errors == [] and all(r == url or r.startswith("data:") for r in requests), (errors, requests)
+    widths = page.evaluate("() => [...document.images].map(i => i.complete ? i.naturalWidth : 0)")
+    assert widths and all(w > 100 for w in widths), f"figures not drawn: {widths}"
+    assert f"{study.reliability:.2f}" in page.inner_text("body")
+    for name in sorted(names):
+        link = page.locator(f"a[href='traces/{name}/report.html']")
+        assert link.count() == 1, f"no link to {name}'s report"
+        link.click()
+        page.wait_for_selector("body[data-rendered=true]", timeout=30_000)
+        assert page.url == (tmp_path / "study" / "traces" / name / "report.html").resolve().as_uri()
+        assert errors == [], errors
+        page.go_back()
+        page.wait_for_load_state("load")
+    page.screenshot(path=str(tmp_path / "study" / "study.png.screenshot.png"), full_page=True)
+    page.close()
