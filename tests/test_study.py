@@ -297,6 +297,8 @@ def test_command_checks_its_input_before_loading_the_model(published, tmp_path, 
              ([str(published), "--views", "categories", "--base-model", "x"], "add receivers to --views"),
              ([str(problems), "--views", "receivers"], "no published importance"),
              ([str(tmp_path / "broken")], "lacks problem.json, base_solution.json"),
+             ([str(published), "--server", "http://127.0.0.1:9"], "only --importance rollouts makes"),
+             ([str(published), "--importance", "rollouts", "--server-model", "m"], "without --server"),
              ([str(published), "--model", "no-such-model", "--out", str(tmp_path / "o.txt")], None)]
     (tmp_path / "o.txt").write_text("a file")
     for args, match in cases:

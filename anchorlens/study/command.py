@@ -46,6 +46,10 @@ def add_study_parser(commands) -> argparse.ArgumentParser:
                         "(default: 8)")
     parser.add_argument("--rollout-tokens", type=int, default=None, help="with --importance rollouts: max tokens "
                         "per continuation (default: 64)")
+    parser.add_argument("--server", default=None, help="with --importance rollouts: an OpenAI-compatible server URL "
+                        "to sample rollouts from (vLLM, SGLang, transformers serve)")
+    parser.add_argument("--server-model", default=None,
+                        help="the model name the server expects (default: asked from its /v1/models)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: a GPU if there is one)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--out", type=Path, default=Path("anchorlens-study"),
@@ -67,6 +71,11 @@ def check_study_args(args) -> dict:
     if importance != "rollouts" and (args.rollouts is not None or args.rollout_tokens is not None):
         raise OptionError("--rollouts and --rollout-tokens do nothing without --importance rollouts: add "
                           "--importance rollouts, or leave them out")
+    if importance != "rollouts" and args.server is not None:
+        raise OptionError("--server samples rollouts, which only --importance rollouts makes: add it, or leave out "
+                          "--server")
+    if args.server is None and args.server_model is not None:
+        raise OptionError("--server-model does nothing without --server: add --server URL, or leave it out")
     rollouts = args.rollouts if args.rollouts is not None else 8
     rollout_tokens = args.rollout_tokens if args.rollout_tokens is not None else 64
     for option, value in [("--heads", args.heads), ("--rollouts", rollouts), ("--rollout-tokens", rollout_tokens)]:
@@ -108,7 +117,12 @@ def run_study(args) -> int:
         print(f"loading {args.model} ...", file=sys.stderr)
         model = load_model(args.model, device=args.device, dtype=args.dtype)
         base = load_model(args.base_model, device=args.device, dtype=args.dtype) if args.base_model else None
-        result = study(model, args.folder, out_dir=args.out, base_model=base, **settings)
+        sampler = None
+        if args.server is not None:
+            from anchorlens.resampling.samplers.remote import ServerSampler
+
+            sampler = ServerSampler(args.server, model=args.server_model)
+        result = study(model, args.folder, out_dir=args.out, base_model=base, sampler=sampler, **settings)
     print(result)
     result.heads_dataframe().to_csv(args.out / "study_heads.csv", index=False)
     result.to_dataframe().to_csv(args.out / "study_sentences.csv", index=False)
