@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+# The metrics, named as in the published chunks_labeled.json and in its order (metrics.METRIC_COLUMNS).
 BOOTSTRAP_METRICS = (
     "accuracy",
     "resampling_importance_accuracy",

@@ -61,7 +61,7 @@ from tqdm.auto import tqdm
 from anchorlens.answers import answer_classes, normalize_answer
 from anchorlens.errors import AnchorlensError
 from anchorlens.io import load_arrays, save_arrays
-from anchorlens.resampling.bootstrap import TopSentence, make_group, percentile_interval, replicate_metrics, top_sentence
+from anchorlens.resampling.bootstrap import BOOTSTRAP_METRICS, TopSentence, make_group, percentile_interval, replicate_metrics, top_sentence
 from anchorlens.resampling.rollout import FORCED, RESAMPLE, Rollout
 from anchorlens.resampling.similarity import SIMILARITY_THRESHOLD, Embedder, cosine_similarity, embed_unique
 
@@ -73,17 +73,7 @@ TRUNCATED_SHARE = 0.25  # warn when more than this share of a sentence's rollout
 # Column names exactly as in the published chunks_labeled.json, in its order.
 COUNT_COLUMNS = ("n_rollouts", "n_answered", "n_forced", "n_truncated")
 
-METRIC_COLUMNS = (
-    "accuracy",
-    "resampling_importance_accuracy",
-    "resampling_importance_kl",
-    "counterfactual_importance_accuracy",
-    "counterfactual_importance_kl",
-    "forced_importance_accuracy",
-    "forced_importance_kl",
-    "different_trajectories_fraction",
-    "overdeterminedness",
-)
+METRIC_COLUMNS = BOOTSTRAP_METRICS  # every metric carries a bootstrap interval: one list, kept in bootstrap.py
 
 
 class RolloutMismatchError(AnchorlensError):
