@@ -201,7 +201,12 @@ def check_decomposition(layer: int, tensors: dict, values_out: Tensor, tolerance
     picked = torch.unique(torch.cat([torch.arange(min(rows, n_pos)), torch.arange(max(0, n_pos - rows), n_pos)]))
     pattern = tensors["pattern"][:, picked].to(values_out.dtype)
     rebuilt = tensors["resid_pre"][picked] + torch.einsum("hts,hsd->td", pattern, values_out)
-    whole = tensors["resid_mid"][picked]
+    refuse_undecomposable(layer, rebuilt, tensors["resid_mid"][picked], tolerance)
+
+
+def refuse_undecomposable(layer: int, rebuilt: Tensor, whole: Tensor, tolerance: float) -> None:
+    """Raise ``UnsupportedArchitectureError`` unless ``rebuilt`` (the residual plus the per-head attention parts)
+    equals ``whole`` (``resid_mid``) within ``tolerance``, relative to ``whole``'s largest entry."""
     error = (rebuilt - whole).abs().max() / whole.abs().max().clamp(min=1e-12)
     if not error <= tolerance:
         raise UnsupportedArchitectureError(

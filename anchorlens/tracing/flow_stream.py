@@ -34,6 +34,7 @@ from anchorlens.errors import UnsupportedArchitectureError
 from anchorlens.hooks.fused_attention import fused_attention, observe_queries_keys
 from anchorlens.hooks.skip_blocks import skipped_blocks
 from anchorlens.receivers.blocked import pattern_rows
+from anchorlens.tracing.flow import refuse_undecomposable
 from anchorlens.tracing.flow_math import EPS, _residual_proximity, mlp_contributions
 
 DEFAULT_BLOCK_TOKENS = 512
@@ -163,14 +164,7 @@ def check_state_decomposition(layer: int, tensors: dict, state: LayerState, W_O:
     v_heads = state.v.repeat_interleave(state.q.shape[0] // n_kv, dim=0)
     z = torch.matmul(pattern, v_heads)  # [head, rows, d_head]
     rebuilt = tensors["resid_pre"][lo:].float() + torch.einsum("hrd,hdm->rm", z, W_O.float())
-    whole = tensors["resid_mid"][lo:].float()
-    error = (rebuilt - whole).abs().max() / whole.abs().max().clamp(min=1e-12)
-    if not error <= tolerance:
-        raise UnsupportedArchitectureError(
-            f"layer {layer}: resid_mid is not resid_pre plus the per-head attention parts (relative error {float(error):.2e}); "
-            "this architecture's attention output cannot be decomposed per head (a norm after attention, an output "
-            "bias, or parallel blocks), so information flow does not apply to it"
-        )
+    refuse_undecomposable(layer, rebuilt, tensors["resid_mid"][lo:].float(), tolerance)
 
 
 def _capture(
