@@ -36,6 +36,7 @@ from anchorlens.generation import generate_trace
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.scores import PROXIMITY_IGNORE
 from anchorlens.trace import Trace, degenerate_reason
+from anchorlens.tracing.attribution import answer_token_position
 from anchorlens.versions import version_report
 from anchorlens.views import VIEW_COLUMNS, VIEW_DEFINITIONS, CI_NOTE, suppression_summaries, view_correlations
 
@@ -234,7 +235,8 @@ def analyze(
             "problem))) or leave resampling out (--skip resampling)"
         )
     answer = reference_answer if reference_answer is not None else _trace_answer(trace, extractor)
-    analysis.answer_position = answer_position(model, trace, answer)
+    found = answer_token_position(model.tokenizer, trace, answer)  # one search: a decode per position
+    analysis.answer_position = trace.n_tokens - 1 if found is None else found
 
     def step(name: str, file: str, key: dict, compute: Callable[[Path], None]) -> Path:
         """Reuse ``file`` when it was made under ``key``; else compute it (``compute(path)`` writes it)."""
@@ -308,7 +310,7 @@ def analyze(
             model, transcoders, trace, path, position, attribution_features, progress))
         _read_attribution(path, analysis)
         notes["attribution"] = _attribution_note(analysis.attribution_info)
-    answer_note = _answer_note(model, trace, answer, analysis.answer_position)
+    answer_note = _answer_note(model, trace, answer, analysis.answer_position, found is not None)
     if "flow" in steps:
         notes["flow"] = answer_note
     if "attribution" in steps:
@@ -372,15 +374,6 @@ def check_settings(*, n_rollouts: int = 1, rollout_max_tokens: int = 1, max_new_
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         raise OptionError(f"unknown step(s) {', '.join(map(repr, unknown))}: choose from {', '.join(STEPS)}")
-
-
-def answer_position(model, trace: Trace, answer: str | None) -> int:
-    """The trace position of "the answer token" that the flow and attribution views both explain: the first
-    token of the answer's last occurrence in the chain of thought, else the trace's last token."""
-    from anchorlens.tracing.attribution import answer_token_position
-
-    position = answer_token_position(model.tokenizer, trace, answer)
-    return trace.n_tokens - 1 if position is None else position
 
 
 @contextmanager
@@ -566,12 +559,9 @@ def _attribution_note(info: dict) -> str:
             "attribution_features_at_sentence the features computed at its positions (which overlap).")
 
 
-def _answer_note(model, trace: Trace, answer: str | None, position: int) -> str:
-    from anchorlens.tracing.attribution import answer_token_position
-
+def _answer_note(model, trace: Trace, answer: str | None, position: int, found: bool) -> str:
     token = model.tokenizer.decode([trace.token_ids[position]])
-    where = (f"the first token of the last occurrence of the answer {answer!r} in the chain of thought"
-             if answer_token_position(model.tokenizer, trace, answer) is not None
+    where = (f"the first token of the last occurrence of the answer {answer!r} in the chain of thought" if found
              else "the trace's last token (no answer, or it does not occur in the chain of thought)")
     return (f"The answer token, which flow_to_answer and attribution_to_answer both explain: {token!r} at position "
             f"{position}, {where}; both measure what feeds its prediction at position {position - 1}.")
