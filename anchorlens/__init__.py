@@ -47,7 +47,7 @@ from anchorlens.resampling.metrics import (
     overdeterminedness,
     sentence_importance,
 )
-from anchorlens.resampling.reference_format import (
+from anchorlens.resampling.published_format import (
     export_chunks_labeled,
     export_chunks_resampled,
     load_chunks_labeled,
@@ -110,7 +110,7 @@ from anchorlens.taxonomy import (
 )
 
 # Information flow routes (Ferrando and Voita 2024): token / head / MLP contributions, routes, knockout
-from anchorlens.tracing import (
+from anchorlens.flow import (
     EdgeAttribution,
     EdgePatchingError,
     FlowInputError,
@@ -124,15 +124,15 @@ from anchorlens.tracing import (
     knockout_experiment,
     sentence_flow,
 )
-from anchorlens.tracing.flow_organism import planted_route_model
+from anchorlens.flow.organism import planted_route_model
 
 # Attribution graphs (circuit tracing with transcoders)
-from anchorlens.tracing.attribution import AttributionInputError, attribution_graph
-from anchorlens.tracing.graph import AttributionGraph
-from anchorlens.tracing.training import train_transcoders
-from anchorlens.tracing.transcoders import Transcoder, TranscoderError, TranscoderSet, load_transcoders
-from anchorlens.tracing.targets import CustomTarget, TargetError, logit_difference_target
-from anchorlens.tracing.intervention import (GenerationResult, InterventionResult, feature_intervention,
+from anchorlens.attribution.attribute import AttributionInputError, attribution_graph
+from anchorlens.attribution.graph import AttributionGraph
+from anchorlens.attribution.training import train_transcoders
+from anchorlens.attribution.transcoders import Transcoder, TranscoderError, TranscoderSet, load_transcoders
+from anchorlens.attribution.targets import CustomTarget, TargetError, logit_difference_target
+from anchorlens.attribution.intervention import (GenerationResult, InterventionResult, feature_intervention,
                                             feature_intervention_generate)
 
 # Causal mediation analysis (Stolfo, Belinkov, Sachan 2023): patch counterfactual activations cell by cell

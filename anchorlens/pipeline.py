@@ -36,7 +36,7 @@ from anchorlens.generation import generate_trace
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.scores import PROXIMITY_IGNORE
 from anchorlens.trace import Trace, degenerate_reason
-from anchorlens.tracing.attribution import answer_token_position
+from anchorlens.attribution.attribute import answer_token_position
 from anchorlens.versions import version_report
 from anchorlens.views import VIEW_COLUMNS, VIEW_DEFINITIONS, CI_NOTE, suppression_summaries, view_correlations
 
@@ -221,7 +221,7 @@ def analyze(
     if transcoders is not None:
         steps = (*steps, "attribution") if "attribution" not in steps else steps
         if isinstance(transcoders, (str, Path)):
-            from anchorlens.tracing.transcoders import load_transcoders
+            from anchorlens.attribution.transcoders import load_transcoders
 
             transcoders = load_transcoders(transcoders)
         transcoders.check_model(model)  # a mismatch fails now, not after minutes of other steps
@@ -504,7 +504,7 @@ def _suppression_kl(model, trace, progress) -> torch.Tensor:
 
 def _flow(model, trace, path: Path, answer_position: int) -> None:
     """Information flow (L2: it factors into dot products) into the prediction of the answer token, by sentence."""
-    from anchorlens.tracing.flow_sentences import sentence_flow
+    from anchorlens.flow.sentences import sentence_flow
 
     flow = sentence_flow(model, trace, distance="l2", position=answer_position - 1)
     save_arrays(path, {"to_answer": flow.to_answer, "matrix": flow.matrix})
@@ -517,7 +517,7 @@ def _read_flow(path: Path, analysis: Analysis) -> None:
 
 def _attribution(model, transcoders, trace, path: Path, position: int, max_features: int, progress) -> None:
     """The answer token's logit attributed to sentences (the graph of the tokens before it)."""
-    from anchorlens.tracing.attribution import trace_attribution
+    from anchorlens.attribution.attribute import trace_attribution
 
     graph, table = trace_attribution(model, transcoders, trace, answer_position=position,
                                      max_feature_nodes=max_features, progress=progress)
@@ -536,7 +536,7 @@ def _attribution(model, transcoders, trace, path: Path, position: int, max_featu
 
 
 def _read_attribution(path: Path, analysis: Analysis) -> None:
-    from anchorlens.tracing.graph import AttributionGraph
+    from anchorlens.attribution.graph import AttributionGraph
 
     saved, meta = load_arrays(path)
     # Paths that start at the sentence's token embeddings, each counted once; the features at its positions

@@ -70,7 +70,7 @@ class Sampler(threading.Thread):
 
 def trace_from_chunks(model, folder: Path, n_tokens: int | None = None):
     """The published trace as a ``Trace``: its chunks are the sentences, the problem the prompt."""
-    from anchorlens.resampling.reference_format import load_reference_trace
+    from anchorlens.resampling.published_format import load_reference_trace
     from anchorlens.sentences import Sentence
     from anchorlens.trace import Trace, _token_spans, _wants_bos
 
@@ -104,7 +104,7 @@ def median_trace() -> Path:
     from transformers import AutoTokenizer
 
     from anchorlens.models import embedded_model_dir
-    from anchorlens.resampling.reference_format import load_reference_trace, reference_trace_dirs
+    from anchorlens.resampling.published_format import load_reference_trace, reference_trace_dirs
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
     lengths = sorted((len(tokenizer(" ".join(load_reference_trace(d).sentences))["input_ids"]), str(d)) for d in reference_trace_dirs(REFERENCE))
@@ -151,7 +151,7 @@ def child(kind: str, folder: Path, n_tokens: int | None) -> dict:
         out["step_seconds"] = {k: round(v, 2) for k, v in analysis.seconds.items()}
         out["step_peak_rss_mb"] = {k: round(v) for k, v in step_peaks.items()}
     elif kind in ("old-flow", "new-flow"):
-        from anchorlens.tracing import information_flow, sentence_flow
+        from anchorlens.flow import information_flow, sentence_flow
 
         if kind == "old-flow":
             sentence_flow(model, trace, distance="l2", flow=information_flow(model, trace, distance="l2", keep_heads=False))

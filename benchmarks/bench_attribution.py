@@ -36,7 +36,7 @@ def prompt_of_length(n_tokens: int) -> str:
     from transformers import AutoTokenizer
 
     from anchorlens.models import embedded_model_dir
-    from anchorlens.tracing.training import shipped_corpus
+    from anchorlens.attribution.training import shipped_corpus
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
     ids = tokenizer(" ".join(shipped_corpus()[1:3]), add_special_tokens=False).input_ids[: n_tokens - 1]

@@ -35,7 +35,7 @@ def one(config: str, n_tokens: int) -> dict:
     import torch
 
     from anchorlens import load_model
-    from anchorlens.tracing import information_flow
+    from anchorlens.flow import information_flow
 
     torch.set_num_threads(1)
     model = load_model()

@@ -25,7 +25,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from anchorlens.resampling.reference_format import load_reference_trace, recompute_trajectory_metrics  # noqa: E402
+from anchorlens.resampling.published_format import load_reference_trace, recompute_trajectory_metrics  # noqa: E402
 from anchorlens.resampling.similarity import MiniLMEmbedder, cosine_similarity  # noqa: E402
 from anchorlens.taxonomy import TaxonomyClassifier  # noqa: E402
 

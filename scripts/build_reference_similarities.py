@@ -33,7 +33,7 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from anchorlens.resampling.reference_format import load_reference_trace, reference_trace_dirs  # noqa: E402
+from anchorlens.resampling.published_format import load_reference_trace, reference_trace_dirs  # noqa: E402
 from anchorlens.resampling.similarity import MiniLMEmbedder, cosine_similarity, embed_unique  # noqa: E402
 
 SCALE = 32000  # cosine in [-1, 1] -> int16; resolution 3e-5, far finer than the 0.8 threshold needs

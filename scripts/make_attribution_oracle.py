@@ -5,7 +5,7 @@ Run with anchorlens's environment; it calls circuit-tracer's (``--ct-python``) o
     .venv/bin/python scripts/make_attribution_oracle.py --ct-python /work/venvs/circuit-tracer/bin/python
 
 Each case is a model (a seeded random Llama, or the embedded SmolLM2) and seeded transcoders
-(``anchorlens.tracing.transcoders.random_transcoders``), so the test rebuilds both from the seed and compares
+(``anchorlens.attribution.transcoders.random_transcoders``), so the test rebuilds both from the seed and compares
 anchorlens's graph to the stored one without circuit-tracer installed.
 """
 

@@ -11,7 +11,7 @@ cells = [
 Circuit tracing (Anthropic 2025) with circuit-tracer 0.5.0's definitions, on a TransformerLens 4 bridge:
 each MLP is replaced by a transcoder, attention patterns and norm scales are frozen, and the graph holds the
 linear direct effects between active features, error nodes, tokens and the top logits. anchorlens's graph
-equals circuit-tracer's on the same model, transcoders and prompt (tests/test_tracing_attribution_oracle.py).
+equals circuit-tracer's on the same model, transcoders and prompt (tests/test_attribution_oracle.py).
 
 Here: train small transcoders (a few steps, so the notebook runs in a minute; the README gives the numbers of a
 30-minute run), attribute "The capital of France is", prune, score, plot, export circuit-tracer's JSON, and
@@ -49,7 +49,7 @@ print(list(data), len(data["nodes"]), "nodes,", len(data["links"]), "links")""")
     new_markdown_cell("""## A chain of thought: which sentences feed the answer
 The final answer token's logit, attributed back to the sentences (token-embedding and feature influence summed
 per sentence)."""),
-    new_code_cell("""from anchorlens.tracing.attribution import trace_attribution
+    new_code_cell("""from anchorlens.attribution.attribute import trace_attribution
 
 trace = al.Trace.from_text(model, "We need 6 times 7. 6 * 7 = 42. So the answer is 42",
                            prompt=al.problem_prompt(model, "What is 6 times 7?"))

@@ -18,8 +18,8 @@ data is used for training; whole problems are held out (both traces of a problem
 
 Writes anchorlens/data/taxonomy_classifier.npz (+ .json: labels, vocabulary, held-out scores) and
 anchorlens/data/taxonomy_report.md (which includes the language-model labeller's scores when
-scripts/eval_llm_labeller.py has written anchorlens/data/taxonomy_llm_labeller.json, and the fine-tuned
-MiniLM cross-encoder's when scripts/taxonomy_context_encoder.py has written
+experiments/eval_llm_labeller.py has written anchorlens/data/taxonomy_llm_labeller.json, and the fine-tuned
+MiniLM cross-encoder's when experiments/taxonomy_context_encoder.py has written
 anchorlens/data/taxonomy_context_encoder.json). Embeddings and
 SmolLM2 states are cached in $ANCHORLENS_CACHE (default ~/.cache/anchorlens); the first run computes them
 (the SmolLM2 states of the 20 traces: about 20 minutes of one CPU core, much longer on a loaded machine),
@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from anchorlens.models import cache_dir  # noqa: E402
-from anchorlens.resampling.reference_format import load_reference_trace, reference_trace_dirs  # noqa: E402
+from anchorlens.resampling.published_format import load_reference_trace, reference_trace_dirs  # noqa: E402
 from anchorlens.resampling.similarity import MiniLMEmbedder  # noqa: E402
 from anchorlens.taxonomy.categories import SENTENCE_CATEGORIES  # noqa: E402
 from anchorlens.taxonomy.classifier import DATA_DIR, TaxonomyClassifier  # noqa: E402
@@ -210,7 +210,7 @@ def confusion(scores: dict) -> str:
 
 def llm_section(path: Path) -> str:
     if not path.exists():
-        return "Not measured yet: run `scripts/eval_llm_labeller.py`."
+        return "Not measured yet: run `experiments/eval_llm_labeller.py`."
     llm = json.loads(path.read_text())
     predicted = np.array(llm["confusion"]).sum(0)
     sample = f"a seeded sample of {llm['n_sentences']} sentences of" if llm.get("sample") else "all sentences of"
@@ -225,7 +225,7 @@ def llm_section(path: Path) -> str:
            "these sentences, answering \"1\" (problem_setup) for 59" if llm.get("examples") else "")
         + ". A 135M model does not follow this instruction; the labeller is for a large instruction model of the "
         "user's own (the published labels came from gpt-4o), passed as a bridge or as a callable prompt -> reply. "
-        "Written by `scripts/eval_llm_labeller.py`."
+        "Written by `experiments/eval_llm_labeller.py`."
     )
 
 
@@ -235,7 +235,7 @@ ENCODER_HEADING = "## A fine-tuned MiniLM cross-encoder (not shipped)"
 
 def replace_section(report: Path, heading: str, text: str) -> None:
     """Rewrite the body of the report's section ``heading`` (up to the next ``## ``), if the report has it:
-    how scripts/eval_llm_labeller.py and scripts/taxonomy_context_encoder.py put their results in the report
+    how experiments/eval_llm_labeller.py and experiments/taxonomy_context_encoder.py put their results in the report
     without retraining (the next run of this script writes the same text from their JSON files)."""
     if not report.exists():
         return
@@ -248,9 +248,9 @@ def replace_section(report: Path, heading: str, text: str) -> None:
 
 
 def context_encoder_section(path: Path) -> str:
-    """The fine-tuned MiniLM cross-encoder's grouped cross-validation (scripts/taxonomy_context_encoder.py)."""
+    """The fine-tuned MiniLM cross-encoder's grouped cross-validation (experiments/taxonomy_context_encoder.py)."""
     if not path.exists():
-        return "Not measured yet: run `scripts/taxonomy_context_encoder.py`."
+        return "Not measured yet: run `experiments/taxonomy_context_encoder.py`."
     return json.loads(path.read_text())["report"]
 
 
@@ -443,7 +443,7 @@ The layer-20 classifier (shipped before), same problems:
   0.36-0.40 after each epoch from the second on; the top two layers, fully balanced class weights, no lexical cues
   in the head, 6 epochs: 0.52-0.54 / 0.46-0.48 after epochs 3-6. The same on the first two folds of the section above,
   4 epochs: 0.626 / 0.438 (0.726 / 0.627) and 0.412 / 0.430 (0.531 / 0.522).
-- Tried for issue 14 and not kept, by `scripts/taxonomy_sequence_model.py` (leave-one-problem-out over the eight
+- Tried for issue 14 and not kept, by `experiments/taxonomy_sequence_model.py` (leave-one-problem-out over the eight
   training problems only; mean over the 8 problems of accuracy / macro-F1 over the categories present, pooled in
   brackets), against 0.639 / 0.590 (0.642 / 0.601) for this classifier refitted on the same folds: adding the
   SmolLM2 layer-20 states of the previous and the next sentence, the mean of the next two and the sentence's
@@ -458,13 +458,13 @@ The layer-20 classifier (shipped before), same problems:
   the same folds (0.5 x the GRU: 0.633 / 0.593); on the held-out problems, after that verdict, 0.698 / 0.598
   pooled against 0.689 / 0.586 (self_checking F1 0.53 against 0.43). Short of the targets and within the noise
   of ten problems, so not shipped.
-- Does more of the same data help? `scripts/taxonomy_learning_curve.py` fits this classifier's recipe on k of the
+- Does more of the same data help? `experiments/taxonomy_learning_curve.py` fits this classifier's recipe on k of the
   other nine problems for each of the ten (3 random draws of which problems for k < 9; mean over test problems
   and draws of accuracy / macro-F1, pooled in brackets): k = 2: 0.587 / 0.522 (0.595 / 0.530); 4: 0.613 / 0.561
   (0.616 / 0.562); 6: 0.629 / 0.583 (0.636 / 0.591); 8: 0.637 / 0.594 (0.640 / 0.598); 9: 0.644 / 0.598 (0.646 /
   0.605). Still rising, by about +0.025 accuracy and +0.035 macro-F1 per doubling of the problems from 2 to 8 and
   less after: extrapolated, the targets would need several times the ten labelled problems here, if the curve
-  held. Paraphrases as extra training data (`scripts/taxonomy_paraphrase_augmentation.py`: each training trace
+  held. Paraphrases as extra training data (`experiments/taxonomy_paraphrase_augmentation.py`: each training trace
   copied with every sentence replaced by one of its published resamples at MiniLM cosine >= 0.8 to the original,
   which 73% of sentences have, with the original's label; leave-one-problem-out over the eight training problems,
   against 0.639 / 0.590 (0.642 / 0.601) without): 1 copy 0.639 / 0.595 (0.642 / 0.607), 2 copies 0.640 / 0.598

@@ -98,7 +98,7 @@ def case_model(case: dict):
 
 
 def case_transcoders(case: dict, n_layers: int | None = None, d_model: int | None = None):
-    from anchorlens.tracing.transcoders import random_transcoders
+    from anchorlens.attribution.transcoders import random_transcoders
 
     n_layers = n_layers or case.get("n_layers", 30)
     d_model = d_model or case.get("d_model", 576)
@@ -113,7 +113,7 @@ def case_targets(case: dict, model):
     """anchorlens's ``attribution_targets`` for the case (None: the salient logits)."""
     import torch
 
-    from anchorlens.tracing.targets import logit_difference_target
+    from anchorlens.attribution.targets import logit_difference_target
 
     spec = case.get("targets")
     if spec is None:

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from anchorlens.resampling.metrics import METRIC_COLUMNS, different_trajectories_fraction, overdeterminedness
-from anchorlens.resampling.reference_format import (
+from anchorlens.resampling.published_format import (
     ReferenceFormatError,
     export_chunks_labeled,
     export_chunks_resampled,

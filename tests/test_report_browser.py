@@ -219,7 +219,7 @@ def synthetic_matrices(n: int, seed: int) -> dict:
 @pytest.fixture(scope="module")
 def case_graph():
     """A real attribution graph: a circuit-tracer comparison case (the graph equals circuit-tracer's)."""
-    from anchorlens.tracing.attribution import attribution_graph
+    from anchorlens.attribution.attribute import attribution_graph
     from attribution_cases import CASES, case_model, case_transcoders
 
     case = CASES["tiny_llama_jumprelu_skip"]
@@ -228,7 +228,7 @@ def case_graph():
 
 @pytest.fixture(scope="module")
 def real_data(smol, case_graph) -> ReportData:
-    from anchorlens.tracing.flow_sentences import sentence_flow
+    from anchorlens.flow.sentences import sentence_flow
 
     data = report_data_from_reference(SMALL, smol)
     receivers = receiver_analysis(smol_sentence_attention(smol, data.trace))

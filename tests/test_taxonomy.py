@@ -9,7 +9,7 @@ import pytest
 
 import anchorlens
 from anchorlens.errors import AnchorlensError
-from anchorlens.resampling.reference_format import load_reference_trace
+from anchorlens.resampling.published_format import load_reference_trace
 from anchorlens.taxonomy import SENTENCE_CATEGORIES, TaxonomyClassifier, classify_sentences, label_sentences_with_model
 from anchorlens.taxonomy.classifier import DEFAULT_WEIGHTS
 from anchorlens.taxonomy.features import LEXICAL_NAMES, lexical_features, sentence_features

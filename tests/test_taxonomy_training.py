@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from anchorlens.resampling.reference_format import load_reference_trace
+from anchorlens.resampling.published_format import load_reference_trace
 from anchorlens.taxonomy import SENTENCE_CATEGORIES, TaxonomyClassifier, classify_sentences
 from anchorlens.taxonomy.classifier import DEFAULT_WEIGHTS
 from anchorlens.taxonomy.llm_labeller import FEW_SHOT_EXAMPLES

@@ -14,7 +14,7 @@ from collections import defaultdict
 import torch
 from torch import Tensor
 
-from anchorlens.tracing.transcoders import TranscoderSet
+from anchorlens.attribution.transcoders import TranscoderSet
 
 
 def _norm_hooks(n_layers: int) -> list[str]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from anchorlens.tracing.transcoders import TranscoderSet
+from anchorlens.attribution.transcoders import TranscoderSet
 
 
 @dataclass

@@ -36,7 +36,7 @@ from anchorlens.mediation.prompts import (
     retrieval_pairs,
     task_pairs,
 )
-from anchorlens.mediation.reference import naive_sweep
+from anchorlens.mediation.naive import naive_sweep
 from anchorlens.mediation.result import MediationResult
 from anchorlens.mediation.sweep import mediation_sweep
 

@@ -14,7 +14,7 @@ its template, style and script are ``report.html``, ``report.css``, ``report.js`
 
 from anchorlens.report.build import build_report
 from anchorlens.report.data import CATEGORIES, CATEGORY_COLORS, ReportData, ReportDataError
-from anchorlens.report.reference import report_data_from_reference
+from anchorlens.report.published import report_data_from_reference
 
 __all__ = [
     "CATEGORIES",

@@ -410,7 +410,7 @@ def _attribution_graph(graph) -> dict | None:
     if graph is None:
         return None
     if hasattr(graph, "adjacency") and hasattr(graph, "prune"):  # an AttributionGraph: export it
-        from anchorlens.tracing.graph_json import graph_json
+        from anchorlens.attribution.graph_json import graph_json
 
         graph = graph_json(graph)
     if not isinstance(graph, dict) or not {"metadata", "nodes", "links"} <= set(graph):

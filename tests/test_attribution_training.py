@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import anchorlens.tracing.training as training
-from anchorlens.tracing.training import TrainingInputError, shipped_corpus, train_transcoders
-from anchorlens.tracing.transcoders import load_transcoders
+import anchorlens.attribution.training as training
+from anchorlens.attribution.training import TrainingInputError, shipped_corpus, train_transcoders
+from anchorlens.attribution.transcoders import load_transcoders
 
 SETTINGS = dict(n_features=64, steps=6, windows_per_step=2, context=24, lr=3e-3, progress=False, checkpoint_every=2)
 

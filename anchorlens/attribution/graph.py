@@ -245,14 +245,14 @@ class AttributionGraph:
 
     def plot(self, ax=None, max_nodes: int = 60):
         """Draw the (pruned, if pruned) graph: x = position, y = layer; edges blue (+) / red (-)."""
-        from anchorlens.tracing.graph_plot import plot_graph
+        from anchorlens.attribution.graph_plot import plot_graph
 
         return plot_graph(self, ax=ax, max_nodes=max_nodes)
 
     def to_json(self, path: str | Path, slug: str = "graph", node_threshold: float = 0.8,
                 edge_threshold: float = 0.98) -> Path:
         """circuit-tracer's graph JSON for its frontend (metadata, qParams, nodes, links)."""
-        from anchorlens.tracing.graph_json import write_graph_json
+        from anchorlens.attribution.graph_json import write_graph_json
 
         return write_graph_json(self, path, slug=slug, node_threshold=node_threshold, edge_threshold=edge_threshold)
 

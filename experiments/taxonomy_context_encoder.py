@@ -33,7 +33,7 @@ classifier's hyperparameters. 11 minutes on this 2-core machine when quiet (each
 problems: 2-3 minutes for EPOCHS epochs), up to 50 under other jobs' load; each fold is checkpointed in
 $ANCHORLENS_CACHE (a killed run resumes).
 
-    .venv/bin/python scripts/taxonomy_context_encoder.py [--threads 2]
+    .venv/bin/python experiments/taxonomy_context_encoder.py [--threads 2]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from anchorlens.resampling.reference_format import load_reference_trace, reference_trace_dirs  # noqa: E402
+from anchorlens.resampling.published_format import load_reference_trace, reference_trace_dirs  # noqa: E402
 from anchorlens.taxonomy.categories import SENTENCE_CATEGORIES  # noqa: E402
 from anchorlens.taxonomy.classifier import DATA_DIR, TaxonomyClassifier  # noqa: E402
 from anchorlens.taxonomy.features import LEXICAL_WINDOW, context_means, lexical_features, position_features  # noqa: E402
@@ -410,7 +410,7 @@ def main() -> None:
     confusion = "\n".join(" ".join(f"{v:5d}" for v in r) for r in by_epoch[best]["confusion"])
     held_confusion = "\n".join(" ".join(f"{v:5d}" for v in r) for r in held_encoder["confusion"])
     report = "\n".join([
-        f"all-MiniLM-L6-v2 fine-tuned as a cross-encoder (`scripts/taxonomy_context_encoder.py`, seed {SEED}): each "
+        f"all-MiniLM-L6-v2 fine-tuned as a cross-encoder (`experiments/taxonomy_context_encoder.py`, seed {SEED}): each "
         f"sentence read with the {BEFORE} before and the {AFTER} after it, embeddings and layers 1-{N_FROZEN} frozen, "
         f"layers {N_FROZEN + 1}-6 and a head over (the sentence's mean token state, [CLS], position and lexical cues) "
         f"trained with class weights balanced^{CLASS_WEIGHT_POWER}, AdamW (learning rate {LEARNING_RATE:g}, head 10x), "

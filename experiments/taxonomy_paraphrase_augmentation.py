@@ -12,7 +12,7 @@ recipe: L2 1.0, balanced class weights, SmolLM2 layers 15 and 20), against the s
 ``--held-out`` trains on the eight and scores the two held-out problems instead (for a finalist only). Prints
 the mean over problems of accuracy / macro-F1 (categories present) and the pooled scores.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/taxonomy_paraphrase_augmentation.py [--copies 1 2 4] [--threshold 0.8]
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/taxonomy_paraphrase_augmentation.py [--copies 1 2 4] [--threshold 0.8]
 """
 
 from __future__ import annotations

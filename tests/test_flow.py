@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from anchorlens import EmptyTextError, UnsupportedArchitectureError, random_model
-from anchorlens.tracing import FlowInputError, InformationFlow, information_flow
-from anchorlens.tracing import flow_math
+from anchorlens.flow import FlowInputError, InformationFlow, information_flow
+from anchorlens.flow import contributions as flow_math
 
 EPS = 1e-5
 TEXT = "The quick brown fox jumps over the lazy dog because it can."

@@ -1,7 +1,7 @@
 """Streamed sentence flow (no [tokens, tokens] array) against the full token-level computation.
 
 Ground truth: ``information_flow`` (itself tested against the float64 naive definition in
-test_tracing_flow.py) aggregated by ``sentence_flow(..., flow=full)``: its sentence matrix and the token
+test_flow.py) aggregated by ``sentence_flow(..., flow=full)``: its sentence matrix and the token
 influence of the chosen position, summed per sentence.
 """
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from anchorlens import Trace, random_model
-from anchorlens.tracing import information_flow, sentence_flow
-from anchorlens.tracing.flow import FlowInputError
+from anchorlens.flow import information_flow, sentence_flow
+from anchorlens.flow.information_flow import FlowInputError
 
 COT = ("We start here. This is the anchor of it. Then more words follow, one after another. Let me check: "
        "6 * 7 = 42, and 42 / 7 = 6. So we end with 42, which is the answer. Yes, that is it.")

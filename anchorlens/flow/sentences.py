@@ -6,7 +6,7 @@ suppression and resampling.
 - ``to_answer[sentence]``: how much the sentence's tokens feed the residual at the final position (the
   token influence of ``InformationFlow.token_influence``: every path through every layer, summed).
 
-``sentence_flow`` computes both without any ``[tokens, tokens]`` array (``anchorlens.tracing.flow_stream``:
+``sentence_flow`` computes both without any ``[tokens, tokens]`` array (``anchorlens.flow.stream``:
 query blocks, and the token influence as a backward pass over layers rerun from residual checkpoints), so
 paper-length traces fit in about a plain forward's memory; ``information_flow`` keeps the full token-level
 result for short texts.
@@ -23,7 +23,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from anchorlens.io import load_arrays, save_arrays
-from anchorlens.tracing.flow import FlowInputError, information_flow
+from anchorlens.flow.information_flow import FlowInputError, information_flow
 
 
 def span_matrix(spans: list[tuple[int, int]], n_tokens: int) -> Float[Tensor, "sentence token"]:
@@ -101,7 +101,7 @@ def sentence_flow(
 
     ``position``: the token whose final residual ``to_answer`` traces back (default the last; negative
     counts from the end). Without ``flow``, on a model that runs fused attention (L1 or L2),
-    nothing of size ``[tokens, tokens]`` is kept (``anchorlens.tracing.flow_stream``: ``block_tokens``
+    nothing of size ``[tokens, tokens]`` is kept (``anchorlens.flow.stream``: ``block_tokens``
     target rows at a time, layers rerun from a checkpoint every ``checkpoint_every`` layers); otherwise
     the token-level ``information_flow`` is computed whole (quadratic memory: short texts).
 
@@ -109,7 +109,7 @@ def sentence_flow(
     >>> sentences.to_answer, sentences.matrix                      # doctest: +SKIP
     """
     from anchorlens.hooks.fused_attention import resolve_attention
-    from anchorlens.tracing.flow_math import DISTANCES
+    from anchorlens.flow.contributions import DISTANCES
 
     if not hasattr(trace, "token_spans"):
         raise FlowInputError(f"sentence_flow needs a Trace (sentences mapped onto tokens), got {type(trace).__name__}")
@@ -118,7 +118,7 @@ def sentence_flow(
     if distance not in DISTANCES:
         raise FlowInputError(f"distance must be one of {DISTANCES}, got {distance!r}")
     if flow is None and resolve_attention(model, "auto") == "sdpa":
-        from anchorlens.tracing.flow_stream import DEFAULT_BLOCK_TOKENS, streamed_sentence_flow
+        from anchorlens.flow.stream import DEFAULT_BLOCK_TOKENS, streamed_sentence_flow
 
         tokens = trace.tokens(model.cfg.device)
         n_tokens = tokens.shape[-1]

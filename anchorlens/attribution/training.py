@@ -26,7 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
-from anchorlens.tracing.transcoders import Transcoder, TranscoderSet
+from anchorlens.attribution.transcoders import Transcoder, TranscoderSet
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "tracing_corpus.json"
 
@@ -140,7 +140,7 @@ def train_transcoders(
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     out = Path(out) if out is not None else cache_dir() / "transcoders" / f"{settings['model']}-{key}"
     if cache and (out / "config.yaml").exists() and (out / "anchorlens.json").exists():
-        from anchorlens.tracing.transcoders import load_transcoders
+        from anchorlens.attribution.transcoders import load_transcoders
 
         done = load_transcoders(out)
         if done.meta.get("settings") == settings:

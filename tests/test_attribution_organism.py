@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import anchorlens as al
-from anchorlens.tracing.attribution import attribution_graph
-from anchorlens.tracing.transcoders import Transcoder, TranscoderSet
+from anchorlens.attribution.attribute import attribution_graph
+from anchorlens.attribution.transcoders import Transcoder, TranscoderSet
 
 D, N_FEAT, TARGET = 64, 16, 7042  # 7042 = " Paris" in SmolLM2's tokenizer
 

@@ -3,7 +3,7 @@
 Nodes, in circuit-tracer's order: active transcoder features sorted by (layer, position, feature); error nodes
 (MLP output minus the transcoder's reconstruction), layer-major; token embeddings; targets: by default the logits
 of the top tokens by probability, at most ``max_n_logits``, cut where their cumulative probability reaches
-``desired_logit_prob``; or chosen tokens, or custom directions (``attribution_targets``, ``tracing.targets``).
+``desired_logit_prob``; or chosen tokens, or custom directions (``attribution_targets``, ``attribution.targets``).
 A special token is prepended when the prompt does not start with one; position 0's features and errors are zeroed.
 
 Edge A[target, source] = (gradient of the target at the source's output site) . (source vector), computed in
@@ -25,9 +25,9 @@ from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError, EmptyTextError, TraceTooLongError
 from anchorlens.hooks.replacement import replacement_forward
-from anchorlens.tracing.graph import AttributionGraph, partial_influence
-from anchorlens.tracing.targets import resolve_targets
-from anchorlens.tracing.transcoders import TranscoderSet
+from anchorlens.attribution.graph import AttributionGraph, partial_influence
+from anchorlens.attribution.targets import resolve_targets
+from anchorlens.attribution.transcoders import TranscoderSet
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def attribution_graph(
             salient next tokens), a tensor of token ids, a list of token strings (each weighted by its
             probability), or a list of ``CustomTarget(label, weight, vector)`` / 3-tuples, directions in the
             residual stream after the final norm such as ``logit_difference_target(model, " Paris", " Rome")``
-            (``anchorlens.tracing.targets``). Non-token targets get ids ``d_vocab + i`` and their labels.
+            (``anchorlens.attribution.targets``). Non-token targets get ids ``d_vocab + i`` and their labels.
     """
     transcoders.check_model(model)
     if max_feature_nodes is not None and max_feature_nodes < 0:

@@ -10,7 +10,7 @@ published dataset has more than the 10 shipped here) would help more than anothe
 
 Uses the cached features of scripts/train_taxonomy.py (its ``load_traces``; the first run computes them).
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/taxonomy_learning_curve.py [--sizes 2 4 6 8 9] [--draws 3]
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/taxonomy_learning_curve.py [--sizes 2 4 6 8 9] [--draws 3]
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from torch import Tensor
 
 from anchorlens.hooks.feature_intervention import clean_pass, intervened_pass
 from anchorlens.io import load_arrays, save_arrays
-from anchorlens.tracing.attribution import AttributionInputError, prompt_tokens
-from anchorlens.tracing.transcoders import TranscoderSet
+from anchorlens.attribution.attribute import AttributionInputError, prompt_tokens
+from anchorlens.attribution.transcoders import TranscoderSet
 
 
 @dataclass

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from anchorlens import Trace
-from anchorlens.tracing import KnockoutResult, Routes, information_flow, knockout_experiment
-from anchorlens.tracing.flow_organism import planted_route_model
+from anchorlens.flow import KnockoutResult, Routes, information_flow, knockout_experiment
+from anchorlens.flow.organism import planted_route_model
 from anchorlens.hooks.edge_knockout import knockout_masks
 
 TEXT = "We start here. This is the anchor of it. Then more words follow and we end"

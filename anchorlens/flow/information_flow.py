@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from anchorlens.errors import AnchorlensError, EmptyTextError, UnsupportedArchitectureError
 from anchorlens.hooks.flow_capture import check_flow_hooks, run_layerwise
 from anchorlens.io import load_arrays, save_arrays
-from anchorlens.tracing.flow_math import DISTANCES, attention_contributions, head_values_out, mlp_contributions
+from anchorlens.flow.contributions import DISTANCES, attention_contributions, head_values_out, mlp_contributions
 
 DEFAULT_THRESHOLD = 0.04  # the reference tool's default route threshold
 HEADS_AUTO_BYTES = 512 * 2**20  # keep per-head contributions of every layer when they fit in this
@@ -96,15 +96,15 @@ class InformationFlow:
         return self.heads[layer]
 
     def routes(self, position: int = -1, threshold: float = DEFAULT_THRESHOLD):
-        """The information flow route into ``position``'s prediction (``anchorlens.tracing.routes.Routes``)."""
-        from anchorlens.tracing.routes import build_routes
+        """The information flow route into ``position``'s prediction (``anchorlens.flow.routes.Routes``)."""
+        from anchorlens.flow.routes import build_routes
 
         return build_routes(self, position, threshold)
 
     def token_influence(self, position: int = -1, threshold: float | None = None) -> Float[Tensor, " pos"]:
         """How much each input token feeds the final residual at ``position``: contributions propagated back
         through every layer (sums over paths of products of edge weights; sums to about 1)."""
-        from anchorlens.tracing.routes import token_influence
+        from anchorlens.flow.routes import token_influence
 
         return token_influence(self, position, threshold)
 

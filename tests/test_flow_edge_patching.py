@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from anchorlens import random_model
-from anchorlens.tracing.edge_patching import EdgeAttribution, EdgePatchingError, edge_attribution, expand_kv_heads
+from anchorlens.flow.edge_patching import EdgeAttribution, EdgePatchingError, edge_attribution, expand_kv_heads
 
 CLEAN, CORRUPT = "The capital of France is", "The capital of Italy is"
 
@@ -34,7 +34,7 @@ def test_edge_scores_agree_with_node_scores_of_the_original_gqa_model(one_torch_
     nodes = attribution_patch(model, model.to_tokens(CLEAN), model.to_tokens(CORRUPT),
                               lambda logits: logits[0, -1, paris] - logits[0, -1, rome]).node_scores
     summed = result.edges.groupby("source")["score"].sum()
-    from anchorlens.tracing.edge_patching import _node_label
+    from anchorlens.flow.edge_patching import _node_label
 
     checked = 0
     for node, score in nodes.items():

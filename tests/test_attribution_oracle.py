@@ -11,7 +11,7 @@ import pytest
 import anchorlens as al
 
 from attribution_cases import CASES, case_model, case_targets, case_transcoders
-from anchorlens.tracing.attribution import AttributionInputError, attribution_graph
+from anchorlens.attribution.attribute import AttributionInputError, attribution_graph
 
 DATA = Path(__file__).parent / "data" / "attribution"
 

@@ -16,7 +16,7 @@ pooled scores, and writes them as JSON to ``--out``. Uses the cached embeddings 
 scripts/train_taxonomy.py (``load_traces``). ``--held-out`` trains on the eight problems and scores the two
 held-out ones instead (look at it for a finalist only).
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/taxonomy_sequence_model.py --what lr lr_nbr gru [--held-out]
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/taxonomy_sequence_model.py --what lr lr_nbr gru [--held-out]
 
 The runs reported in anchorlens/data/taxonomy_report.md (Notes; one CPU thread, shared machine): ``--what lr
 lr_nbr`` with ``--nbr-layers 20`` / ``15`` / ``15 20`` and ``--nbr-layers 20 --l2 3.0`` (about 35 s each);

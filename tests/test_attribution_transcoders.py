@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 
 import anchorlens as al
 from anchorlens.errors import AnchorlensError, EmptyTextError, TraceTooLongError
-from anchorlens.tracing.attribution import attribution_graph, prompt_tokens
-from anchorlens.tracing.transcoders import TranscoderError, load_transcoders, random_transcoders
+from anchorlens.attribution.attribute import attribution_graph, prompt_tokens
+from anchorlens.attribution.transcoders import TranscoderError, load_transcoders, random_transcoders
 
 
 def test_circuit_tracer_layout_round_trip(tmp_path):
@@ -132,7 +132,7 @@ def write_released_layout(folder, tcs, input_hook="mlp.hook_in", output_hook="ml
 def test_a_released_folder_loads_as_it_is(tiny_llama, tmp_path, one_torch_thread):
     """mlp.hook_in / mlp.hook_out and hf:// file names, as circuit-tracer's released configs write them: loaded
     as they are, the same graph as the same weights under anchorlens's names (and as circuit-tracer's, in
-    test_tracing_attribution_oracle)."""
+    test_attribution_oracle)."""
     tcs = random_transcoders(2, 64, 16, activation="jumprelu", skip=True, seed=7)
     back = load_transcoders(write_released_layout(tmp_path / "released", tcs))
     assert (back.feature_input_hook, back.feature_output_hook) == ("mlp.hook_in", "mlp.hook_out")

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from anchorlens import Analysis, Trace, analyze
-from anchorlens.tracing import FlowInputError, SentenceFlow, information_flow, sentence_flow
-from anchorlens.tracing.flow_organism import planted_route_model
+from anchorlens.flow import FlowInputError, SentenceFlow, information_flow, sentence_flow
+from anchorlens.flow.organism import planted_route_model
 
 COT = "We start here. This is the anchor of it. Then more words follow. So we end"
 

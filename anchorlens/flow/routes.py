@@ -23,8 +23,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from anchorlens.io import load_arrays, save_arrays
-from anchorlens.tracing.flow import check_threshold
-from anchorlens.tracing.flow_math import threshold_and_renormalise
+from anchorlens.flow.information_flow import check_threshold
+from anchorlens.flow.contributions import threshold_and_renormalise
 
 KINDS = ("x", "a", "m")
 EDGE_KINDS = ("attention", "residual", "mlp")

@@ -15,7 +15,7 @@ import torch
 
 from anchorlens.hooks.edge_knockout import edge_knockout_hooks
 from anchorlens.io import load_arrays, save_arrays
-from anchorlens.tracing.flow import DEFAULT_THRESHOLD, FlowInputError, flow_tokens, information_flow
+from anchorlens.flow.information_flow import DEFAULT_THRESHOLD, FlowInputError, flow_tokens, information_flow
 
 
 @torch.inference_mode()

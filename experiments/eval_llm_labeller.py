@@ -11,7 +11,7 @@ minutes of one CPU thread on this loaded machine (2.3 s per sentence).
 ``--sample N`` labels N of them drawn with random.Random(0) (each prompt still shows its own trace's
 preceding sentences).
 
-    .venv/bin/python scripts/eval_llm_labeller.py [--sample 200] [--no-examples --out other.json]
+    .venv/bin/python experiments/eval_llm_labeller.py [--sample 200] [--no-examples --out other.json]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import anchorlens as al  # noqa: E402
-from anchorlens.resampling.reference_format import load_reference_trace, reference_trace_dirs  # noqa: E402
+from anchorlens.resampling.published_format import load_reference_trace, reference_trace_dirs  # noqa: E402
 from anchorlens.taxonomy.categories import SENTENCE_CATEGORIES  # noqa: E402
 from anchorlens.taxonomy.classifier import DATA_DIR, TaxonomyClassifier  # noqa: E402
 from anchorlens.taxonomy.llm_labeller import _instructions, _PrefixLabeller, _sentence_part  # noqa: E402

@@ -34,8 +34,8 @@ from anchorlens.errors import UnsupportedArchitectureError
 from anchorlens.hooks.fused_attention import fused_attention, observe_queries_keys
 from anchorlens.hooks.skip_blocks import skipped_blocks
 from anchorlens.receivers.blocked import pattern_rows
-from anchorlens.tracing.flow import refuse_undecomposable
-from anchorlens.tracing.flow_math import EPS, _residual_proximity, mlp_contributions
+from anchorlens.flow.information_flow import refuse_undecomposable
+from anchorlens.flow.contributions import EPS, _residual_proximity, mlp_contributions
 
 DEFAULT_BLOCK_TOKENS = 512
 STATE_HOOKS = {"resid_pre": "hook_resid_pre", "v": "attn.hook_v", "resid_mid": "hook_resid_mid",
@@ -136,7 +136,7 @@ def _l2_proximity(state: LayerState, pattern: Tensor, lo: int, hi: int) -> Float
 def _l1_proximity(state: LayerState, pattern: Tensor, lo: int, hi: int, fused: bool) -> Float[Tensor, "head rows source"]:
     """L1 proximity coordinate by coordinate (``flow_math``'s blocks: ``[rows, source, head, d_model]`` within
     ``BLOCK_BYTES``, or the fused kernel); masked (future) sources get ``EPS``."""
-    from anchorlens.tracing.flow_math import BLOCK_BYTES, FUSED_ROWS, _fused_l1, l1_proximity_block
+    from anchorlens.flow.contributions import BLOCK_BYTES, FUSED_ROWS, _fused_l1, l1_proximity_block
 
     n_heads, n_kv = state.q.shape[0], state.k.shape[0]
     v_heads = state.v[:, :hi].repeat_interleave(n_heads // n_kv, dim=0)  # [head, hi, d_head]
@@ -256,7 +256,7 @@ def streamed_sentence_flow(
     array: ``matrix`` as ``sentence_flow_matrix`` and the token influence of ``position`` (non-negative) as
     ``InformationFlow.token_influence``. ``members``: the ``[sentence, token]`` span indicator. ``fused``
     (L1): the compiled kernel of ``information_flow`` (default: from ``FUSED_FROM_TOKENS`` tokens on)."""
-    from anchorlens.tracing.flow import FUSED_FROM_TOKENS
+    from anchorlens.flow.information_flow import FUSED_FROM_TOKENS
 
     if distance not in ("l1", "l2"):
         raise ValueError(f"distance must be 'l1' or 'l2', got {distance!r}")

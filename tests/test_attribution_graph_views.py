@@ -14,9 +14,9 @@ matplotlib.use("Agg")
 
 import anchorlens as al  # noqa: E402
 from attribution_cases import CASES, case_model, case_transcoders  # noqa: E402
-from anchorlens.tracing.attribution import attribution_graph, trace_attribution  # noqa: E402
-from anchorlens.tracing.graph_json import graph_json  # noqa: E402
-from anchorlens.tracing.transcoders import random_transcoders  # noqa: E402
+from anchorlens.attribution.attribute import attribution_graph, trace_attribution  # noqa: E402
+from anchorlens.attribution.graph_json import graph_json  # noqa: E402
+from anchorlens.attribution.transcoders import random_transcoders  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "attribution"
 
