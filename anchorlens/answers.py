@@ -1,4 +1,4 @@
-"""Final answers: ``\\boxed{}`` extraction, LaTeX normalisation, and equivalence checking (METHODS.md 1.2).
+"""Final answers: ``\\boxed{}`` extraction, LaTeX normalisation, and equivalence checking (docs/methods.md 1.2).
 
 ``check_answer`` first compares normalised strings, then numbers (with a tolerance), then asks sympy
 whether the two expressions are equal. Other tasks plug in their own extractor: any callable

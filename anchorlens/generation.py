@@ -7,7 +7,7 @@ import torch
 from anchorlens.errors import EmptyTextError
 from anchorlens.trace import Trace
 
-# METHODS.md 1.2: the raw-completion prompt of the reference experiments.
+# docs/methods.md 1.2: the raw-completion prompt of the reference experiments.
 INSTRUCTION = "Solve this math problem step by step. You MUST put your final answer in \\boxed{{}}. Problem: {problem}"
 RAW_PROMPT = INSTRUCTION + " Solution: \n<think>\n"
 

@@ -2,7 +2,7 @@
 
 Two styles:
 
-- ``"thought-anchors"`` reproduces the chunks published with Thought Anchors (METHODS.md 1.1) exactly,
+- ``"thought-anchors"`` reproduces the chunks published with Thought Anchors (docs/methods.md 1.1) exactly,
   including its naive handling of abbreviations and its merging of chunks under 10 characters.
 - ``"default"`` is meant for people: it does not split inside decimals, enumerations ("1."),
   common abbreviations ("Dr.", "e.g.") or LaTeX math, and every sentence's text is exactly
@@ -18,7 +18,7 @@ from anchorlens.errors import EmptyTextError
 
 STYLES = ("default", "thought-anchors")
 
-# Thought Anchors constants (METHODS.md 1.1).
+# Thought Anchors constants (docs/methods.md 1.1).
 _TA_SENTENCE_END = ".?!"
 _TA_PARAGRAPH_END = ("\n\n", "\r\n\r\n")
 _TA_MIN_CHARS = 10
@@ -80,7 +80,7 @@ def _think_region(text: str) -> tuple[int, int]:
 
 
 def _split_thought_anchors(text: str, lo: int, hi: int) -> list[Sentence]:
-    """The published rules (METHODS.md 1.1), with offsets kept."""
+    """The published rules (docs/methods.md 1.1), with offsets kept."""
     chunks: list[tuple[int, int]] = []  # raw (start, end) before stripping
     start = lo
     for i in range(lo, hi):

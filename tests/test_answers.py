@@ -1,4 +1,4 @@
-"""Answers: \\boxed{} extraction, normalisation, equivalence, pluggable extractors (METHODS.md 1.2)."""
+"""Answers: \\boxed{} extraction, normalisation, equivalence, pluggable extractors (docs/methods.md 1.2)."""
 
 from __future__ import annotations
 

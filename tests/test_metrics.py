@@ -1,4 +1,4 @@
-"""Resampling importance metrics (METHODS.md 1.3) on constructed rollouts whose answers are known.
+"""Resampling importance metrics (docs/methods.md 1.3) on constructed rollouts whose answers are known.
 
 The "model organism" here is a planted set of rollouts: we decide which sentence flips the answer, which
 replacement sentences are paraphrases, and which later sentences depend on which, then check that the

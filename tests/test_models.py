@@ -25,7 +25,7 @@ def test_embedded_model_is_smollm2_and_knows_paris(smol):
     tokens = smol.to_tokens("The capital of France is")
     with torch.inference_mode():
         probs = smol(tokens)[0, -1].softmax(-1)
-    assert probs[smol.to_single_token(" Paris")] > 0.5  # METHODS.md 5: 0.77 with the Q4_1 weights
+    assert probs[smol.to_single_token(" Paris")] > 0.5  # docs/methods.md 5: 0.77 with the Q4_1 weights
 
 
 def test_second_load_reuses_the_dequantised_cache(smol, monkeypatch):

@@ -1,7 +1,7 @@
 """The report without a browser: its data checks, display math, HTML, JSON and PNG files.
 
 Ground truth: the published Thought Anchors data (sentences, labels, metrics) must reach the page
-unchanged, and planted matrices must give the edges and normalisation METHODS.md 1.6 defines.
+unchanged, and planted matrices must give the edges and normalisation docs/methods.md 1.6 defines.
 The real-browser checks are in test_report_browser.py.
 """
 

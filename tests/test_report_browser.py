@@ -47,7 +47,7 @@ TRACES = REFERENCE / "deepseek-r1-distill-llama-8b"
 SMALL = TRACES / "incorrect_base_solution" / "problem_2189"  # 24 sentences, 815 SmolLM2 tokens
 LARGE = TRACES / "incorrect_base_solution" / "problem_4164"  # 321 sentences
 SYNTHETIC = "Synthetic matrix (random, seeded), for layout only: not a measurement."
-PROXIMITY_IGNORE = 4  # METHODS.md 1.5
+PROXIMITY_IGNORE = 4  # docs/methods.md 1.5
 SECTIONS_WITH_PICTURES = {"importance": "canvas", "graph": "svg", "receiver": "canvas", "head_attention": "canvas",
                           "suppression": "canvas", "counterfactual": "canvas", "flow": "canvas", "attribution": "svg"}
 CANVASES = {"importance", "receiver", "head_attention", "suppression", "counterfactual", "flow"}
@@ -184,7 +184,7 @@ def smol_sentence_attention(model, trace: Trace) -> np.ndarray:
 
 
 def receiver_analysis(sentence_attention: np.ndarray, k: int = 8) -> dict:
-    """Vertical scores, kurtosis, top-k receiver heads and receiver scores as METHODS.md 1.5 defines them."""
+    """Vertical scores, kurtosis, top-k receiver heads and receiver scores as docs/methods.md 1.5 defines them."""
     layers, heads, n, _ = sentence_attention.shape
     later = np.tril(np.ones((n, n), dtype=bool), k=-PROXIMITY_IGNORE)  # i >= j + proximity_ignore
     counts = later.sum(axis=0)

@@ -1,4 +1,4 @@
-"""Resampling runs: prompts (METHODS.md 1.2), seeds, resuming, kill -9, and end-to-end runs on SmolLM2.
+"""Resampling runs: prompts (docs/methods.md 1.2), seeds, resuming, kill -9, and end-to-end runs on SmolLM2.
 
 Ground truth: a planted sampler whose answer is fixed once the "anchor" sentence is in the prefix
 (a model organism of a thought anchor): accuracy and resampling importance are known exactly.

@@ -1,4 +1,4 @@
-"""Contributions of information flow routes (Ferrando and Voita 2024; METHODS.md section 3): pure math.
+"""Contributions of information flow routes (Ferrando and Voita 2024; docs/methods.md section 3): pure math.
 
 A layer's attention update at target ``i`` is the sum of parts ``z_ijh = A^h_ij (v_j^h W_O^h)`` (one per
 source token ``j`` and head ``h``) plus the residual ``resid_pre_i``; the whole is ``resid_mid_i``. A part's

@@ -1,6 +1,6 @@
 """Activation patching of many cells in one forward: each batch row patches its own (layer, position, unit).
 
-A *component* names a hook point and what one cell of it is (METHODS.md section 2):
+A *component* names a hook point and what one cell of it is (docs/methods.md section 2):
 
 - ``resid_pre``, ``attn_out``, ``mlp_out``: the whole vector at (layer, position).
 - ``head_out``: one query head's output before ``W_O`` (``attn.hook_z``, ``[batch, pos, head, d_head]``;

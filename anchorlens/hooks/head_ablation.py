@@ -1,4 +1,4 @@
-"""Head ablation at a head's own output, before the output projection (METHODS.md 1.5).
+"""Head ablation at a head's own output, before the output projection (docs/methods.md 1.5).
 
 ``blocks.{l}.attn.hook_z`` holds each query head's mixed values ``[batch, pos, head, d_head]`` just before
 ``W_O`` (on GQA models too: key/value heads are repeated to query heads before the mixing). Replacing

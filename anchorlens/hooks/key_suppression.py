@@ -1,4 +1,4 @@
-"""The attention-suppression hook: hide a range of key positions from every query (METHODS.md 1.6).
+"""The attention-suppression hook: hide a range of key positions from every query (docs/methods.md 1.6).
 
 At ``blocks.{l}.attn.hook_attn_scores`` the bridge hands over the pre-softmax scores
 ``[batch, head, query, key]`` with the causal mask already applied (as the dtype's minimum), and what

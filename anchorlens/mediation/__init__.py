@@ -1,4 +1,4 @@
-"""Causal mediation analysis (Stolfo, Belinkov, Sachan 2023; METHODS.md section 2).
+"""Causal mediation analysis (Stolfo, Belinkov, Sachan 2023; docs/methods.md section 2).
 
 Patch a component's activation from a counterfactual prompt into a base prompt, one cell (layer,
 position[, head / dim / hidden unit]) at a time, and measure the indirect effect on the answer:

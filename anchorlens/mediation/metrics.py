@@ -1,4 +1,4 @@
-"""Effects of an intervention on the answer (METHODS.md section 2): pure functions of log-probabilities.
+"""Effects of an intervention on the answer (docs/methods.md section 2): pure functions of log-probabilities.
 
 With ``r`` the base answer and ``r'`` the counterfactual answer, P the base run and P* the intervened run:
 

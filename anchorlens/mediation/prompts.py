@@ -1,4 +1,4 @@
-"""Prompt pairs for causal mediation analysis (Stolfo, Belinkov, Sachan 2023; METHODS.md section 2).
+"""Prompt pairs for causal mediation analysis (Stolfo, Belinkov, Sachan 2023; docs/methods.md section 2).
 
 Three tasks, each a list of ``PromptPair`` (a base prompt, a counterfactual prompt and their one-token
 answers), seeded:

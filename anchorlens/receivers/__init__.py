@@ -1,4 +1,4 @@
-"""Receiver heads (Thought Anchors, METHODS.md 1.5): which sentences do later sentences keep attending to?
+"""Receiver heads (Thought Anchors, docs/methods.md 1.5): which sentences do later sentences keep attending to?
 
     attention = sentence_attention(model, trace)          # [layer, head, sentence, sentence], one forward
     heads = receiver_heads(model, traces, top_k=20)        # ranked (layer, head) by kurtosis

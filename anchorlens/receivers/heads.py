@@ -166,7 +166,7 @@ def receiver_heads(
     progress: bool = True,
 ) -> ReceiverHeads:
     """Find the receiver heads of ``model``: top ``top_k`` heads by kurtosis of vertical scores, averaged
-    over ``traces`` (one forward pass per trace; METHODS.md 1.5).
+    over ``traces`` (one forward pass per trace; docs/methods.md 1.5).
 
     Args:
         model: a TransformerBridge.

@@ -1,6 +1,6 @@
 """From token attention to sentence attention: pure math, tensors in, tensors out.
 
-Thought Anchors (METHODS.md 1.5) averages a head's token pattern over sentence blocks:
+Thought Anchors (docs/methods.md 1.5) averages a head's token pattern over sentence blocks:
 ``A_s[i, j] = mean(A[tokens of i, tokens of j])``, a plain mean over all query x key pairs, so the
 diagonal block (lower triangular under causal masking) averages in its zeros, and ``A_s[i, j] = 0`` for
 ``j > i``. Tokens outside every span (white space between sentences, the prompt) take no part.

@@ -1,4 +1,4 @@
-"""Receiver-head statistics: pure math on sentence attention matrices (METHODS.md 1.5).
+"""Receiver-head statistics: pure math on sentence attention matrices (docs/methods.md 1.5).
 
 - ``vertical_scores``: how much later sentences attend to each sentence, ignoring the nearest ones;
 - ``kurtosis`` / ``head_kurtosis``: how spiky a head's vertical scores are (receiver heads are spiky);

@@ -22,7 +22,7 @@ from jaxtyping import Float
 from anchorlens.errors import AnchorlensError
 from anchorlens.trace import Trace
 
-#: The sentence taxonomy of Thought Anchors (METHODS.md 1.4), in the paper's order.
+#: The sentence taxonomy of Thought Anchors (docs/methods.md 1.4), in the paper's order.
 CATEGORIES: tuple[str, ...] = (
     "problem_setup",
     "plan_generation",
@@ -92,8 +92,8 @@ class ReportData:
             the page colours by a chosen one); text columns (e.g. a summary) are shown on hover.
         categories: one taxonomy tag per sentence (see ``CATEGORIES``), or None where unlabelled.
         suppression_kl: ``[n, n]``, row = target sentence i, column = suppressed sentence j, the mean KL
-            (nats, >= 0, not its log); only j < i is meaningful (METHODS.md 1.6).
-        counterfactual_matrix: ``[n, n]``, M[i, j] for j > i (METHODS.md 1.3).
+            (nats, >= 0, not its log); only j < i is meaningful (docs/methods.md 1.6).
+        counterfactual_matrix: ``[n, n]``, M[i, j] for j > i (docs/methods.md 1.3).
         receiver_kurtosis: ``[n_layers, n_heads]`` kurtosis of each head's vertical scores.
         receiver_heads: the chosen receiver heads as ``(layer, head)`` pairs, best first.
         head_attention: ``[n, n]`` sentence-averaged attention of one receiver head (row = query).

@@ -1,7 +1,7 @@
 """Report data from a published Thought Anchors trace folder (``data/thought-anchors/.../problem_*``).
 
 Shows the paper's own numbers in an anchorlens report: the sentences, their gpt-4o taxonomy labels and
-the published importance metrics (METHODS.md 1.3, 1.4). Useful as a demo and as ground truth for the
+the published importance metrics (docs/methods.md 1.3, 1.4). Useful as a demo and as ground truth for the
 report itself.
 
 >>> data = report_data_from_reference("data/thought-anchors/deepseek-r1-distill-llama-8b/"

@@ -1,7 +1,7 @@
 """Pure math behind the report's pictures: numpy arrays in, numpy arrays (or plain lists) out.
 
 Kept apart from the HTML and the PNGs so that what the page shows is tested without a browser:
-how the suppression matrix is normalised for display (METHODS.md 1.6), which edges the sentence graph
+how the suppression matrix is normalised for display (docs/methods.md 1.6), which edges the sentence graph
 draws, and the colour range of a heatmap.
 """
 
@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 from jaxtyping import Float
 
-#: Added to the KL before the log, as the reference does (METHODS.md 1.6).
+#: Added to the KL before the log, as the reference does (docs/methods.md 1.6).
 LOG_EPS = 1e-9
 
 

@@ -1,7 +1,7 @@
 """Bootstrap intervals for the resampling metrics: resample each sentence's rollouts, recompute every metric.
 
 One bootstrap replicate draws, for every sentence independently, as many rollouts as it has (its answered
-resample rollouts, and its answered forced rollouts) with replacement, and recomputes all METHODS.md 1.3
+resample rollouts, and its answered forced rollouts) with replacement, and recomputes all docs/methods.md 1.3
 metrics from those draws exactly as ``sentence_importance`` does (``replicate_metrics`` with the identity
 draw reproduces the point values; tested). The replicates are vectorised: each sentence is handled once
 for all ``n_bootstrap`` draws (``[draws, rollouts]`` index arrays), so the cost is one Python step per

@@ -1,4 +1,4 @@
-"""Per-sentence importance from resampled rollouts (METHODS.md 1.3), and the result object.
+"""Per-sentence importance from resampled rollouts (docs/methods.md 1.3), and the result object.
 
 Given the rollouts of one trace (``kind="resample"``: continue from the prefix before sentence i;
 ``kind="forced"``: force the answer right after that prefix), every sentence i gets
@@ -21,7 +21,7 @@ Conventions (documented choices):
 - Metrics that compare i with i+1 do not exist for the last sentence: they are NaN here (the published
   files write 0.0; ``export_chunks_labeled`` does the same). ``different_trajectories_fraction`` and
   ``overdeterminedness`` need no i+1 and are computed for the last sentence too (published: 0.0).
-- NaN also marks "not measured" (no forced rollouts, no answered rollouts). Where METHODS.md defines a
+- NaN also marks "not measured" (no forced rollouts, no answered rollouts). Where docs/methods.md defines a
   value as 0 (no dissimilar rollout; an empty answer distribution in a KL) it is 0.
 - Answers as equivalence classes (``answer_equivalence=True``, the default): answers that ``check_answer``
   deems equal (``42``, ``6*7``, ``\\frac{84}{2}``, ``42.0``) are one answer in every answer distribution
@@ -98,7 +98,7 @@ def answer_counts(answers: Iterable[str | None]) -> Counter:
 
 
 def kl_divergence(p_counts: Counter, q_counts: Counter, alpha: float = KL_ALPHA) -> float:
-    """KL(p || q) between two answer-count distributions over their union support (METHODS.md 1.3).
+    """KL(p || q) between two answer-count distributions over their union support (docs/methods.md 1.3).
 
     Each side is smoothed as ``(count + alpha) / (total + alpha * V)`` with V the size of the union
     support; the result is clipped at 0. An empty side gives 0 (nothing to compare).
@@ -269,7 +269,7 @@ class ImportanceResult:
     n_rollouts: Float[Tensor, "sentence"]  # resample rollouts per sentence
     n_answered: Float[Tensor, "sentence"]  # of which gave an answer
     n_forced: Float[Tensor, "sentence"]  # forced-answer rollouts per sentence
-    categories: list[str] | None = None  # taxonomy tag per sentence (METHODS.md 1.4), when known
+    categories: list[str] | None = None  # taxonomy tag per sentence (docs/methods.md 1.4), when known
     trace_id: str | None = None
     extra: dict = field(default_factory=dict)  # other per-sentence columns kept on import (summary, depends_on)
     n_truncated: Float[Tensor, "sentence"] | None = None  # resample rollouts cut off at the token limit
@@ -485,7 +485,7 @@ def sentence_importance(
     bootstrap_seed: int = 0,
     progress: bool = True,
 ) -> ImportanceResult:
-    """All METHODS.md 1.3 metrics for one trace from its rollouts.
+    """All docs/methods.md 1.3 metrics for one trace from its rollouts.
 
     Args:
         rollouts: the ``"resample"`` and ``"forced"`` rollouts of ONE trace; ``sentence_index`` i is the
@@ -549,7 +549,7 @@ def sentence_importance(
                 cols["counterfactual_importance_kl"][i] = kl_divergence(
                     answer_counts(r.answer for r in dissimilar), answer_counts(r.answer for r in kept), alpha
                 )
-            else:  # resampling never changed the sentence: no counterfactual to compare (METHODS.md 1.3)
+            else:  # resampling never changed the sentence: no counterfactual to compare (docs/methods.md 1.3)
                 cols["counterfactual_importance_accuracy"][i] = 0.0
                 cols["counterfactual_importance_kl"][i] = 0.0
 

@@ -1,4 +1,4 @@
-"""One rollout: a continuation sampled from the prefix before a sentence (METHODS.md 1.2)."""
+"""One rollout: a continuation sampled from the prefix before a sentence (docs/methods.md 1.2)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Resumable resampling runs: build the rollout prompts of a trace, sample, store every rollout.
 
-For sentence i of a trace (METHODS.md 1.2) the model continues from the text before sentence i, so
+For sentence i of a trace (docs/methods.md 1.2) the model continues from the text before sentence i, so
 sentence i itself is resampled (``kind="resample"``); a forced-answer rollout (``kind="forced"``)
 appends ``"\\n</think>\\n\\nTherefore, the final answers is \\\\boxed{"`` to that prefix and reads the answer
 the model would give right there.
@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 PROMPT_MODES = ("trace", "reference")
 FORCED_SUFFIX = "\n</think>\n\nTherefore, the final answers is \\boxed{"  # sic, as published
-DEFAULT_ROLLOUTS = 100  # METHODS.md 1.2
+DEFAULT_ROLLOUTS = 100  # docs/methods.md 1.2
 _SEED_SPACE = 2**31  # seeds every server accepts
 
 
@@ -117,7 +117,7 @@ def default_trace_id(trace) -> str:
 
 
 def first_chunk(text: str) -> str:
-    """The first sentence of a rollout (METHODS.md 1.2's ``chunk_resampled``), "" if it wrote none."""
+    """The first sentence of a rollout (docs/methods.md 1.2's ``chunk_resampled``), "" if it wrote none."""
     try:
         return split_sentences(text, style="thought-anchors")[0].text
     except EmptyTextError:
@@ -359,7 +359,7 @@ def resampling_importance(
     bootstrap_seed: int = 0,
     progress: bool = True,
 ):
-    """Resampling importance of every sentence of a trace (Thought Anchors, METHODS.md 1.2-1.3).
+    """Resampling importance of every sentence of a trace (Thought Anchors, docs/methods.md 1.2-1.3).
 
     Runs (or resumes) the rollouts, then computes the metrics with
     ``anchorlens.resampling.metrics.sentence_importance`` from the trace's rollouts in the store made with

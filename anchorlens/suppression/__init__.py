@@ -1,4 +1,4 @@
-"""Attention suppression (Thought Anchors, METHODS.md 1.6): the sentence-to-sentence causal matrix.
+"""Attention suppression (Thought Anchors, docs/methods.md 1.6): the sentence-to-sentence causal matrix.
 
 - ``suppression_matrix(model, trace)``: hide each sentence's keys from the attention, measure the KL of
   every later sentence's next-token distributions; fast by reusing the unchanged prefix's keys and values.

@@ -1,4 +1,4 @@
-"""Pure math of attention suppression (METHODS.md 1.6): tensors in, tensors out, no model.
+"""Pure math of attention suppression (docs/methods.md 1.6): tensors in, tensors out, no model.
 
 Conventions used throughout ``anchorlens.suppression``:
 
@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-DEFAULT_TEMPERATURE = 0.6  # Thought Anchors' default (METHODS.md 1.6)
+DEFAULT_TEMPERATURE = 0.6  # Thought Anchors' default (docs/methods.md 1.6)
 LOG_EPS = 1e-9  # log(KL + 1e-9), as published
 
 
@@ -102,7 +102,7 @@ def token_kl(
 def shift_to_tokens(kl_by_position: Float[Tensor, "... pos"]) -> Float[Tensor, "... token"]:
     """Re-index KL from logit positions to predicted tokens: ``out[..., t] = in[..., t - 1]``; token 0 is NaN.
 
-    The logits at position ``t - 1`` are the distribution *for* token ``t`` (METHODS.md 1.6: "shifted one
+    The logits at position ``t - 1`` are the distribution *for* token ``t`` (docs/methods.md 1.6: "shifted one
     position"); the last position's logits predict a token past the trace and are dropped.
 
     >>> shift_to_tokens(torch.tensor([1.0, 2.0, 3.0]))

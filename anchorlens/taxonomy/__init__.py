@@ -1,4 +1,4 @@
-"""Sentence taxonomy (METHODS.md 1.4): which of eight roles each sentence of a chain of thought plays.
+"""Sentence taxonomy (docs/methods.md 1.4): which of eight roles each sentence of a chain of thought plays.
 
 - ``classify_sentences(sentences)``: offline; a small classifier over MiniLM sentence embeddings with
   context and the embedded SmolLM2's in-context sentence states (``lm_states``), trained by

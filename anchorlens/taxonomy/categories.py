@@ -1,8 +1,8 @@
-"""The eight sentence categories of Thought Anchors (METHODS.md 1.4), with the definitions used in prompts."""
+"""The eight sentence categories of Thought Anchors (docs/methods.md 1.4), with the definitions used in prompts."""
 
 from __future__ import annotations
 
-# Order as in METHODS.md 1.4; the classifier's output columns follow it.
+# Order as in docs/methods.md 1.4; the classifier's output columns follow it.
 CATEGORY_DEFINITIONS: dict[str, str] = {
     "problem_setup": "parsing or rephrasing the problem",
     "plan_generation": "stating or deciding on a plan of action, meta-reasoning",
