@@ -24,6 +24,17 @@ def reference_traces() -> list[Path]:
     return sorted(REFERENCE.glob("*/*/problem_*"))
 
 
+#: Fixtures that load the embedded model or start a process: a test that uses one (directly or through another
+#: fixture) is in the slow tier, so `pytest -m "not slow"` stays fast without anyone remembering to mark it.
+SLOW_FIXTURES = {"smol", "sample_analysis", "embedded_server"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def load_json(path: Path):
     return json.loads(Path(path).read_text())
 
