@@ -97,6 +97,20 @@ CASES = {
             {"interventions": [[0, 5, 2, 0.0], [0, 3, 1, 4.0], [1, 5, 7, 3.0], [2, 4, 6, 10.0]],
              "freeze_attention": True, "constrained_layers": [0, 3]},
         ]},
+    # feature_intervention_generate with the CLT: open-ended positions; frozen attention, layers 0-1 of 3
+    # constrained (generated tokens then run free at every layer), free attention
+    "tiny_llama_clt_generate": {
+        "model": "random", "n_layers": 3, "d_model": 64, "n_heads": 4, "n_kv_heads": 2, "seed": 2,
+        "n_features": 48, "activation": "relu", "skip": False, "tc_seed": 6, "enc_bias": 0.0, "cross_layer": True,
+        "prompt": "The capital of France is",
+        "interventions": [
+            {"interventions": [[0, 5, 2, 0.0], [1, [3], 7, 8.0], [0, [1], 6, 10.0]],
+             "freeze_attention": True, "constrained_layers": None, "generate": 6},
+            {"interventions": [[0, 5, 2, 0.0], [1, [3], 7, 8.0], [0, [1], 6, 10.0]],
+             "freeze_attention": True, "constrained_layers": [0, 2], "generate": 6},
+            {"interventions": [[0, 5, 2, 0.0], [1, [3], 7, 8.0], [0, [1], 6, 10.0]],
+             "freeze_attention": False, "constrained_layers": None, "generate": 6},
+        ]},
     # a JumpReLU CLT reading the residual before the MLP's norm (circuit-tracer's default CLT hooks)
     "tiny_llama_clt_jumprelu_resid_mid": {
         "model": "random", "n_layers": 3, "d_model": 64, "n_heads": 4, "n_kv_heads": 2, "seed": 2,

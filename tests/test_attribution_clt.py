@@ -145,3 +145,28 @@ def test_malformed_clt_folders_get_clear_errors(tmp_path):
         clt[0].decode(torch.zeros(8), torch.zeros(16))
     with pytest.raises(TranscoderError, match="no skip connection"):
         random_transcoders(3, 16, 8, cross_layer=True, skip=True)
+
+
+def test_generation_under_clt_interventions_equals_circuit_tracers(one_torch_thread):
+    """feature_intervention_generate with a CLT, greedy, 6 tokens, open-ended positions: circuit-tracer's text (with
+    its KV cache), last logits and activations; frozen attention, layers 0-1 of 3 constrained, free attention."""
+    name = "tiny_llama_clt_generate"
+    case, ref = CASES[name], np.load(DATA / f"{name}.npz")
+    model, clt = case_model(case), case_transcoders(case)
+    last_logits = []
+    for i, setting in enumerate(case["interventions"]):
+        interventions = [(x[0], slice(x[1][0], None) if isinstance(x[1], list) else x[1], x[2], x[3])
+                         for x in setting["interventions"]]
+        constrained = range(*setting["constrained_layers"]) if setting["constrained_layers"] else None
+        generated = al.feature_intervention_generate(model, clt, case["prompt"], interventions,
+                                                     max_new_tokens=setting["generate"],
+                                                     freeze_attention=setting["freeze_attention"],
+                                                     constrained_layers=constrained)
+        assert generated.text == str(ref[f"generate_{i}_text"])
+        for ours, theirs in ((generated.logits[-1], ref[f"generate_{i}_last_logits"]),
+                             (generated.activations, ref[f"generate_{i}_activations"])):
+            assert ours.shape == theirs.shape
+            assert np.all(np.abs(ours.numpy() - theirs) <= 1e-4 * np.abs(theirs) + 1e-6 * np.abs(theirs).max())
+        last_logits.append(generated.logits[-1])
+    for a, b in zip(last_logits, last_logits[1:]):  # the settings differ, so each comparison tests its own
+        assert not torch.allclose(a, b, atol=1e-4)

@@ -91,7 +91,9 @@ def attribution_graph(
 
     Args:
         model: a TransformerBridge (Llama / Qwen2 style: ``mlp.hook_in``, ``hook_mlp_out``, RMSNorm hooks).
-        transcoders: one transcoder per layer (``load_transcoders``, ``train_transcoders``).
+        transcoders: one transcoder per layer (``load_transcoders``, ``train_transcoders``), or a cross-layer
+            transcoder (circuit-tracer's CLT folder, ``train_transcoders(cross_layer=True)``): a feature's edge
+            then sums its effects through the MLP outputs of its own and every later layer it writes to.
         prompt: text or token ids; a special token is put in front unless it starts with one.
         max_n_logits, desired_logit_prob: which next tokens become logit nodes (when ``attribution_targets`` is
             None).

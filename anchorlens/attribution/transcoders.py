@@ -136,7 +136,10 @@ class Transcoder:
 
     def tensors(self) -> dict[str, Tensor]:
         """circuit-tracer's safetensors keys."""
-        out = {"W_enc": self.W_enc, "W_dec": self.W_dec, "b_enc": self.b_enc, "b_dec": self.b_dec}
+        if self.reach != 1:
+            raise TranscoderError("a cross-layer transcoder's layer has no per-layer file: save the TranscoderSet "
+                                  "(circuit-tracer's CLT layout)")
+        out = {"W_enc": self.W_enc, "W_dec": self.decoder(0), "b_enc": self.b_enc, "b_dec": self.b_dec}
         if self.threshold is not None:
             out["activation_function.threshold"] = self.threshold
         if self.W_skip is not None:
