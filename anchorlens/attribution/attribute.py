@@ -230,15 +230,19 @@ def _features_and_errors(probe, transcoders: TranscoderSet):
     """Active features (layer, position, feature) in order, their activations, encoder rows, decoder rows scaled
     by the activations (per source layer: [features, reach, d_model], the layers it writes to from its own on),
     and the error vectors [layer, position, d_model]; position 0 zeroed."""
-    feats, acts, dec, enc, errors, dense = [], [], [], [], [], []
+    feats, acts, dec, enc, errors = [], [], [], [], []
+    # what the features encoded so far write to each layer's MLP output; a layer's dense activations are dropped
+    # once decoded, so memory stays one [position, feature] matrix plus [layer, position, d_model] for a CLT
+    written = [0.0] * len(transcoders)
     for layer, transcoder in enumerate(transcoders):
         x = probe.mlp_in[layer][0].detach()
         with torch.no_grad():
             a = transcoder.encode(x)
             a[0] = 0
-            dense.append(a)
-            # a cross-layer transcoder's output here also decodes every earlier layer's features
-            reconstruction = transcoders.decode_layer(layer, dense, x)
+            for offset in range(transcoder.reach):  # a cross-layer feature also writes to later layers
+                written[layer + offset] = written[layer + offset] + a @ transcoder.decoder(offset)
+            reconstruction = written[layer] + transcoder.b_dec + transcoder.skip(x)
+            written[layer] = None
             error = probe.mlp_out_value[layer] - reconstruction
             error[0] = 0
         pos, feat = a.nonzero(as_tuple=True)  # row-major: sorted by (position, feature)
