@@ -170,3 +170,18 @@ def test_generation_under_clt_interventions_equals_circuit_tracers(one_torch_thr
         last_logits.append(generated.logits[-1])
     for a, b in zip(last_logits, last_logits[1:]):  # the settings differ, so each comparison tests its own
         assert not torch.allclose(a, b, atol=1e-4)
+
+
+def test_replacement_hooks_import_no_method_package():
+    """hooks/ sits below the method packages: the replacement and intervention hooks take a FeatureDictionary
+    (a protocol TranscoderSet satisfies) instead of importing anchorlens.attribution."""
+    import ast
+
+    hooks = Path(al.__file__).parent / "hooks"
+    for name in ("replacement.py", "feature_intervention.py", "dictionary.py"):
+        tree = ast.parse((hooks / name).read_text())
+        imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)] + [
+            alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        above = [m for m in imported if m and m.startswith("anchorlens.") and
+                 not m.startswith(("anchorlens.hooks", "anchorlens.errors"))]
+        assert not above, f"hooks/{name} imports {above}"
