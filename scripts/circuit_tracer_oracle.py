@@ -12,7 +12,8 @@ in its own virtual environment and imports nothing from anchorlens:
 MODEL_DIR is a Hugging Face folder (``anchorlens.embedded_model_dir()``, or a saved random model); a folder
 written by transformers 5 is misread by 4.57 (RoPE base only in ``rope_parameters``; tokenizer class
 ``TokenizersBackend``), so the script gives circuit-tracer a patched copy. TRANSCODER_DIR is circuit-tracer's
-layout (``layer_{i}.safetensors``), as ``TranscoderSet.save`` writes it. The output ``.npz`` holds the adjacency,
+layout (``layer_{i}.safetensors``; or its cross-layer layout, ``W_enc_{i}`` / ``W_dec_{i}.safetensors``), as
+``TranscoderSet.save`` writes it. The output ``.npz`` holds the adjacency,
 the node lists, the pruning masks and the scores (``--time`` adds attribution seconds and peak memory).
 """
 
@@ -93,11 +94,18 @@ def main(argv=None) -> int:
     from circuit_tracer.graph import Graph, compute_graph_scores, prune_graph
     from circuit_tracer.transcoder.single_layer_transcoder import load_transcoder_set
 
-    layer_files = sorted(args.transcoders.glob("layer_*.safetensors"), key=lambda p: int(p.stem.split("_")[1]))
-    transcoders = load_transcoder_set({i: str(p) for i, p in enumerate(layer_files)}, scan="anchorlens-oracle",
-                                      feature_input_hook=args.input_hook, feature_output_hook=args.output_hook,
-                                      device=torch.device("cpu"), dtype=torch.float32,
-                                      lazy_encoder=False, lazy_decoder=False)
+    if (args.transcoders / "W_enc_0.safetensors").exists():  # its cross-layer transcoder layout
+        from circuit_tracer.transcoder.cross_layer_transcoder import load_clt
+
+        transcoders = load_clt(str(args.transcoders), feature_input_hook=args.input_hook,
+                               feature_output_hook=args.output_hook, scan="anchorlens-oracle",
+                               device=torch.device("cpu"), dtype=torch.float32, lazy_decoder=False)
+    else:
+        layer_files = sorted(args.transcoders.glob("layer_*.safetensors"), key=lambda p: int(p.stem.split("_")[1]))
+        transcoders = load_transcoder_set({i: str(p) for i, p in enumerate(layer_files)}, scan="anchorlens-oracle",
+                                          feature_input_hook=args.input_hook, feature_output_hook=args.output_hook,
+                                          device=torch.device("cpu"), dtype=torch.float32,
+                                          lazy_encoder=False, lazy_decoder=False)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = four_x_copy(args.model, Path(tmp) / "model")
         model = ReplacementModel.from_pretrained_and_transcoders(str(model_dir), transcoders, backend="nnsight",

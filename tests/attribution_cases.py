@@ -83,6 +83,40 @@ CASES = {
             {"interventions": [[0, 5, 2, 0.0], [1, [3], 7, 8.0], [0, [1], 6, 10.0]],
              "freeze_attention": False, "constrained_layers": None, "generate": 6},
         ]},
+    # cross-layer transcoders (circuit-tracer's CLT folder): each layer's features write to every later MLP output;
+    # feature_intervention with frozen attention, with layers 0-1 constrained (of 3), and with all constrained
+    "tiny_llama_clt": {
+        "model": "random", "n_layers": 3, "d_model": 64, "n_heads": 4, "n_kv_heads": 2, "seed": 2,
+        "n_features": 48, "activation": "relu", "skip": False, "tc_seed": 6, "enc_bias": 0.0, "cross_layer": True,
+        "prompt": "The capital of France is",
+        "interventions": [
+            {"interventions": [[0, 5, 2, 0.0], [0, 3, 1, 4.0], [1, 5, 7, 3.0], [2, 4, 6, 10.0]],
+             "freeze_attention": True, "constrained_layers": None},
+            {"interventions": [[0, 5, 2, 0.0], [0, 3, 1, 4.0], [1, 5, 7, 3.0], [2, 4, 6, 10.0]],
+             "freeze_attention": True, "constrained_layers": [0, 2]},
+            {"interventions": [[0, 5, 2, 0.0], [0, 3, 1, 4.0], [1, 5, 7, 3.0], [2, 4, 6, 10.0]],
+             "freeze_attention": True, "constrained_layers": [0, 3]},
+        ]},
+    # feature_intervention_generate with the CLT: open-ended positions; frozen attention, layers 0-1 of 3
+    # constrained (generated tokens then run free at every layer), free attention
+    "tiny_llama_clt_generate": {
+        "model": "random", "n_layers": 3, "d_model": 64, "n_heads": 4, "n_kv_heads": 2, "seed": 2,
+        "n_features": 48, "activation": "relu", "skip": False, "tc_seed": 6, "enc_bias": 0.0, "cross_layer": True,
+        "prompt": "The capital of France is",
+        "interventions": [
+            {"interventions": [[0, 5, 2, 0.0], [1, [3], 7, 8.0], [0, [1], 6, 10.0]],
+             "freeze_attention": True, "constrained_layers": None, "generate": 6},
+            {"interventions": [[0, 5, 2, 0.0], [1, [3], 7, 8.0], [0, [1], 6, 10.0]],
+             "freeze_attention": True, "constrained_layers": [0, 2], "generate": 6},
+            {"interventions": [[0, 5, 2, 0.0], [1, [3], 7, 8.0], [0, [1], 6, 10.0]],
+             "freeze_attention": False, "constrained_layers": None, "generate": 6},
+        ]},
+    # a JumpReLU CLT reading the residual before the MLP's norm (circuit-tracer's default CLT hooks)
+    "tiny_llama_clt_jumprelu_resid_mid": {
+        "model": "random", "n_layers": 3, "d_model": 64, "n_heads": 4, "n_kv_heads": 2, "seed": 2,
+        "n_features": 48, "activation": "jumprelu", "skip": False, "tc_seed": 7, "enc_bias": 0.0,
+        "cross_layer": True, "prompt": "The capital of France is",
+        "input_hook": "hook_resid_mid", "output_hook": "hook_mlp_out"},
     "smollm2_relu": {"model": "smollm2", "n_features": 16, "activation": "relu", "skip": False, "tc_seed": 4,
                      "enc_bias": -0.2, "prompt": "The capital of France is"},
     "smollm2_jumprelu_skip": {"model": "smollm2", "n_features": 16, "activation": "jumprelu", "skip": True,
@@ -103,7 +137,8 @@ def case_transcoders(case: dict, n_layers: int | None = None, d_model: int | Non
     n_layers = n_layers or case.get("n_layers", 30)
     d_model = d_model or case.get("d_model", 576)
     transcoders = random_transcoders(n_layers, d_model, case["n_features"], activation=case["activation"],
-                                     skip=case["skip"], seed=case["tc_seed"], enc_bias=case["enc_bias"])
+                                     skip=case["skip"], seed=case["tc_seed"], enc_bias=case["enc_bias"],
+                                     cross_layer=case.get("cross_layer", False))
     transcoders.feature_input_hook = case.get("input_hook", transcoders.feature_input_hook)
     transcoders.feature_output_hook = case.get("output_hook", transcoders.feature_output_hook)
     return transcoders

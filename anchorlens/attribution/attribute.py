@@ -91,7 +91,9 @@ def attribution_graph(
 
     Args:
         model: a TransformerBridge (Llama / Qwen2 style: ``mlp.hook_in``, ``hook_mlp_out``, RMSNorm hooks).
-        transcoders: one transcoder per layer (``load_transcoders``, ``train_transcoders``).
+        transcoders: one transcoder per layer (``load_transcoders``, ``train_transcoders``), or a cross-layer
+            transcoder (circuit-tracer's CLT folder, ``train_transcoders(cross_layer=True)``): a feature's edge
+            then sums its effects through the MLP outputs of its own and every later layer it writes to.
         prompt: text or token ids; a special token is put in front unless it starts with one.
         max_n_logits, desired_logit_prob: which next tokens become logit nodes (when ``attribution_targets`` is
             None).
@@ -225,29 +227,37 @@ def _select_features(attribute_rows, n_feat: int, n_nodes: int, n_logits: int, l
 
 
 def _features_and_errors(probe, transcoders: TranscoderSet):
-    """Active features (layer, position, feature) in order, their activations, encoder and scaled decoder rows,
+    """Active features (layer, position, feature) in order, their activations, encoder rows, decoder rows scaled
+    by the activations (per source layer: [features, reach, d_model], the layers it writes to from its own on),
     and the error vectors [layer, position, d_model]; position 0 zeroed."""
     feats, acts, dec, enc, errors = [], [], [], [], []
+    # what the features encoded so far write to each layer's MLP output; a layer's dense activations are dropped
+    # once decoded, so memory stays one [position, feature] matrix plus [layer, position, d_model] for a CLT
+    written = [0.0] * len(transcoders)
     for layer, transcoder in enumerate(transcoders):
         x = probe.mlp_in[layer][0].detach()
         with torch.no_grad():
             a = transcoder.encode(x)
             a[0] = 0
-            reconstruction = transcoder.decode(a, x)
+            for offset in range(transcoder.reach):  # a cross-layer feature also writes to later layers
+                written[layer + offset] = written[layer + offset] + a @ transcoder.decoder(offset)
+            reconstruction = written[layer] + transcoder.b_dec + transcoder.skip(x)
+            written[layer] = None
             error = probe.mlp_out_value[layer] - reconstruction
             error[0] = 0
         pos, feat = a.nonzero(as_tuple=True)  # row-major: sorted by (position, feature)
         values = a[pos, feat]
         feats.append(torch.stack([torch.full_like(pos, layer), pos, feat], dim=1))
         acts.append(values)
-        dec.append(transcoder.W_dec[feat] * values[:, None])
+        dec.append(torch.stack([transcoder.decoder(k)[feat] for k in range(transcoder.reach)], 1) * values[:, None, None])
         enc.append(transcoder.W_enc[feat])
         errors.append(error)
-    return (torch.cat(acts), torch.stack(errors), torch.cat(dec), torch.cat(enc), torch.cat(feats).cpu())
+    return (torch.cat(acts), torch.stack(errors), dec, torch.cat(enc), torch.cat(feats).cpu())
 
 
 def _rows(grads, feats, decoder_rows, errors, token_vectors, n_layers: int, n_pos: int):
-    """Adjacency rows [batch, features + errors + tokens] from gradients at the output sites."""
+    """Adjacency rows [batch, features + errors + tokens] from gradients at the output sites; ``decoder_rows``
+    per source layer [features, reach, d_model] (a cross-layer feature's edge sums over the layers it writes to)."""
     g_embed, g_out = grads[0], grads[1:]
     batch = g_embed.shape[0]
     n_feat = len(feats)
@@ -255,8 +265,10 @@ def _rows(grads, feats, decoder_rows, errors, token_vectors, n_layers: int, n_po
     for layer in range(n_layers):
         mask = (feats[:, 0] == layer).nonzero().squeeze(1)
         if len(mask):
-            g = g_out[layer][:, feats[mask, 1].to(g_embed.device)]  # [batch, n, d_model]
-            rows[:, mask.to(g_embed.device)] = einsum(g, decoder_rows[mask.to(g_embed.device)], "b n d, n d -> b n")
+            positions = feats[mask, 1].to(g_embed.device)
+            for offset in range(decoder_rows[layer].shape[1]):
+                g = g_out[layer + offset][:, positions]  # [batch, n, d_model]
+                rows[:, mask.to(g_embed.device)] += einsum(g, decoder_rows[layer][:, offset], "b n d, n d -> b n")
         start = n_feat + layer * n_pos
         rows[:, start : start + n_pos] = einsum(g_out[layer], errors[layer], "b p d, p d -> b p")
     start = n_feat + n_layers * n_pos

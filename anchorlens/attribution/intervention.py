@@ -3,7 +3,7 @@
 
 For each intervention ``(layer, position, feature, value)`` the MLP output of ``layer`` at ``position`` gets
 ``(value - a) * W_dec[feature]`` added, ``a`` being the feature's activation in this pass (its clean activation under
-``constrained_layers``). The real MLPs run; only the difference goes through the transcoder's decoder, so features
+``constrained_layers``); a cross-layer transcoder's feature adds it through its decoder at each later layer too. The real MLPs run; only the difference goes through the transcoder's decoder, so features
 not intervened on keep the model's own computation. With ``freeze_attention`` (the default) attention patterns are
 the clean ones: the intervention acts through the values, not by moving attention. With ``constrained_layers``
 those layers' MLP outputs are frozen at their clean values (plus the skip connection's change), so the effect

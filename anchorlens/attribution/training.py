@@ -1,10 +1,14 @@
-"""Train per-layer ReLU transcoders on a local model: resumable, cached, in circuit-tracer's layout.
+"""Train per-layer or cross-layer ReLU transcoders on a local model: resumable, cached, in circuit-tracer's layout.
 
 Activations are streamed: the texts are cut into windows of ``context`` tokens (a special token in front, as
 attribution puts one), and each step runs the model on ``windows_per_step`` windows, records every layer's MLP
 input (``mlp.hook_in``) and output (``hook_mlp_out``), and takes one optimiser step on every layer's transcoder.
 Loss per layer: fraction of variance unexplained (FVU) + ``l1`` x mean over tokens of sum_f act_f ||W_dec,f||
 (Anthropic 2025's sparsity penalty). Position 0 is left out (attribution zeroes it).
+
+Cross-layer (``cross_layer=True``, circuit-tracer's CLT): layer ``s``'s features decode to the MLP outputs of layers
+``s .. n_layers - 1``, each layer's output is predicted by the features of every layer up to it, and the sparsity
+penalty weighs a feature by the norm of all its decoders together (Ameisen et al. 2025's CLT loss).
 
 Why not EleutherAI sparsify: it installs beside our pins and runs on CPU, but it trains TopK transcoders
 (circuit-tracer's files cannot say TopK, so its graphs would differ) and hooks Hugging Face modules rather than
@@ -57,27 +61,50 @@ def token_windows(tokenizer, texts: list[str], context: int, bos: int) -> Tensor
 class _Layer(torch.nn.Module):
     """Trainable parameters of one transcoder (circuit-tracer orientation)."""
 
-    def __init__(self, d_model: int, n_features: int, skip: bool, generator: torch.Generator):
+    def __init__(self, d_model: int, n_features: int, skip: bool, generator: torch.Generator, reach: int | None = None):
         super().__init__()
         W_dec = torch.randn(n_features, d_model, generator=generator)
         W_dec = 0.1 * W_dec / W_dec.norm(dim=1, keepdim=True)
-        self.W_dec = torch.nn.Parameter(W_dec)
         self.W_enc = torch.nn.Parameter(W_dec.clone() * 10 / d_model**0.5)
+        if reach is not None:  # cross-layer: [feature, reach, d_model], the own layer's rows as a per-layer one's
+            later = torch.randn(n_features, reach - 1, d_model, generator=generator)
+            W_dec = torch.cat([W_dec[:, None], 0.1 * later / later.norm(dim=-1, keepdim=True)], dim=1)
+        self.W_dec = torch.nn.Parameter(W_dec)
         self.b_enc = torch.nn.Parameter(torch.zeros(n_features))
         self.b_dec = torch.nn.Parameter(torch.zeros(d_model))
         self.W_skip = torch.nn.Parameter(torch.zeros(d_model, d_model)) if skip else None
 
-    def forward(self, x: Float[Tensor, "n d"]) -> tuple[Tensor, Tensor]:
-        acts = torch.relu(x @ self.W_enc.T + self.b_enc)
-        out = acts @ self.W_dec + self.b_dec
-        if self.W_skip is not None:
-            out = out + x @ self.W_skip.T
-        return out, acts
+    def encode(self, x: Float[Tensor, "n d"]) -> Float[Tensor, "n feature"]:
+        return torch.relu(x @ self.W_enc.T + self.b_enc)
+
+    def decoder(self, offset: int) -> Tensor | None:
+        """Decoder rows to the layer ``offset`` after this one, or None when it does not write there."""
+        if self.W_dec.ndim == 2:
+            return self.W_dec if offset == 0 else None
+        return self.W_dec[:, offset] if offset < self.W_dec.shape[1] else None
+
+    def decoder_norms(self) -> Float[Tensor, " feature"]:
+        return self.W_dec.flatten(1).norm(dim=1)  # all decoders of a feature together
 
     def transcoder(self) -> Transcoder:
         skip = None if self.W_skip is None else self.W_skip.detach().clone()
         return Transcoder(self.W_enc.detach().clone(), self.b_enc.detach().clone(), self.W_dec.detach().clone(),
                           self.b_dec.detach().clone(), None, skip)
+
+
+def _reconstruct(layers, inputs: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """(each layer's predicted MLP output, each layer's activations): layer ``l``'s output sums the decoded
+    features of every layer that writes there (only its own for per-layer transcoders)."""
+    acts = [layer.encode(x) for layer, x in zip(layers, inputs)]
+    outs = []
+    for l, (layer, x) in enumerate(zip(layers, inputs)):
+        out = layer.b_dec + (x @ layer.W_skip.T if layer.W_skip is not None else 0)
+        for s in range(l + 1):
+            decoder = layers[s].decoder(l - s)
+            if decoder is not None:
+                out = out + acts[s] @ decoder
+        outs.append(out)
+    return outs, acts
 
 
 def fvu(y: Float[Tensor, "n d"], y_hat: Float[Tensor, "n d"]) -> Tensor:
@@ -111,15 +138,18 @@ def train_transcoders(
     cache: bool = True,
     progress: bool = True,
     checkpoint_every: int = 10,
+    cross_layer: bool = False,
 ) -> TranscoderSet:
-    """Train one ReLU transcoder per layer of ``model`` (MLP input -> MLP output) and save it.
+    """Train one ReLU transcoder per layer of ``model`` (MLP input -> MLP output) and save it; with
+    ``cross_layer`` a cross-layer transcoder (each layer's features write to its own and every later MLP output).
 
     Args:
         texts: training texts; default: the corpus shipped with anchorlens (``shipped_corpus()``).
         n_features: features per layer. steps / windows_per_step / context: how much text (tokens seen =
             steps x windows_per_step x (context - 1)); windows repeat when the texts run out.
         l1: sparsity penalty; larger gives fewer active features (lower L0) and higher FVU.
-        skip: also learn a linear skip connection ``W_skip``.
+        skip: also learn a linear skip connection ``W_skip`` (per-layer only: circuit-tracer's CLT files have none).
+        cross_layer: train a CLT, saved in circuit-tracer's CLT layout (``W_enc_{i}`` / ``W_dec_{i}.safetensors``).
         out: folder to write (circuit-tracer's layout); default: a folder in anchorlens's cache keyed by the model,
             texts and settings. With ``cache``, a finished folder is loaded instead of trained again, and a run
             that was stopped resumes from its last checkpoint.
@@ -130,6 +160,9 @@ def train_transcoders(
 
     if n_features < 1 or steps < 1 or windows_per_step < 1 or context < 3:
         raise TrainingInputError("n_features, steps and windows_per_step must be positive and context at least 3")
+    if cross_layer and skip:
+        raise TrainingInputError("cross_layer=True with skip=True: circuit-tracer's CLT files cannot hold a skip "
+                                 "connection; train the CLT without skip, or per-layer transcoders with it")
     texts = shipped_corpus() if texts is None else list(texts)
     if not texts or not any(t.strip() for t in texts):
         raise TrainingInputError("no training text: pass texts, or leave texts=None for the shipped corpus")
@@ -137,6 +170,8 @@ def train_transcoders(
                 "d_model": model.cfg.d_model, "n_features": n_features, "steps": steps,
                 "windows_per_step": windows_per_step, "context": context, "l1": l1, "lr": lr, "skip": skip,
                 "seed": seed, "texts": hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]}
+    if cross_layer:  # only then, so per-layer runs keep their cache keys
+        settings["cross_layer"] = True
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     out = Path(out) if out is not None else cache_dir() / "transcoders" / f"{settings['model']}-{key}"
     if cache and (out / "config.yaml").exists() and (out / "anchorlens.json").exists():
@@ -152,8 +187,9 @@ def train_transcoders(
     order = torch.randperm(len(windows), generator=generator)
     held_out = windows[order[: max(1, min(len(windows) // 10, windows_per_step))]]
     train = windows[order[len(held_out):]] if len(windows) > len(held_out) else windows
-    layers = torch.nn.ModuleList(_Layer(model.cfg.d_model, n_features, skip, generator)
-                                 for _ in range(model.cfg.n_layers))
+    n_layers = model.cfg.n_layers
+    layers = torch.nn.ModuleList(_Layer(model.cfg.d_model, n_features, skip, generator,
+                                        n_layers - i if cross_layer else None) for i in range(n_layers))
     optimizer = torch.optim.Adam(layers.parameters(), lr=lr)
     step, started = 0, time.time()
     checkpoint = out.with_name(out.name + ".checkpoint.pt")
@@ -171,15 +207,16 @@ def train_transcoders(
                 layer.b_dec.copy_(y.mean(0))
                 # decoder rows at a tenth of the output's spread, whatever the layer's scale
                 layer.W_dec.mul_((y - y.mean(0)).norm(dim=-1).mean() / layer.W_dec.norm(dim=-1).mean() / 10)
+                # (a CLT's later decoders get this layer's scale: close enough for a start)
     bar = tqdm(total=steps, initial=step, desc="training transcoders", disable=not progress)
     while step < steps:
         pick = torch.arange(step * windows_per_step, (step + 1) * windows_per_step) % len(train)
         inputs, targets = _activations(model, train[pick])
         optimizer.zero_grad()
         loss = 0.0
-        for layer, x, y in zip(layers, inputs, targets):
-            y_hat, acts = layer(x)
-            sparsity = (acts * layer.W_dec.norm(dim=1)).sum(-1).mean()
+        predicted, activations = _reconstruct(layers, inputs)
+        for layer, acts, y, y_hat in zip(layers, activations, targets, predicted):
+            sparsity = (acts * layer.decoder_norms()).sum(-1).mean()
             loss = loss + fvu(y, y_hat) + l1 * sparsity
         loss.backward()
         optimizer.step()
@@ -191,8 +228,9 @@ def train_transcoders(
                           "optimizer": optimizer.state_dict(), "step": step}, checkpoint)
     bar.close()
 
-    report = evaluate(model, [layer.transcoder() for layer in layers], held_out)
-    result = TranscoderSet([layer.transcoder() for layer in layers], scan=f"anchorlens/{out.name}",
+    trained = TranscoderSet([layer.transcoder() for layer in layers])
+    report = evaluate(model, trained, held_out)
+    result = TranscoderSet(trained.layers, scan=f"anchorlens/{out.name}",
                            meta={"settings": settings, "layers": report, "seconds": time.time() - started,
                                  "tokens_seen": steps * windows_per_step * (context - 1)})
     tmp = out.with_name(out.name + ".tmp")
@@ -204,15 +242,18 @@ def train_transcoders(
     return result
 
 
-def evaluate(model, transcoders: list[Transcoder], windows: Tensor) -> list[dict]:
-    """Per layer: FVU of the MLP output and L0 (mean number of active features per token) on ``windows``."""
+def evaluate(model, transcoders: TranscoderSet | list[Transcoder], windows: Tensor) -> list[dict]:
+    """Per layer: FVU of the MLP output (for a CLT: from the features of every layer that writes there) and L0
+    (mean number of active features per token) on ``windows``."""
+    if not isinstance(transcoders, TranscoderSet):
+        transcoders = TranscoderSet(list(transcoders))
     inputs, targets = _activations(model, windows)
     report = []
     with torch.no_grad():
-        for i, (t, x, y) in enumerate(zip(transcoders, inputs, targets)):
-            acts = t.encode(x)
-            report.append({"layer": i, "fvu": float(fvu(y, t.decode(acts, x))),
-                           "l0": float((acts > 0).float().sum(-1).mean())})
+        acts = [transcoders.encode_layer(i, x) for i, x in enumerate(inputs)]
+        for i, (x, y) in enumerate(zip(inputs, targets)):
+            report.append({"layer": i, "fvu": float(fvu(y, transcoders.decode_layer(i, acts, x))),
+                           "l0": float((acts[i] > 0).float().sum(-1).mean())})
     return report
 
 

@@ -7,11 +7,19 @@ which circuit-tracer's configs also call ``mlp.hook_out``):
     features = act(x W_enc^T + b_enc)          act: ReLU, JumpReLU (threshold) or TopK
     mlp_out ~ features W_dec + b_dec (+ x W_skip^T)
 
+Cross-layer transcoders (CLTs) are the same structure: the feature of layer ``l`` reads layer ``l``'s input and
+its decoder ``W_dec`` [features, k, d_model] writes to the MLP outputs of layers ``l .. l+k-1`` (circuit-tracer's
+CLT: k = n_layers - l), so the replacement MLP output of layer ``l`` is the sum over source layers ``s <= l`` of
+their decoded features, plus ``b_dec`` and the skip of layer ``l`` (``TranscoderSet.decode_layer``). A per-layer
+transcoder is the case k = 1 (its ``W_dec`` may be stored as [features, d_model]).
+
 Files: circuit-tracer's layout (a folder with ``config.yaml`` and ``layer_{i}.safetensors`` holding ``W_enc``
 [features, d_model], ``W_dec`` [features, d_model], ``b_enc``, ``b_dec``, optional
 ``activation_function.threshold`` and ``W_skip``; the released sets' config lists ``hf://`` addresses of files
-that a download puts in the folder) is read and written; EleutherAI sparsify's layout (one folder
-per hookpoint with ``cfg.json`` and ``sae.safetensors``) is read.
+that a download puts in the folder) is read and written; so is its CLT layout (``config.yaml`` with ``model_kind:
+cross_layer_transcoder``, ``W_enc_{i}.safetensors`` holding ``W_enc_{i}``, ``b_enc_{i}``, ``b_dec_{i}``, optional
+``threshold_{i}``, and ``W_dec_{i}.safetensors`` holding ``W_dec_{i}`` [features, n_layers - i, d_model]);
+EleutherAI sparsify's layout (one folder per hookpoint with ``cfg.json`` and ``sae.safetensors``) is read.
 """
 
 from __future__ import annotations
@@ -44,11 +52,12 @@ class TranscoderError(AnchorlensError):
 
 @dataclass
 class Transcoder:
-    """One layer's transcoder (weights in circuit-tracer's orientation: rows are features)."""
+    """One layer's transcoder (weights in circuit-tracer's orientation: rows are features). ``W_dec`` is
+    [feature, d_model] (writes to its own layer) or [feature, k, d_model] (cross-layer: layers l .. l+k-1)."""
 
     W_enc: Float[Tensor, "feature d_model"]
     b_enc: Float[Tensor, " feature"]
-    W_dec: Float[Tensor, "feature d_model"]
+    W_dec: Float[Tensor, "feature d_model"] | Float[Tensor, "feature reach d_model"]
     b_dec: Float[Tensor, " d_model"]
     threshold: Float[Tensor, " feature"] | None = None  # JumpReLU when set, else ReLU
     W_skip: Float[Tensor, "d_model d_model"] | None = None
@@ -56,7 +65,8 @@ class Transcoder:
 
     def __post_init__(self):
         n, d = self.W_enc.shape
-        checks = {"W_dec": (self.W_dec.shape, (n, d)), "b_enc": (self.b_enc.shape, (n,)),
+        want_dec = (n, self.W_dec.shape[1], d) if self.W_dec.ndim == 3 else (n, d)
+        checks = {"W_dec": (self.W_dec.shape, want_dec), "b_enc": (self.b_enc.shape, (n,)),
                   "b_dec": (self.b_dec.shape, (d,))}
         if self.threshold is not None:
             checks["threshold"] = (self.threshold.shape, (n,))
@@ -74,6 +84,17 @@ class Transcoder:
     @property
     def d_model(self) -> int:
         return self.W_enc.shape[1]
+
+    @property
+    def reach(self) -> int:
+        """How many layers the decoder writes to, from its own on (1: a per-layer transcoder)."""
+        return self.W_dec.shape[1] if self.W_dec.ndim == 3 else 1
+
+    def decoder(self, offset: int = 0) -> Float[Tensor, "feature d_model"]:
+        """The decoder rows written to the MLP output ``offset`` layers after this transcoder's own."""
+        if not 0 <= offset < self.reach:
+            raise TranscoderError(f"this transcoder writes to {self.reach} layer(s) from its own; offset {offset}")
+        return self.W_dec[:, offset] if self.W_dec.ndim == 3 else self.W_dec
 
     @property
     def activation(self) -> str:
@@ -100,7 +121,12 @@ class Transcoder:
         return x @ self.W_skip.T
 
     def decode(self, features: Float[Tensor, "... feature"], x: Float[Tensor, "... d_model"]) -> Tensor:
-        return features @ self.W_dec + self.b_dec + self.skip(x)
+        """This layer's MLP output from its own features: a per-layer transcoder's whole reconstruction (for a
+        cross-layer one, earlier layers' features also write here: ``TranscoderSet.decode_layer``)."""
+        if self.reach != 1:
+            raise TranscoderError("a cross-layer transcoder's output at a layer sums the features of every earlier "
+                                  "layer: use TranscoderSet.decode_layer(layer, activations, x)")
+        return features @ self.decoder(0) + self.b_dec + self.skip(x)
 
     def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         """The MLP output this transcoder predicts from the MLP input ``x``."""
@@ -110,7 +136,10 @@ class Transcoder:
 
     def tensors(self) -> dict[str, Tensor]:
         """circuit-tracer's safetensors keys."""
-        out = {"W_enc": self.W_enc, "W_dec": self.W_dec, "b_enc": self.b_enc, "b_dec": self.b_dec}
+        if self.reach != 1:
+            raise TranscoderError("a cross-layer transcoder's layer has no per-layer file: save the TranscoderSet "
+                                  "(circuit-tracer's CLT layout)")
+        out = {"W_enc": self.W_enc, "W_dec": self.decoder(0), "b_enc": self.b_enc, "b_dec": self.b_dec}
         if self.threshold is not None:
             out["activation_function.threshold"] = self.threshold
         if self.W_skip is not None:
@@ -125,7 +154,8 @@ class Transcoder:
 
 @dataclass
 class TranscoderSet:
-    """One transcoder per layer, reading ``feature_input_hook`` and writing ``feature_output_hook``."""
+    """One transcoder per layer, reading ``feature_input_hook`` and writing ``feature_output_hook`` (of its own
+    layer, or, cross-layer, of its own and later layers)."""
 
     layers: list[Transcoder]
     feature_input_hook: str = FEATURE_INPUT_HOOK
@@ -141,6 +171,10 @@ class TranscoderSet:
             raise TranscoderError(f"all layers' transcoders must have the same width; got {sorted(widths)}")
         if len({t.W_skip is None for t in self.layers}) > 1:
             raise TranscoderError("either every layer's transcoder has a skip connection (W_skip) or none has")
+        for i, t in enumerate(self.layers):
+            if t.reach > len(self.layers) - i:
+                raise TranscoderError(f"layer {i}'s decoder writes to {t.reach} layers, past the last of "
+                                      f"{len(self.layers)}: W_dec_{i} must reach at most {len(self.layers) - i}")
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -162,6 +196,32 @@ class TranscoderSet:
     @property
     def skip_connection(self) -> bool:
         return self.layers[0].W_skip is not None
+
+    @property
+    def cross_layer(self) -> bool:
+        """Whether some feature writes past its own layer (a cross-layer transcoder)."""
+        return any(t.reach > 1 for t in self.layers)
+
+    def sources(self, layer: int) -> list[int]:
+        """The layers whose features write to ``layer``'s MLP output (just ``layer`` for per-layer transcoders)."""
+        return [s for s in range(layer + 1) if s + self.layers[s].reach > layer]
+
+    def encode_layer(self, layer: int, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... feature"]:
+        return self.layers[layer].encode(x)
+
+    def skip_layer(self, layer: int, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        return self.layers[layer].skip(x)
+
+    def decode_features(self, layer: int, activations) -> Float[Tensor, "... d_model"]:
+        """What the features write to ``layer``'s MLP output: ``activations[s]`` [..., feature] through the
+        decoders of every source layer ``s`` that writes there (no bias, no skip)."""
+        parts = [activations[s] @ self.layers[s].decoder(layer - s).to(activations[s]) for s in self.sources(layer)]
+        return torch.stack(parts).sum(0)
+
+    def decode_layer(self, layer: int, activations, x: Float[Tensor, "... d_model"]) -> Tensor:
+        """The replacement MLP output of ``layer``: the decoded features of every layer that writes there
+        (``activations[s]`` [..., feature] for those source layers ``s``), plus ``b_dec`` and the skip of ``x``."""
+        return self.decode_features(layer, activations) + self.layers[layer].b_dec + self.layers[layer].skip(x)
 
     @property
     def input_site(self) -> str:
@@ -192,9 +252,14 @@ class TranscoderSet:
                                       "with MLP hooks")
 
     def save(self, path: str | Path) -> Path:
-        """Write circuit-tracer's layout: ``config.yaml`` and ``layer_{i}.safetensors``."""
+        """Write circuit-tracer's layout: ``config.yaml`` and ``layer_{i}.safetensors`` (cross-layer:
+        ``W_enc_{i}.safetensors`` and ``W_dec_{i}.safetensors``)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        if self.cross_layer:
+            from anchorlens.attribution.clt_files import save_clt
+
+            return save_clt(self, path)
         for i, transcoder in enumerate(self.layers):
             save_file(transcoder.tensors(), str(path / f"layer_{i}.safetensors"))
         config = {
@@ -224,6 +289,10 @@ def load_transcoders(path: str | Path, device: str | torch.device = "cpu") -> Tr
                               "layer_{i}.safetensors (circuit-tracer) or sparsify's layers.{i}.mlp subfolders")
     if (path / "config.yaml").exists():
         return _load_circuit_tracer(path).to(device)
+    if (path / "W_enc_0.safetensors").exists():  # a CLT folder without its config (circuit-tracer's load_clt)
+        from anchorlens.attribution.clt_files import load_clt
+
+        return load_clt(path, {}).to(device)
     if list(path.glob("*/sae.safetensors")):
         return _load_sparsify(path).to(device)
     raise TranscoderError(f"{path} holds neither config.yaml (circuit-tracer) nor */sae.safetensors (sparsify)")
@@ -231,9 +300,14 @@ def load_transcoders(path: str | Path, device: str | torch.device = "cpu") -> Tr
 
 def _load_circuit_tracer(path: Path) -> TranscoderSet:
     config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    if config.get("model_kind") == "cross_layer_transcoder":
+        from anchorlens.attribution.clt_files import load_clt
+
+        return load_clt(path, config)
     if config.get("model_kind", "transcoder_set") != "transcoder_set":
         raise TranscoderError(f"{path}/config.yaml is a {config.get('model_kind')!r}; anchorlens reads per-layer "
-                              "transcoders (model_kind: transcoder_set)")
+                              "transcoders (model_kind: transcoder_set) and cross-layer transcoders "
+                              "(model_kind: cross_layer_transcoder)")
     files = config.get("transcoders") or [p.name for p in sorted(path.glob("layer_*.safetensors"),
                                                                    key=lambda p: int(p.stem.split("_")[1]))]
     if not files:
@@ -318,20 +392,26 @@ def random_transcoders(
     skip: bool = False,
     seed: int = 0,
     enc_bias: float = 0.0,
+    cross_layer: bool = False,
 ) -> TranscoderSet:
-    """Seeded random transcoders (tests, oracle comparisons): ``activation`` ``"relu"`` or ``"jumprelu"``."""
+    """Seeded random transcoders (tests, oracle comparisons): ``activation`` ``"relu"`` or ``"jumprelu"``;
+    ``cross_layer``: each layer's features write to every later layer (circuit-tracer's CLT shape)."""
+    if cross_layer and skip:
+        raise TranscoderError("circuit-tracer's CLT files have no skip connection: random CLTs are made without one")
     if activation not in ("relu", "jumprelu"):
         raise TranscoderError(f"activation must be 'relu' or 'jumprelu', not {activation!r}")
     g = torch.Generator().manual_seed(seed)
     layers = []
-    for _ in range(n_layers):
+    for i in range(n_layers):
         W_enc = torch.randn(n_features, d_model, generator=g) / d_model**0.5
         layers.append(Transcoder(
             W_enc,
             torch.randn(n_features, generator=g) * 0.1 + enc_bias,
-            torch.randn(n_features, d_model, generator=g) / n_features**0.5,
+            torch.randn(n_features, n_layers - i, d_model, generator=g) / n_features**0.5 if cross_layer
+            else torch.randn(n_features, d_model, generator=g) / n_features**0.5,
             torch.randn(d_model, generator=g) * 0.01,
             torch.rand(n_features, generator=g) * 0.5 if activation == "jumprelu" else None,
             torch.randn(d_model, d_model, generator=g) / d_model if skip else None,
         ))
-    return TranscoderSet(layers, scan=f"random-{activation}{'-skip' if skip else ''}-seed{seed}")
+    kind = "clt-" if cross_layer else ""
+    return TranscoderSet(layers, scan=f"random-{kind}{activation}{'-skip' if skip else ''}-seed{seed}")

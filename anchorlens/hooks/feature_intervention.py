@@ -3,7 +3,9 @@
 A clean pass records what may be frozen: attention patterns, normalisation scales, the transcoders' inputs, MLP
 outputs and feature activations. The intervened pass then, layer by layer, encodes the transcoder input into
 feature activations (position 0 zeroed, as in attribution) and adds ``(value - activation) * W_dec[feature]`` to the
-MLP output at the chosen positions; frozen quantities are replaced by their clean values.
+MLP output at the chosen positions (a cross-layer feature: to its own layer's and every later layer's MLP output,
+each through its decoder there, as circuit-tracer distributes a CLT's deltas); frozen quantities are replaced by
+their clean values.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections import defaultdict
 import torch
 from torch import Tensor
 
-from anchorlens.attribution.transcoders import TranscoderSet
+from anchorlens.hooks.dictionary import FeatureDictionary
 
 
 def _norm_hooks(n_layers: int) -> list[str]:
@@ -22,7 +24,7 @@ def _norm_hooks(n_layers: int) -> list[str]:
 
 
 @torch.no_grad()
-def clean_pass(model, transcoders: TranscoderSet, tokens: Tensor, patterns: bool = True, scales: bool = True,
+def clean_pass(model, transcoders: FeatureDictionary, tokens: Tensor, patterns: bool = True, scales: bool = True,
                mlps: bool = True) -> dict:
     """Record the clean logits and feature activations (``acts``), and what may be frozen: attention ``pattern``,
     norm ``scale``, transcoder ``input`` and MLP ``output`` (by layer or hook; only those asked for: the patterns
@@ -40,7 +42,7 @@ def clean_pass(model, transcoders: TranscoderSet, tokens: Tensor, patterns: bool
     def read_hook(x, hook, layer):
         if mlps:
             clean["input"][layer] = x.detach().clone()
-        acts = transcoders[layer].encode(x[0].detach())
+        acts = transcoders.encode_layer(layer, x[0].detach())
         acts[0] = 0  # position 0 (the special token) has no features, as in attribution
         clean["acts"][layer] = acts
         return x
@@ -56,7 +58,7 @@ def clean_pass(model, transcoders: TranscoderSet, tokens: Tensor, patterns: bool
 
 
 @torch.no_grad()
-def intervened_pass(model, transcoders: TranscoderSet, tokens: Tensor, interventions, clean: dict | None,
+def intervened_pass(model, transcoders: FeatureDictionary, tokens: Tensor, interventions, clean: dict | None,
                     constrained_layers: set[int] | None, n_prompt: int | None = None,
                     open_ended=()) -> tuple[Tensor, Tensor]:
     """(logits [position, vocab], feature activations [layer, position, feature]) under ``interventions``
@@ -76,33 +78,37 @@ def intervened_pass(model, transcoders: TranscoderSet, tokens: Tensor, intervent
         new_by_layer[layer].append((feature, value))
     constrained = constrained_layers is not None
     acts = [None] * n_layers
+    deltas = [None] * n_layers  # per source layer: [position, feature] change its interventions make
     inputs = {}
 
     def read_hook(x, hook, layer):
         inputs[layer] = x
-        a = transcoders[layer].encode(x[0])
+        a = transcoders.encode_layer(layer, x[0])
         a[0] = 0
         acts[layer] = a
         return x
 
     def write_hook(out, hook, layer):
-        t = transcoders[layer]
         delta = torch.zeros_like(acts[layer])
-        if not constrained or layer in constrained_layers:  # circuit-tracer drops the others when constrained
-            if constrained:  # the prompt's clean MLP output, plus the skip connection's change from the clean input
-                out = out.clone()
-                out[:, :n_prompt] = clean["output"][layer]
-                if transcoders.skip_connection:
-                    out[:, :n_prompt] += t.skip(inputs[layer][:, :n_prompt]) - t.skip(clean["input"][layer])
-            base = clean["acts"][layer] if constrained else acts[layer][:n_prompt]  # constrained: clean values
-            for positions, feature, value in by_layer[layer]:
-                delta[positions, feature] = value - base[positions, feature]
+        base = clean["acts"][layer] if constrained else acts[layer][:n_prompt]  # constrained: clean values
+        for positions, feature, value in by_layer[layer]:
+            delta[positions, feature] = value - base[positions, feature]
         for feature, value in new_by_layer[layer]:  # generated tokens: always on their own activations
             delta[n_prompt:, feature] = value - acts[layer][n_prompt:, feature]
-        if not delta.any():
+        deltas[layer] = delta
+        change = transcoders.decode_features(layer, deltas)  # this layer's and earlier (cross-layer) features
+        if constrained and layer not in constrained_layers:
+            change[:n_prompt] = 0  # circuit-tracer adds nothing to the prompt outside them (generated tokens run free)
+        elif constrained:  # the prompt's clean MLP output, plus the skip connection's change from the clean input
+            out = out.clone()
+            out[:, :n_prompt] = clean["output"][layer]
+            if transcoders.skip_connection:
+                out[:, :n_prompt] += (transcoders.skip_layer(layer, inputs[layer][:, :n_prompt])
+                                      - transcoders.skip_layer(layer, clean["input"][layer]))
+        if not change.any():
             return out
         out = out.clone()
-        out[0] = out[0] + delta @ t.W_dec.to(out)
+        out[0] = out[0] + change.to(out)
         return out
 
     def frozen_pattern(pattern, hook, layer):  # [batch, head, query, key]: the prompt's rows

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from anchorlens.attribution.transcoders import TranscoderSet
+from anchorlens.hooks.dictionary import FeatureDictionary
 
 
 @dataclass
@@ -36,7 +36,7 @@ class _StopAtFinalNorm(Exception):
     """Raised by the final norm's hook when the logits are not wanted (they would be [batch, position, vocab])."""
 
 
-def replacement_forward(model, transcoders: TranscoderSet, tokens: Tensor, batch: int,
+def replacement_forward(model, transcoders: FeatureDictionary, tokens: Tensor, batch: int,
                         logits: bool = True) -> ReplacementForward:
     """Run the frozen forward on ``batch`` copies of ``tokens`` ([position]) with autograd on; with
     ``logits=False`` it stops at the final norm's output (the unembedding of every copy and position is the
@@ -60,7 +60,7 @@ def replacement_forward(model, transcoders: TranscoderSet, tokens: Tensor, batch
     def mlp_out_hook(out, hook, layer):
         record.mlp_out_value[layer] = out[0].detach().clone()
         x = record.mlp_in[layer]
-        skip = transcoders[layer].skip(x) if transcoders.skip_connection else 0 * x.sum()
+        skip = transcoders.skip_layer(layer, x) if transcoders.skip_connection else 0 * x.sum()
         frozen = skip + (out - skip).detach()
         record.mlp_out[layer] = frozen
         return frozen
