@@ -46,6 +46,45 @@ from pathlib import Path
 path = pruned.to_json(Path(tempfile.mkdtemp()) / "capital.json", slug="capital")   # for circuit-tracer's frontend
 data = json.loads(path.read_text())
 print(list(data), len(data["nodes"]), "nodes,", len(data["links"]), "links")"""),
+    new_markdown_cell("""## Any target: one token rather than another
+`attribution_targets` takes what circuit-tracer's `attribute` takes: token ids, token strings, or
+`(label, weight, vector)` directions in the residual stream. `logit_difference_target` builds "Paris rather than
+London", so the graph explains the difference of the two logits, not either alone. In a chain of thought the same
+question reads "why 42 rather than 48"."""),
+    new_code_cell("""prompt = "The capital of France is"
+contrast = al.attribution_graph(model, transcoders, prompt,
+                                attribution_targets=[al.logit_difference_target(model, " Paris", " London")],
+                                progress=False)
+print("target:", contrast.logit_strings)
+chosen = al.attribution_graph(model, transcoders, prompt, attribution_targets=[" Paris", " London"], progress=False)
+print("targets:", chosen.logit_strings, chosen.logit_probabilities.round(decimals=3).tolist())"""),
+    new_markdown_cell("""## Steering the features the graph found
+`graph.feature_interventions(nodes, scale=...)` turns feature nodes into `(layer, position, feature, value)`
+interventions. `feature_intervention` reruns the prompt with them (attention frozen at its clean pattern, as in
+circuit-tracer) and returns the logits and feature activations; `feature_intervention_generate` continues the text
+under them. With transcoders this briefly trained the features explain little of the MLPs (the error nodes carry the
+graph), so switching the three strongest off barely moves the prediction; set far above their activations (about
+0.03) to 20, they change the continuation. The planted organism (tests/test_attribution_organism.py) shows the
+clean case: switching off the planted feature flips the answer, an unrelated one does not."""),
+    new_code_cell("""strongest = graph.nodes.query("kind == 'feature'").nlargest(3, "influence").index
+off = al.feature_intervention(model, transcoders, prompt, graph.feature_interventions(strongest, scale=0.0))
+table = off.top_tokens(5)
+table["token"] = [model.tokenizer.decode([t]) for t in table.token_id]
+table"""),
+    new_code_cell("""steered = al.feature_intervention_generate(model, transcoders, prompt,
+                                           graph.feature_interventions(strongest, value=20.0), max_new_tokens=8)
+print("clean:  ", repr(steered.clean_text))
+print("steered:", repr(steered.text))"""),
+    new_markdown_cell("""## Cross-layer transcoders
+A cross-layer transcoder (CLT) feature reads the residual stream at one layer and writes to the MLP output of
+that layer and every later one. `train_transcoders(..., cross_layer=True)` trains one (here far too briefly to
+explain much) and `load_transcoders` reads circuit-tracer's CLT folders as they are; the graph, interventions and
+generation take it in place of per-layer transcoders (tests/test_attribution_clt.py: equal to circuit-tracer's)."""),
+    new_code_cell("""clt = al.train_transcoders(model, cross_layer=True, n_features=32, steps=3, windows_per_step=2, l1=3e-3,
+                           lr=3e-3, progress=False)
+print("cross-layer:", clt.cross_layer, "| layers reached from layers 0-2:", [t.reach for t in clt][:3])
+clt_graph = al.attribution_graph(model, clt, prompt, max_feature_nodes=100, progress=False)
+print(clt_graph.adjacency.shape, "nodes; replacement, completeness:", clt_graph.scores())"""),
     new_markdown_cell("""## A chain of thought: which sentences feed the answer
 The final answer token's logit, attributed back to the sentences (token-embedding and feature influence summed
 per sentence)."""),
