@@ -26,10 +26,11 @@ from anchorlens.hooks.feature_intervention import clean_pass, intervened_pass
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.attribution.attribute import AttributionInputError, prompt_tokens
 from anchorlens.attribution.transcoders import TranscoderSet
+from anchorlens.results import Result
 
 
 @dataclass
-class InterventionResult:
+class InterventionResult(Result):
     """Logits and feature activations of the intervened pass, beside the clean pass's."""
 
     tokens: Int[Tensor, " position"]
@@ -148,7 +149,7 @@ def _constrained(constrained_layers, n_layers: int) -> set[int] | None:
 
 
 @dataclass
-class GenerationResult:
+class GenerationResult(Result):
     """A greedy continuation under feature interventions (circuit-tracer's ``feature_intervention_generate``):
     all tokens (prompt, special token in front, then the new ones), the text, and the logits and feature
     activations of every position that was run (the prompt and all new tokens but the last)."""
@@ -169,6 +170,18 @@ class GenerationResult:
         probs = torch.softmax(self.logits[self.n_prompt - 1 :].float(), -1)
         ids = self.new_tokens
         return pd.DataFrame({"token_id": ids.tolist(), "probability": probs[torch.arange(len(ids)), ids].tolist()})
+
+    def plot(self, ax=None):
+        """The probability of each generated token when it was chosen (low: the intervention forced a turn)."""
+        import matplotlib.pyplot as plt
+
+        frame = self.to_dataframe()
+        ax = ax or plt.subplots(figsize=(max(4.0, 0.3 * len(frame)), 3))[1]
+        ax.bar(range(len(frame)), frame["probability"])
+        ax.set_xlabel("generated token")
+        ax.set_ylabel("probability when chosen")
+        ax.set_ylim(0, 1)
+        return ax
 
     def save(self, path: str | Path) -> Path:
         return save_arrays(path, {"tokens": self.tokens, "logits": self.logits, "activations": self.activations},

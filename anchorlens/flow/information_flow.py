@@ -19,6 +19,7 @@ from anchorlens.errors import AnchorlensError, EmptyTextError, UnsupportedArchit
 from anchorlens.hooks.flow_capture import check_flow_hooks, run_layerwise
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.flow.contributions import DISTANCES, attention_contributions, head_values_out, mlp_contributions
+from anchorlens.results import Result
 
 DEFAULT_THRESHOLD = 0.04  # the reference tool's default route threshold
 HEADS_AUTO_BYTES = 512 * 2**20  # keep per-head contributions of every layer when they fit in this
@@ -36,7 +37,7 @@ def check_threshold(threshold: float) -> float:
 
 
 @dataclass
-class InformationFlow:
+class InformationFlow(Result):
     """How much each part feeds each residual state, at every layer (Ferrando and Voita 2024).
 
     Attributes:

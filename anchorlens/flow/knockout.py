@@ -16,6 +16,7 @@ import torch
 from anchorlens.hooks.edge_knockout import edge_knockout_hooks
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.flow.information_flow import DEFAULT_THRESHOLD, FlowInputError, flow_tokens, information_flow
+from anchorlens.results import Result
 
 
 @torch.inference_mode()
@@ -39,7 +40,7 @@ def answer_token(model, answer: str | int | None, clean_logits: torch.Tensor) ->
 
 
 @dataclass
-class KnockoutResult:
+class KnockoutResult(Result):
     """P(answer) with the route's top attention edges blocked against the same number of random edges.
 
     Attributes:

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.flow.information_flow import FlowInputError, information_flow
+from anchorlens.results import Result
 
 
 def span_matrix(spans: list[tuple[int, int]], n_tokens: int) -> Float[Tensor, "sentence token"]:
@@ -45,7 +46,7 @@ def sentence_flow_matrix(attention: Float[Tensor, "layer target source"], spans)
 
 
 @dataclass
-class SentenceFlow:
+class SentenceFlow(Result):
     """Sentence-level information flow of one trace (see the module docstring)."""
 
     matrix: Float[Tensor, "target source"]

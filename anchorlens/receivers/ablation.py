@@ -31,6 +31,7 @@ from anchorlens.hooks.fused_attention import fused_attention
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.scores import Head, HeadSelectionError, check_heads
 from anchorlens.trace import encode_text
+from anchorlens.results import Result
 
 BASELINE = "none"
 
@@ -72,7 +73,7 @@ def _bootstrap_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95, s
 
 
 @dataclass
-class HeadAblationResult:
+class HeadAblationResult(Result):
     """Per condition (no ablation, the target heads, each random set), per item measurements.
 
     Attributes:
@@ -175,11 +176,11 @@ class HeadAblationResult:
             "method": self.method,
             "target_name": self.target_name,
         }
-        return save_arrays(path, {"logprob": self.logprob, "correct": self.correct}, meta)
+        return save_arrays(path, {"logprob": self.logprob, "correct": self.correct}, meta, kind="HeadAblationResult")
 
     @classmethod
     def load(cls, path: str | Path) -> "HeadAblationResult":
-        arrays, meta = load_arrays(path)
+        arrays, meta = load_arrays(path, kind="HeadAblationResult")
         head_sets = {k: [tuple(h) for h in v] for k, v in meta["head_sets"].items()}
         return cls(head_sets, arrays["logprob"], arrays["correct"], meta["answers"], meta["method"], meta["target_name"])
 

@@ -24,10 +24,11 @@ from anchorlens.receivers.scores import (
     split_half_reliability,
     top_heads,
 )
+from anchorlens.results import Result
 
 
 @dataclass
-class ReceiverHeads:
+class ReceiverHeads(Result):
     """Receiver heads found on a set of traces, with everything needed to score sentences.
 
     Iterating over it (or indexing it) gives the ``(layer, head)`` pairs, best first, so it can be passed
@@ -142,11 +143,11 @@ class ReceiverHeads:
 
     def save(self, path: str | Path) -> Path:
         arrays, meta = self.to_arrays()
-        return save_arrays(path, arrays, meta)
+        return save_arrays(path, arrays, meta, kind="ReceiverHeads")
 
     @classmethod
     def load(cls, path: str | Path) -> "ReceiverHeads":
-        arrays, meta = load_arrays(path)
+        arrays, meta = load_arrays(path, kind="ReceiverHeads")
         return cls.from_arrays(arrays, meta)
 
     def __repr__(self) -> str:

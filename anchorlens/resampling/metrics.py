@@ -64,6 +64,7 @@ from anchorlens.io import load_arrays, save_arrays
 from anchorlens.resampling.bootstrap import BOOTSTRAP_METRICS, TopSentence, make_group, percentile_interval, replicate_metrics, top_sentence
 from anchorlens.resampling.rollout import FORCED, RESAMPLE, Rollout
 from anchorlens.resampling.similarity import SIMILARITY_THRESHOLD, Embedder, cosine_similarity, embed_unique
+from anchorlens.results import Result
 
 KL_ALPHA = 1e-9  # the reference's smoothing constant (1 would be Laplace smoothing)
 N_BOOTSTRAP = 1000
@@ -240,7 +241,7 @@ def matching_sentences(
 
 
 @dataclass
-class ImportanceResult:
+class ImportanceResult(Result):
     """Per-sentence importance of one trace. Every metric is a ``Float[Tensor, "sentence"]``.
 
     ``to_dataframe()`` gives one row per sentence with the published column names (``chunk``,
@@ -412,12 +413,12 @@ class ImportanceResult:
         arrays.update({f"bootstrap__{k}": v.float() for k, v in self.bootstrap.items()})  # float32: half the file
         meta = {"sentences": self.sentences, "categories": self.categories, "trace_id": self.trace_id, "extra": self.extra,
                 "confidence": self.confidence, "answer_equivalence": self.answer_equivalence, "run_info": self.run_info}
-        return save_arrays(path, arrays, meta)
+        return save_arrays(path, arrays, meta, kind="ImportanceResult")
 
     @classmethod
     def load(cls, path: str | Path) -> "ImportanceResult":
         """Read what ``save`` wrote."""
-        arrays, meta = load_arrays(path)
+        arrays, meta = load_arrays(path, kind="ImportanceResult")
         intervals = {k[len("ci__"):]: arrays.pop(k) for k in list(arrays) if k.startswith("ci__")}
         bootstrap = {k[len("bootstrap__"):]: arrays.pop(k) for k in list(arrays) if k.startswith("bootstrap__")}
         return cls(

@@ -29,6 +29,7 @@ from anchorlens.suppression.validation import (
     check_trace,
     resolve_heads,
 )
+from anchorlens.results import Result
 
 
 def layer_windows(n_layers: int, window: int = 1, stride: int | None = None) -> list[list[int]]:
@@ -54,7 +55,7 @@ def layer_windows(n_layers: int, window: int = 1, stride: int | None = None) -> 
 
 
 @dataclass
-class LayerSuppression:
+class LayerSuppression(Result):
     """Suppression matrices per window of layers.
 
     Attributes:
