@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from anchorlens.errors import ResultKindError
-from anchorlens.results import check_kind
+from anchorlens.results import check_kind, kind_of
 
 
 def save_arrays(path: str | Path, arrays: dict, meta: dict | None = None, kind: str | None = None) -> Path:
@@ -37,6 +37,8 @@ def load_arrays(path: str | Path, kind: str | None = None) -> tuple[dict[str, to
     kinds were stored) loads, and a key it lacks raises the same error.
     """
     path = Path(path)
+    if kind is not None and path.exists() and (path.is_dir() or path.suffix != ".npz"):
+        check_kind(path, kind_of(path), kind)  # another result's folder or JSON file, named as such
     if path.suffix != ".npz":
         path = path.with_suffix(".npz")
     with np.load(path, allow_pickle=False) as data:
