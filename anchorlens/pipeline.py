@@ -40,6 +40,7 @@ from anchorlens.attribution.attribute import answer_token_position
 from anchorlens.versions import version_report
 from anchorlens.views import VIEW_COLUMNS, VIEW_DEFINITIONS, CI_NOTE, suppression_summaries, view_correlations
 from anchorlens.results import Result, expect_kind
+from anchorlens.progress import show
 
 TRACE_FILE, CATEGORIES_FILE = "trace.json", "categories.json"
 RECEIVERS_FILE, SUPPRESSION_FILE, IMPORTANCE_FILE = "receivers.npz", "suppression.npz", "importance.npz"
@@ -237,7 +238,7 @@ def analyze(
                    top_p=top_p, style=style, extractor=extractor, steps=steps)
     if problem is None and trace is None:
         raise OptionError("pass a problem to reason about, or an existing trace")
-    say = say if say is not None else (_to_stderr if progress else (lambda line: None))
+    say = say if say is not None else (_to_stderr if show(progress) else (lambda line: None))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -330,7 +331,7 @@ def analyze(
     if "flow" in steps:
         position = analysis.answer_position
         path = step("flow", FLOW_FILE, {"distance": "l2", "answer_position": position},
-                    lambda path: _flow(model, trace, path, position))
+                    lambda path: _flow(model, trace, path, position, progress))
         _read_flow(path, analysis)
     if "attribution" in steps:
         position = analysis.answer_position
@@ -532,11 +533,11 @@ def _suppression_kl(model, trace, progress) -> torch.Tensor:
     return suppression_matrix(model, trace, progress=progress).kl
 
 
-def _flow(model, trace, path: Path, answer_position: int) -> None:
+def _flow(model, trace, path: Path, answer_position: int, progress: bool) -> None:
     """Information flow (L2: it factors into dot products) into the prediction of the answer token, by sentence."""
     from anchorlens.flow.sentences import sentence_flow
 
-    flow = sentence_flow(model, trace, distance="l2", position=answer_position - 1)
+    flow = sentence_flow(model, trace, distance="l2", position=answer_position - 1, progress=progress)
     save_arrays(path, {"to_answer": flow.to_answer, "matrix": flow.matrix})
 
 

@@ -216,3 +216,34 @@ def test_a_file_that_is_no_result_is_refused_with_the_expected_kind(tmp_path):
     path = save_arrays(tmp_path / "foreign.npz", {"x": torch.zeros(2)}, {"kind": "SomethingElse"})
     with pytest.raises(ResultKindError, match="SomethingElse.*not a Routes"):
         al.Routes.load(path)
+
+
+def test_one_switch_silences_every_bar(capsys, monkeypatch):
+    """Bars are on by default; ``set_progress(False)`` or ``ANCHORLENS_PROGRESS=0`` silences a real call's bar,
+    and a call's own ``progress=False`` silences its own."""
+    trace = traces()[0]
+
+    def bars(call) -> str:
+        capsys.readouterr()
+        call()
+        return capsys.readouterr().err
+
+    previous = al.set_progress(None)
+    try:
+        monkeypatch.delenv("ANCHORLENS_PROGRESS", raising=False)
+        assert "suppression" in bars(lambda: al.suppression_matrix(model(), trace))
+        assert "information flow" in bars(lambda: al.information_flow(model(), PROMPT))
+        assert bars(lambda: al.information_flow(model(), PROMPT, progress=False)) == ""
+
+        al.set_progress(False)
+        assert not al.progress_enabled()
+        assert bars(lambda: al.suppression_matrix(model(), trace)) == ""
+        assert bars(lambda: al.information_flow(model(), PROMPT)) == ""
+
+        al.set_progress(None)
+        monkeypatch.setenv("ANCHORLENS_PROGRESS", "0")
+        assert bars(lambda: al.suppression_matrix(model(), trace)) == ""
+        al.set_progress(True)  # the call in code wins over the environment
+        assert "suppression" in bars(lambda: al.suppression_matrix(model(), trace))
+    finally:
+        al.set_progress(previous)

@@ -27,6 +27,7 @@ from anchorlens.io import load_arrays, save_arrays
 from anchorlens.attribution.attribute import AttributionInputError, prompt_tokens
 from anchorlens.attribution.transcoders import TranscoderSet
 from anchorlens.results import Result
+from anchorlens.progress import progress_bar
 
 
 @dataclass
@@ -203,6 +204,7 @@ def feature_intervention_generate(
     max_new_tokens: int = 20,
     freeze_attention: bool = True,
     constrained_layers: range | list[int] | None = None,
+    progress: bool = True,
 ) -> GenerationResult:
     """Greedy generation under feature interventions, as circuit-tracer's ``feature_intervention_generate``: the
     prompt runs as in ``feature_intervention`` (frozen attention, ``constrained_layers``: for the prompt's
@@ -229,7 +231,8 @@ def feature_intervention_generate(
     clean = clean_pass(model, transcoders, tokens, patterns=freeze, mlps=freeze and constrained is not None,
                        scales=freeze and constrained is not None and constrained == set(range(n_layers)))
     sequence, clean_sequence = tokens, tokens
-    for step in range(max_new_tokens):
+    for step in progress_bar(range(max_new_tokens), desc="generating under interventions", progress=progress,
+                             leave=False):
         logits, acts = intervened_pass(model, transcoders, sequence, at_prompt, clean if freeze else None,
                                        constrained, n_prompt=n_prompt, open_ended=open_ended)
         sequence = torch.cat([sequence, logits[-1].argmax().reshape(1)])

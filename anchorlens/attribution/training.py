@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.attribution.transcoders import Transcoder, TranscoderSet
+from anchorlens.progress import progress_bar
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "tracing_corpus.json"
 
@@ -171,7 +171,7 @@ def train_transcoders(
                 layer.b_dec.copy_(y.mean(0))
                 # decoder rows at a tenth of the output's spread, whatever the layer's scale
                 layer.W_dec.mul_((y - y.mean(0)).norm(dim=-1).mean() / layer.W_dec.norm(dim=-1).mean() / 10)
-    bar = tqdm(total=steps, initial=step, desc="training transcoders", disable=not progress)
+    bar = progress_bar(total=steps, initial=step, desc="training transcoders", progress=progress)
     while step < steps:
         pick = torch.arange(step * windows_per_step, (step + 1) * windows_per_step) % len(train)
         inputs, targets = _activations(model, train[pick])

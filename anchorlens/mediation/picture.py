@@ -81,7 +81,8 @@ class MediationPicture(Result):
         return ax
 
 
-def mediation_picture(model, pairs: Sequence[PromptPair], chunk_size: int = 256) -> MediationPicture:
+def mediation_picture(model, pairs: Sequence[PromptPair], chunk_size: int = 256,
+                      progress: bool = True) -> MediationPicture:
     """Sweep ``resid_pre``, ``attn_out`` and ``mlp_out`` over every position of equal-length ``pairs`` and
     summarise them (normalised logit difference, mean over pairs)."""
     if not pairs:
@@ -93,7 +94,7 @@ def mediation_picture(model, pairs: Sequence[PromptPair], chunk_size: int = 256)
     if bool((base_tokens == cf_tokens).all()):
         raise MediationInputError("base and counterfactual prompts are identical: nothing to trace")
     results = {c: mediation_sweep(model, *args, component=c, positions="all", metric="logit_diff",
-                                  chunk_size=chunk_size)
+                                  chunk_size=chunk_size, progress=progress)
                for c in ("resid_pre", "attn_out", "mlp_out")}
     n_layers, last = model.cfg.n_layers, base_tokens.shape[1] - 1
     half = n_layers // 2

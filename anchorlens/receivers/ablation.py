@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.answers import check_answer, extract_boxed
 from anchorlens.errors import AnchorlensError
@@ -32,6 +31,7 @@ from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.scores import Head, HeadSelectionError, check_heads
 from anchorlens.trace import encode_text
 from anchorlens.results import Result
+from anchorlens.progress import progress_bar
 
 BASELINE = "none"
 
@@ -312,7 +312,7 @@ def head_ablation_experiment(
     logprob = torch.zeros(len(conditions), len(items), dtype=torch.float64)
     correct = torch.zeros(len(conditions), len(tasks), dtype=torch.float64)
     answers: dict[str, list] = {}
-    bar = tqdm(total=len(conditions) * (len(items) + len(tasks)), desc="head ablation", disable=not progress)
+    bar = progress_bar(total=len(conditions) * (len(items) + len(tasks)), desc="head ablation", progress=progress)
     for row, (name, head_set) in enumerate(conditions):
         with ablate_heads(model, head_set or [], method=method, means=means), fused_attention(model, attention):
             for column, (tokens, start) in enumerate(items):

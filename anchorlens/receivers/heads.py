@@ -9,7 +9,6 @@ from typing import Iterable
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.io import load_arrays, save_arrays
@@ -25,6 +24,7 @@ from anchorlens.receivers.scores import (
     top_heads,
 )
 from anchorlens.results import Result
+from anchorlens.progress import progress_bar
 
 
 @dataclass
@@ -188,7 +188,7 @@ def receiver_heads(
         raise AnchorlensError("receiver_heads needs at least one trace: build them with Trace.from_text or generate_trace")
     exclude_layers = tuple(exclude_layers)
     vertical, sentences, kurtoses = [], [], []
-    for trace in tqdm(traces, desc="receiver heads", disable=not progress):
+    for trace in progress_bar(traces, desc="receiver heads", progress=progress):
         attention = sentence_attention(model, trace, include_prompt=include_prompt)
         v = attention.vertical_scores(proximity_ignore, depth_control)
         vertical.append(v)

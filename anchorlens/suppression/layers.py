@@ -15,7 +15,6 @@ from typing import Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.suppression.matrix import DEFAULT_TEMPERATURE, log_kl, sentence_matrix
@@ -30,6 +29,7 @@ from anchorlens.suppression.validation import (
     resolve_heads,
 )
 from anchorlens.results import Result
+from anchorlens.progress import progress_bar
 
 
 def layer_windows(n_layers: int, window: int = 1, stride: int | None = None) -> list[list[int]]:
@@ -237,7 +237,7 @@ def suppression_by_layer(
     matrices, token_kls = [], []
     with fused_attention(model, attention):
         baseline = run_baseline(model, tokens, temperature, keep_cache=method == "fast")
-        for layers in tqdm(windows, desc="suppression by layer", disable=not progress):
+        for layers in progress_bar(windows, desc="suppression by layer", progress=progress):
             token_kl = suppressed_token_kl(
                 model, tokens, baseline, trace.token_spans, layers, head_list, method,
                 batch_positions, max_waste, None, progress,
