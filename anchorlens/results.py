@@ -96,6 +96,9 @@ def kind_of(path: str | Path) -> str | None:
         return None
     if not path.is_file():
         return None
+    with open(path, "rb") as handle:
+        if handle.read(16) == b"SQLite format 3\x00":
+            return "RolloutStore"
     if zipfile.is_zipfile(path):  # an .npz
         import numpy as np
 

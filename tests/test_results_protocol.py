@@ -112,7 +112,15 @@ BUILDERS = {
     "Analysis": lambda tmp: analysis_folder(tmp.parent),
     "ReportData": lambda tmp: al.ReportData.load(analysis_folder(tmp.parent).out_dir / "report.json"),
     "Study": _study,
+    "RolloutStore": lambda tmp: _store(tmp),
 }
+
+
+def _store(tmp):
+    store = al.RolloutStore(tmp / "made.sqlite")
+    for i, kind in enumerate(["resample", "resample", "forced"]):
+        store.add(al.Rollout("trace-0", i // 2, kind, i, f" text {i}. More.", f"text {i}.", str(i), i != 1, 5))
+    return store
 # fields a save cannot keep: where the analysis lives and what this run did (recomputed or reused, timings, the
 # trace's key, which the folder's trace.json stands for); each step's key is compared below
 NOT_SAVED = {"Analysis": {"out_dir", "report_path", "steps", "seconds", "keys"}}
@@ -127,7 +135,9 @@ def test_every_public_result_class_is_covered():
 def assert_same(a, b, where: str = "") -> None:
     """Equal contents: tensors and frames exactly (a tensor stored in a narrower dtype, at that dtype), nested
     dataclasses field by field; lists and tuples alike (JSON has no tuple), NaN equal to NaN."""
-    if isinstance(a, torch.Tensor):
+    if isinstance(a, al.RolloutStore):  # a SQLite file: its rows are its contents
+        assert_same(a.to_dataframe(), b.to_dataframe(), where)
+    elif isinstance(a, torch.Tensor):
         assert isinstance(b, torch.Tensor), where
         torch.testing.assert_close(b, a.to(b.dtype), rtol=0, atol=0, equal_nan=True, msg=where)
     elif isinstance(a, pd.DataFrame):
@@ -157,7 +167,7 @@ def assert_same(a, b, where: str = "") -> None:
 
 def _saved(name: str, tmp: Path) -> tuple[Result, Path]:
     result = BUILDERS[name](tmp)
-    suffix = {"Trace": ".json", "ReportData": ".json"}.get(name, "" if name in ("Analysis", "Study",
+    suffix = {"Trace": ".json", "ReportData": ".json", "RolloutStore": ".sqlite"}.get(name, "" if name in ("Analysis", "Study",
                                                                                   "TranscoderSet") else ".npz")
     return result, result.save(tmp / f"{name.lower()}{suffix}")
 
