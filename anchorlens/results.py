@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from anchorlens.errors import ResultKindError
@@ -36,10 +36,6 @@ class Result:
         super().__init_subclass__(**kwargs)
         KINDS[cls.__name__] = cls
 
-    @classmethod
-    def kind(cls) -> str:
-        return cls.__name__
-
     def to_dataframe(self):
         """The result as one pandas row (the default for results made of a few numbers)."""
         import pandas as pd
@@ -54,27 +50,24 @@ class Result:
         """Write the result's fields to one ``.npz`` file (JSON metadata, kind included)."""
         from anchorlens.io import save_arrays
 
-        return save_arrays(path, {}, {"fields": asdict(self)}, kind=self.kind())
+        return save_arrays(path, {}, {"fields": asdict(self)}, kind=type(self).__name__)
 
     @classmethod
     def load(cls, path: str | Path):
         """The result that ``save`` wrote to ``path``; a file of another kind raises ``ResultKindError``."""
         from anchorlens.io import load_arrays
 
-        _, meta = load_arrays(path, kind=cls.kind())
+        _, meta = load_arrays(path, kind=cls.__name__)
         return cls(**meta["fields"])
 
 
 def loader_of(kind: str | None) -> str:
     """How to read a file of ``kind``, for error messages."""
-    if kind in KINDS:
-        return f"anchorlens.{kind}.load(path)"
-    return "the function that wrote it" if kind is None else f"the loader of {kind!r}"
+    return f"anchorlens.{kind}.load(path)" if kind in KINDS else f"whatever reads a {kind!r}"
 
 
 def kind_error(path, found: str | None, expected: str) -> ResultKindError:
-    what = f"a {found}" if found else "no anchorlens result that names its kind"
-    return ResultKindError(f"{path} holds {what}, not a {expected}: load it with {loader_of(found)}")
+    return ResultKindError(f"{path} holds a {found}, not a {expected}: load it with {loader_of(found)}")
 
 
 def check_kind(path, found: str | None, expected: str) -> None:
@@ -120,7 +113,3 @@ def kind_of(path: str | Path) -> str | None:
 def expect_kind(path: str | Path, cls: type) -> None:
     """Before a class-specific reader runs: refuse ``path`` when it holds another kind of result."""
     check_kind(path, kind_of(path), cls.__name__)
-
-
-def is_result(obj) -> bool:
-    return isinstance(obj, Result) and is_dataclass(obj)
