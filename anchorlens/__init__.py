@@ -27,6 +27,7 @@ from anchorlens.errors import (
     CachedDecodingError,
     DegenerateTraceError,
     EmptyTextError,
+    ResultKindError,
     ModelPackageMissingError,
     TokenizerMismatchError,
     TraceTooLongError,
@@ -36,6 +37,8 @@ from anchorlens.errors import (
 from anchorlens.generation import generate_trace, problem_prompt
 from anchorlens.hooks.fused_attention import FusedAttentionFallbackWarning, PatternUnavailableError, fused_attention
 from anchorlens.models import DEFAULT_MODEL, load_model, random_model, verify_attention_edits, verify_cached_decoding
+from anchorlens.progress import progress_enabled, set_progress
+from anchorlens.results import Result
 from anchorlens.sentences import Sentence, split_sentences
 from anchorlens.trace import Trace
 
@@ -167,6 +170,8 @@ __all__ = [
     "AnchorlensError", "EmptyTextError", "ModelPackageMissingError", "TokenizerMismatchError", "TraceTooLongError",
     "UnknownModelError", "UnsupportedArchitectureError", "CachedDecodingError", "DegenerateTraceError",
     "fused_attention", "PatternUnavailableError", "FusedAttentionFallbackWarning",
+    # every result's protocol (to_dataframe / plot / save / load) and the one switch for progress bars
+    "Result", "ResultKindError", "set_progress", "progress_enabled",
     # 1. resampling
     "resampling_importance", "run_rollouts", "rollout_prompt", "RunSummary", "Rollout", "RolloutStore", "StoreError",
     "Sampler", "LocalSampler", "ServerSampler", "SampleRequest", "SamplingParams", "Completion", "SamplerError",

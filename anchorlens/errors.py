@@ -43,3 +43,7 @@ class TraceFileError(AnchorlensError):
 
 class OptionError(AnchorlensError):
     """A command-line option out of range, or one that does nothing without another."""
+
+
+class ResultKindError(AnchorlensError):
+    """A saved result loaded with the wrong class: the message names the file's kind and the loader to use."""

@@ -39,6 +39,8 @@ from anchorlens.trace import Trace, degenerate_reason
 from anchorlens.attribution.attribute import answer_token_position
 from anchorlens.versions import version_report
 from anchorlens.views import VIEW_COLUMNS, VIEW_DEFINITIONS, CI_NOTE, suppression_summaries, view_correlations
+from anchorlens.results import Result, expect_kind
+from anchorlens.progress import show
 
 TRACE_FILE, CATEGORIES_FILE = "trace.json", "categories.json"
 RECEIVERS_FILE, SUPPRESSION_FILE, IMPORTANCE_FILE = "receivers.npz", "suppression.npz", "importance.npz"
@@ -51,7 +53,7 @@ EXTRACTORS = ("boxed", "boxed_or_last_number", "last_number")
 
 
 @dataclass
-class Analysis:
+class Analysis(Result):
     """Everything ``analyze`` computed; ``report_path`` is the page to open.
 
     ``steps`` says, per step, whether this run computed, reused or recomputed it (and why); ``keys`` holds the
@@ -87,6 +89,7 @@ class Analysis:
         from anchorlens.resampling.metrics import ImportanceResult
 
         out = Path(out_dir)
+        expect_kind(out, cls)  # e.g. a study's folder, or one result's file
         if not (out / TRACE_FILE).exists():
             raise FileNotFoundError(f"{out} has no {TRACE_FILE}: pass a folder that analyze wrote")
         trace = Trace.load(out / TRACE_FILE)
@@ -139,6 +142,34 @@ class Analysis:
             importance = self.importance.to_dataframe().drop(columns=["chunk", "chunk_idx"], errors="ignore")
             frame = pd.concat([frame, importance.reset_index(drop=True)], axis=1)
         return frame
+
+    def save(self, folder: str | Path) -> Path:
+        """Copy the analysis's folder (what ``analyze`` wrote: trace, results, their keys, the report) to ``folder``;
+        ``Analysis.load(folder)`` reads it back. Saving to its own folder does nothing: it is saved already."""
+        import shutil
+
+        source, folder = self.out_dir.resolve(), Path(folder)
+        if folder.resolve() == source:
+            return folder
+        if source in folder.resolve().parents:
+            raise OptionError(f"{folder} is inside the analysis's folder {source}: save it somewhere else")
+        shutil.copytree(source, folder, dirs_exist_ok=True)
+        return folder
+
+    def plot(self, columns: list[str] | None = None):
+        """One bar chart per computed view (``VIEW_COLUMNS``), sentences along x, sharing the axis: where the
+        views agree on a sentence. Returns the matplotlib Figure."""
+        import matplotlib.pyplot as plt
+
+        frame = self.to_dataframe()
+        columns = columns or [c for c in VIEW_COLUMNS if c in frame] or ["sentence"]
+        figure, axes = plt.subplots(len(columns), 1, figsize=(max(5.0, 0.25 * len(frame)), 1.8 * len(columns)),
+                                    sharex=True, squeeze=False)
+        for column, ax in zip(columns, axes[:, 0]):
+            ax.bar(frame["sentence"], frame[column].astype(float))
+            ax.set_ylabel(column, rotation=0, ha="right", fontsize=8)
+        axes[-1, 0].set_xlabel("sentence")
+        return figure
 
     def view_correlations(self, n_boot: int = 2000, seed: int = 0):
         """Spearman rank correlations over sentences between the views that were computed, one row per pair, with
@@ -207,7 +238,7 @@ def analyze(
                    top_p=top_p, style=style, extractor=extractor, steps=steps)
     if problem is None and trace is None:
         raise OptionError("pass a problem to reason about, or an existing trace")
-    say = say if say is not None else (_to_stderr if progress else (lambda line: None))
+    say = say if say is not None else (_to_stderr if show(progress) else (lambda line: None))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -300,7 +331,7 @@ def analyze(
     if "flow" in steps:
         position = analysis.answer_position
         path = step("flow", FLOW_FILE, {"distance": "l2", "answer_position": position},
-                    lambda path: _flow(model, trace, path, position))
+                    lambda path: _flow(model, trace, path, position, progress))
         _read_flow(path, analysis)
     if "attribution" in steps:
         position = analysis.answer_position
@@ -502,11 +533,11 @@ def _suppression_kl(model, trace, progress) -> torch.Tensor:
     return suppression_matrix(model, trace, progress=progress).kl
 
 
-def _flow(model, trace, path: Path, answer_position: int) -> None:
+def _flow(model, trace, path: Path, answer_position: int, progress: bool) -> None:
     """Information flow (L2: it factors into dot products) into the prediction of the answer token, by sentence."""
     from anchorlens.flow.sentences import sentence_flow
 
-    flow = sentence_flow(model, trace, distance="l2", position=answer_position - 1)
+    flow = sentence_flow(model, trace, distance="l2", position=answer_position - 1, progress=progress)
     save_arrays(path, {"to_answer": flow.to_answer, "matrix": flow.matrix})
 
 

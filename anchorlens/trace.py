@@ -16,10 +16,11 @@ import torch
 
 from anchorlens.errors import EmptyTextError, TraceTooLongError
 from anchorlens.sentences import Sentence, split_sentences
+from anchorlens.results import Result, expect_kind
 
 
 @dataclass
-class Trace:
+class Trace(Result):
     """A prompt and a chain of thought, split into sentences mapped onto tokens.
 
     Attributes:
@@ -144,6 +145,7 @@ class Trace:
     @classmethod
     def from_dict(cls, data: dict) -> "Trace":
         data = dict(data)
+        data.pop("kind", None)  # what save stores beside the fields
         data["sentences"] = [Sentence(**s) for s in data["sentences"]]
         data["token_spans"] = [tuple(span) for span in data["token_spans"]]
         return cls(**data)
@@ -151,13 +153,24 @@ class Trace:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False))
+        path.write_text(json.dumps({"kind": "Trace"} | self.to_dict(), indent=1, ensure_ascii=False))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "Trace":
         """A trace that ``save`` wrote; anything else is refused with what the file lacks."""
+        expect_kind(path, cls)
         return cls.from_dict(read_trace_json(path))
+
+    def plot(self, ax=None):
+        """Bars: tokens per sentence, so long and short steps of the chain of thought stand out."""
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.subplots(figsize=(max(4.0, 0.25 * self.n_sentences), 3))[1]
+        ax.bar(range(self.n_sentences), [end - start for start, end in self.token_spans])
+        ax.set_xlabel("sentence")
+        ax.set_ylabel("tokens")
+        return ax
 
 
 TRACE_FIELDS = ("prompt", "cot", "sentences", "token_ids", "token_spans")

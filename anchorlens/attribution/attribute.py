@@ -21,13 +21,13 @@ import torch
 from einops import einsum
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError, EmptyTextError, TraceTooLongError
 from anchorlens.hooks.replacement import replacement_forward
 from anchorlens.attribution.graph import AttributionGraph, partial_influence
 from anchorlens.attribution.targets import resolve_targets
 from anchorlens.attribution.transcoders import TranscoderSet
+from anchorlens.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,8 @@ def attribution_graph(
     record = replacement_forward(model, transcoders, tokens, batch=batch, logits=False)
     sites = record.mlp_in + [record.final]
     sources = [record.embed] + record.mlp_out
-    bar = tqdm(total=n_logits + min(n_feat, max_feature_nodes if max_feature_nodes is not None else n_feat),
-               desc="attribution", disable=not progress)
+    bar = progress_bar(total=n_logits + min(n_feat, max_feature_nodes if max_feature_nodes is not None else n_feat),
+                       desc="attribution", progress=progress)
 
     def attribute_rows(targets: Tensor) -> Tensor:
         """Adjacency rows (columns: features, errors, tokens) of the given targets, ``batch`` per backward pass."""

@@ -17,6 +17,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from anchorlens.io import load_arrays, save_arrays
+from anchorlens.results import Result
 
 
 def normalize_matrix(matrix: Float[Tensor, "n n"]) -> Float[Tensor, "n n"]:
@@ -63,7 +64,7 @@ def _threshold(scores: Tensor, fraction: float) -> Tensor:
 
 
 @dataclass
-class AttributionGraph:
+class AttributionGraph(Result):
     """Direct effects between features, errors, tokens and logits of one prompt (circuit-tracer's node order).
 
     ``adjacency[t, s]`` is the direct effect of source ``s`` on target ``t``; rows of errors and tokens are zero.

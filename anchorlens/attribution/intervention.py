@@ -26,10 +26,12 @@ from anchorlens.hooks.feature_intervention import clean_pass, intervened_pass
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.attribution.attribute import AttributionInputError, prompt_tokens
 from anchorlens.attribution.transcoders import TranscoderSet
+from anchorlens.results import Result
+from anchorlens.progress import progress_bar
 
 
 @dataclass
-class InterventionResult:
+class InterventionResult(Result):
     """Logits and feature activations of the intervened pass, beside the clean pass's."""
 
     tokens: Int[Tensor, " position"]
@@ -148,7 +150,7 @@ def _constrained(constrained_layers, n_layers: int) -> set[int] | None:
 
 
 @dataclass
-class GenerationResult:
+class GenerationResult(Result):
     """A greedy continuation under feature interventions (circuit-tracer's ``feature_intervention_generate``):
     all tokens (prompt, special token in front, then the new ones), the text, and the logits and feature
     activations of every position that was run (the prompt and all new tokens but the last)."""
@@ -170,6 +172,18 @@ class GenerationResult:
         ids = self.new_tokens
         return pd.DataFrame({"token_id": ids.tolist(), "probability": probs[torch.arange(len(ids)), ids].tolist()})
 
+    def plot(self, ax=None):
+        """The probability of each generated token when it was chosen (low: the intervention forced a turn)."""
+        import matplotlib.pyplot as plt
+
+        frame = self.to_dataframe()
+        ax = ax or plt.subplots(figsize=(max(4.0, 0.3 * len(frame)), 3))[1]
+        ax.bar(range(len(frame)), frame["probability"])
+        ax.set_xlabel("generated token")
+        ax.set_ylabel("probability when chosen")
+        ax.set_ylim(0, 1)
+        return ax
+
     def save(self, path: str | Path) -> Path:
         return save_arrays(path, {"tokens": self.tokens, "logits": self.logits, "activations": self.activations},
                            {"n_prompt": self.n_prompt, "text": self.text, "clean_text": self.clean_text},
@@ -190,6 +204,7 @@ def feature_intervention_generate(
     max_new_tokens: int = 20,
     freeze_attention: bool = True,
     constrained_layers: range | list[int] | None = None,
+    progress: bool = True,
 ) -> GenerationResult:
     """Greedy generation under feature interventions, as circuit-tracer's ``feature_intervention_generate``: the
     prompt runs as in ``feature_intervention`` (frozen attention, ``constrained_layers``: for the prompt's
@@ -216,7 +231,8 @@ def feature_intervention_generate(
     clean = clean_pass(model, transcoders, tokens, patterns=freeze, mlps=freeze and constrained is not None,
                        scales=freeze and constrained is not None and constrained == set(range(n_layers)))
     sequence, clean_sequence = tokens, tokens
-    for step in range(max_new_tokens):
+    for step in progress_bar(range(max_new_tokens), desc="generating under interventions", progress=progress,
+                             leave=False):
         logits, acts = intervened_pass(model, transcoders, sequence, at_prompt, clean if freeze else None,
                                        constrained, n_prompt=n_prompt, open_ended=open_ended)
         sequence = torch.cat([sequence, logits[-1].argmax().reshape(1)])

@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.attribution.transcoders import Transcoder, TranscoderSet
+from anchorlens.progress import progress_bar
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "tracing_corpus.json"
 
@@ -208,7 +208,7 @@ def train_transcoders(
                 # decoder rows at a tenth of the output's spread, whatever the layer's scale
                 layer.W_dec.mul_((y - y.mean(0)).norm(dim=-1).mean() / layer.W_dec.norm(dim=-1).mean() / 10)
                 # (a CLT's later decoders get this layer's scale: close enough for a start)
-    bar = tqdm(total=steps, initial=step, desc="training transcoders", disable=not progress)
+    bar = progress_bar(total=steps, initial=step, desc="training transcoders", progress=progress)
     while step < steps:
         pick = torch.arange(step * windows_per_step, (step + 1) * windows_per_step) % len(train)
         inputs, targets = _activations(model, train[pick])

@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from anchorlens.errors import AnchorlensError
+from anchorlens.results import Result
 
 FEATURE_INPUT_HOOK = "mlp.hook_in"
 FEATURE_OUTPUT_HOOK = "hook_mlp_out"
@@ -153,7 +154,7 @@ class Transcoder:
 
 
 @dataclass
-class TranscoderSet:
+class TranscoderSet(Result):
     """One transcoder per layer, reading ``feature_input_hook`` and writing ``feature_output_hook`` (of its own
     layer, or, cross-layer, of its own and later layers)."""
 
@@ -275,6 +276,34 @@ class TranscoderSet:
         if self.meta:
             (path / "anchorlens.json").write_text(json.dumps(self.meta, indent=2))
         return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TranscoderSet":
+        """The same as ``load_transcoders``: circuit-tracer's layout (what ``save`` writes) or sparsify's."""
+        from anchorlens.results import expect_kind
+
+        expect_kind(path, cls)
+        return load_transcoders(path, device)
+
+    def to_dataframe(self):
+        """One row per layer: width, activation, skip connection, mean decoder row norm."""
+        import pandas as pd
+
+        return pd.DataFrame([{"layer": i, "n_features": t.n_features, "d_model": t.d_model,
+                              "activation": t.activation, "skip": t.W_skip is not None,
+                              "mean_decoder_norm": float(t.W_dec.float().norm(dim=-1).mean())}
+                             for i, t in enumerate(self.layers)])
+
+    def plot(self, ax=None):
+        """Per layer, the distribution of the features' decoder norms (how strongly each feature writes)."""
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.subplots(figsize=(max(4.0, 0.5 * len(self)), 3))[1]
+        ax.boxplot([t.W_dec.float().norm(dim=-1).cpu().numpy() for t in self.layers], positions=range(len(self)),
+                   showfliers=False)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("decoder norm per feature")
+        return ax
 
 
 def load_transcoders(path: str | Path, device: str | torch.device = "cpu") -> TranscoderSet:

@@ -22,6 +22,7 @@ import torch
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.io import load_arrays, save_arrays
+from anchorlens.results import Result
 
 
 class EdgePatchingError(AnchorlensError):
@@ -75,7 +76,7 @@ def expand_kv_heads(model, check_text: str = "The capital of France is"):
 
 
 @dataclass
-class EdgeAttribution:
+class EdgeAttribution(Result):
     """Edge attribution patching scores of one prompt pair (denoising convention of TransformerLens: a positive
     score means moving that edge from corrupt to clean raises the metric).
 

@@ -13,12 +13,13 @@ from pathlib import Path
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError, EmptyTextError, UnsupportedArchitectureError
 from anchorlens.hooks.flow_capture import check_flow_hooks, run_layerwise
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.flow.contributions import DISTANCES, attention_contributions, head_values_out, mlp_contributions
+from anchorlens.results import Result
+from anchorlens.progress import progress_bar
 
 DEFAULT_THRESHOLD = 0.04  # the reference tool's default route threshold
 HEADS_AUTO_BYTES = 512 * 2**20  # keep per-head contributions of every layer when they fit in this
@@ -36,7 +37,7 @@ def check_threshold(threshold: float) -> float:
 
 
 @dataclass
-class InformationFlow:
+class InformationFlow(Result):
     """How much each part feeds each residual state, at every layer (Ferrando and Voita 2024).
 
     Attributes:
@@ -221,7 +222,7 @@ def information_flow(
     text_or_trace,
     distance: str = "l1",
     keep_heads: bool | None = None,
-    progress: bool = False,
+    progress: bool = True,
     fused: bool | None = None,
 ) -> InformationFlow:
     """Contributions of every source token (through every head), residual and MLP to each residual state.
@@ -256,7 +257,7 @@ def information_flow(
     mlp = torch.zeros(n_layers, n_pos)
     residual_mlp = torch.zeros(n_layers, n_pos)
     heads = torch.zeros(n_layers, n_pos, n_pos, n_heads) if keep_heads else None
-    bar = tqdm(total=n_layers, desc="information flow", disable=not progress)
+    bar = progress_bar(total=n_layers, desc="information flow", progress=progress)
 
     def on_layer(layer: int, t: dict) -> None:
         t = {k: v.float() for k, v in t.items()}

@@ -16,6 +16,8 @@ import torch
 from anchorlens.hooks.edge_knockout import edge_knockout_hooks
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.flow.information_flow import DEFAULT_THRESHOLD, FlowInputError, flow_tokens, information_flow
+from anchorlens.results import Result
+from anchorlens.progress import progress_bar
 
 
 @torch.inference_mode()
@@ -39,7 +41,7 @@ def answer_token(model, answer: str | int | None, clean_logits: torch.Tensor) ->
 
 
 @dataclass
-class KnockoutResult:
+class KnockoutResult(Result):
     """P(answer) with the route's top attention edges blocked against the same number of random edges.
 
     Attributes:
@@ -135,6 +137,7 @@ def knockout_experiment(
     threshold: float = DEFAULT_THRESHOLD,
     flow=None,
     seed: int = 0,
+    progress: bool = True,
 ) -> KnockoutResult:
     """Block the ``n_edges`` strongest attention edges of the route into the last position's prediction,
     then ``n_random`` draws of as many random edges; compare P(answer).
@@ -153,7 +156,7 @@ def knockout_experiment(
     with torch.inference_mode():
         clean_logits = model(tokens)[0, -1]
     answer_id = answer_token(model, answer, clean_logits)
-    flow = information_flow(model, tokens) if flow is None else flow
+    flow = information_flow(model, tokens, progress=progress) if flow is None else flow
     if flow.tokens != tokens[0].tolist():
         raise FlowInputError("the flow passed was computed on other tokens than this text: recompute it")
     route = flow.routes(-1, threshold).attention_edges()
@@ -166,7 +169,7 @@ def knockout_experiment(
     generator = torch.Generator().manual_seed(seed)
     p_random = [
         knockout_probability(model, tokens, random_edges(model.cfg.n_layers, tokens.shape[1], len(edges), generator, edges), answer_id)
-        for _ in range(n_random)
+        for _ in progress_bar(range(n_random), desc="random knockouts", progress=progress, leave=False)
     ]
     text = text_or_trace if isinstance(text_or_trace, str) else ""
     return KnockoutResult(p_clean, p_route, p_random, edges, answer_id, model.tokenizer.decode([answer_id]), text, {"threshold": threshold})

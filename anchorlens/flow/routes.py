@@ -25,6 +25,7 @@ from torch import Tensor
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.flow.information_flow import check_threshold
 from anchorlens.flow.contributions import threshold_and_renormalise
+from anchorlens.results import Result
 
 KINDS = ("x", "a", "m")
 EDGE_KINDS = ("attention", "residual", "mlp")
@@ -64,7 +65,7 @@ def token_influence(flow, position: int = -1, threshold: float | None = None) ->
 
 
 @dataclass
-class Routes:
+class Routes(Result):
     """The route into one prediction: nodes, edges above the threshold, and per-layer head importance.
 
     Attributes:

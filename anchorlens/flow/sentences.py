@@ -24,6 +24,7 @@ from torch import Tensor
 
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.flow.information_flow import FlowInputError, information_flow
+from anchorlens.results import Result
 
 
 def span_matrix(spans: list[tuple[int, int]], n_tokens: int) -> Float[Tensor, "sentence token"]:
@@ -45,7 +46,7 @@ def sentence_flow_matrix(attention: Float[Tensor, "layer target source"], spans)
 
 
 @dataclass
-class SentenceFlow:
+class SentenceFlow(Result):
     """Sentence-level information flow of one trace (see the module docstring)."""
 
     matrix: Float[Tensor, "target source"]
@@ -95,7 +96,7 @@ class SentenceFlow:
 
 def sentence_flow(
     model, trace, distance: str = "l1", flow=None, position: int = -1, block_tokens: int | None = None,
-    checkpoint_every: int | None = None,
+    checkpoint_every: int | None = None, progress: bool = True,
 ) -> SentenceFlow:
     """Information flow of a ``Trace`` aggregated to its sentences (``flow``: one already computed on it).
 
@@ -125,11 +126,11 @@ def sentence_flow(
         members = span_matrix(trace.token_spans, n_tokens)
         matrix, influence = streamed_sentence_flow(
             model, tokens, members, check_position(position, n_tokens), block_tokens or DEFAULT_BLOCK_TOKENS, checkpoint_every,
-            distance,
+            distance, progress=progress,
         )
         return SentenceFlow(matrix, members @ influence, trace.sentence_texts(), list(trace.token_spans), distance)
     if flow is None:
-        flow = information_flow(model, trace, distance=distance, keep_heads=False)
+        flow = information_flow(model, trace, distance=distance, keep_heads=False, progress=progress)
     members = span_matrix(trace.token_spans, flow.n_tokens)
     influence = flow.token_influence(position)
     return SentenceFlow(

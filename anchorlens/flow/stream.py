@@ -36,6 +36,7 @@ from anchorlens.hooks.skip_blocks import skipped_blocks
 from anchorlens.receivers.blocked import pattern_rows
 from anchorlens.flow.information_flow import refuse_undecomposable
 from anchorlens.flow.contributions import EPS, _residual_proximity, mlp_contributions
+from anchorlens.progress import progress_bar
 
 DEFAULT_BLOCK_TOKENS = 512
 STATE_HOOKS = {"resid_pre": "hook_resid_pre", "v": "attn.hook_v", "resid_mid": "hook_resid_mid",
@@ -251,6 +252,7 @@ def streamed_sentence_flow(
     checkpoint_every: int | None = None,
     distance: str = "l2",
     fused: bool | None = None,
+    progress: bool = True,
 ) -> tuple[Float[Tensor, "target source"], Float[Tensor, " pos"]]:
     """``(matrix, token_influence)`` of ``flow_sentences.sentence_flow`` without any ``[tokens, tokens]``
     array: ``matrix`` as ``sentence_flow_matrix`` and the token influence of ``position`` (non-negative) as
@@ -278,6 +280,7 @@ def streamed_sentence_flow(
     summed = torch.zeros(n_sentences, n_sentences, device=tokens.device)
     weight = torch.zeros(n_pos, dtype=torch.float64, device=tokens.device)
     weight[position] = 1.0
+    bar = progress_bar(total=n_layers, desc="sentence flow", progress=progress, leave=False)
     for first in reversed(starts):
         stop = min(first + group, n_layers)
         states = _capture(model, tokens, first, stop, checkpoints.pop(first, None), W_O, distance)
@@ -297,5 +300,7 @@ def streamed_sentence_flow(
                 weight[lo:hi] += at_mid[lo:hi] * resid.double()
                 weight[:hi] += at_mid[lo:hi] @ rows.double()
             del state
+            bar.update(1)
+    bar.close()
     matrix = summed / n_layers / members.sum(1, keepdim=True)
     return matrix.cpu(), weight.float().cpu()

@@ -17,10 +17,10 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.hooks import attn_hook
+from anchorlens.progress import progress_bar
 
 METHODS = ("zero", "mean")
 
@@ -88,7 +88,7 @@ def ablate_heads(
 
 
 @torch.inference_mode()
-def head_means(model, inputs, progress: bool = False) -> Float[Tensor, "layer head d_head"]:
+def head_means(model, inputs, progress: bool = True) -> Float[Tensor, "layer head d_head"]:
     """Each head's mean output ``z`` over all positions of ``inputs``, for mean ablation.
 
     ``inputs``: a list of ``Trace`` objects, a list of strings, or a token tensor ``[batch, pos]``.
@@ -113,7 +113,7 @@ def head_means(model, inputs, progress: bool = False) -> Float[Tensor, "layer he
     total = torch.zeros(cfg.n_layers, cfg.n_heads, cfg.d_head, dtype=torch.float64, device=cfg.device)
     count = 0
     names = [attn_hook(layer, "hook_z") for layer in range(cfg.n_layers)]
-    for tokens in tqdm(sequences, desc="head means", disable=not progress):
+    for tokens in progress_bar(sequences, desc="head means", progress=progress):
         _, cache = model.run_with_cache(tokens.to(cfg.device), names_filter=lambda n: n in names)
         for layer, name in enumerate(names):
             total[layer] += cache[name].double().sum(dim=(0, 1))

@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from anchorlens.mediation.errors import MediationInputError
 from anchorlens.mediation.pairs import encode_pairs
 from anchorlens.mediation.result import MediationResult
 from anchorlens.mediation.sweep import _check_indices, get_component, resolve_positions
+from anchorlens.progress import progress_bar
 
 
 def _replace_one(activation, hook, name: str, unit_kind, position: int, unit, value):
@@ -36,7 +36,7 @@ def _log_softmax_answers(logits, r, r2):
 @torch.no_grad()
 def naive_sweep(model, base: Sequence[str], counterfactual: Sequence[str], base_answer: Sequence[str],
                 counterfactual_answer: Sequence[str], component: str = "mlp_out", positions="last",
-                metric: str = "stolfo_ie", layers=None, units=None, progress: bool = False) -> MediationResult:
+                metric: str = "stolfo_ie", layers=None, units=None, progress: bool = True) -> MediationResult:
     """Same arguments and result as ``mediation_sweep``, one forward pass per pair and cell."""
     comp = get_component(component)
     cfg = model.cfg
@@ -52,7 +52,7 @@ def naive_sweep(model, base: Sequence[str], counterfactual: Sequence[str], base_
     patched_lp, patched_ld = torch.zeros(shape + (2,)), torch.zeros(shape)
     base_lp, cf_lp, base_ld, cf_ld = torch.zeros(n, 2), torch.zeros(n, 2), torch.zeros(n), torch.zeros(n)
     jobs = [(g, j) for g in groups for j in range(g.n_pairs)]
-    for group, j in tqdm(jobs, desc="mediation (naive)", disable=not progress, leave=False):
+    for group, j in progress_bar(jobs, desc="mediation (naive)", progress=progress, leave=False):
         i = group.indices[j]
         tokens, cf_tokens = group.base_tokens[j:j + 1], group.counterfactual_tokens[j:j + 1]
         r, r2 = int(group.base_answer[j]), int(group.counterfactual_answer[j])

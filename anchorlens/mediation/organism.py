@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from anchorlens.mediation.prompts import OPERATORS, TEMPLATES, apply
+from anchorlens.progress import progress_bar
 
 ORGANISM_VERSION = 1
 NUMBERS = [str(n) for n in range(100)]
@@ -107,7 +107,7 @@ def train_organism(out_dir: Path, n_layers: int = 4, d_model: int = 128, n_heads
     rng = torch.Generator().manual_seed(seed)
     started = time.time()
     model.train()
-    for _ in tqdm(range(steps), desc="training the arithmetic organism", disable=not progress):
+    for _ in progress_bar(range(steps), desc="training the arithmetic organism", progress=progress):
         pick = torch.randint(0, len(ids), (batch_size,), generator=rng)
         logits = model(input_ids=ids[pick], attention_mask=mask[pick]).logits
         loss = torch.nn.functional.cross_entropy(logits[torch.arange(batch_size), last[pick]], answers[pick])

@@ -10,10 +10,11 @@ import torch
 from torch import Tensor
 
 from anchorlens.mediation.errors import MediationInputError
+from anchorlens.results import Result
 
 
 @dataclass
-class NeuronOverlap:
+class NeuronOverlap(Result):
     """Top-``k`` overlap of two effect maps over the same cells.
 
     ``overlap``: shared cells / k; ``chance``: its expectation for two random k-sets (k / n_cells);
@@ -30,6 +31,16 @@ class NeuronOverlap:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def plot(self, ax=None):
+        """Bars: the observed top-k overlap beside chance, with the permutation p-value."""
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.subplots(figsize=(3.5, 3))[1]
+        ax.bar(["observed", "chance"], [self.overlap, self.chance], color=["tab:blue", "tab:gray"])
+        ax.set_ylabel(f"share of the top {self.k} cells")
+        ax.set_title(f"p = {self.p_value:.3g} ({self.n_permutations} permutations)")
+        return ax
 
 
 def top_k_overlap(effects_a: Tensor, effects_b: Tensor, k: int = 400, n_permutations: int = 1000,

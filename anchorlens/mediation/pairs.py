@@ -15,10 +15,10 @@ from typing import Sequence
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.mediation.errors import MediationInputError, MultiTokenAnswerError, UnequalLengthError
 from anchorlens.mediation.prompts import PromptPair
+from anchorlens.progress import progress_bar
 
 
 def _encode(model, text: str) -> list[int]:
@@ -171,7 +171,7 @@ def predictions(model, prompts: Sequence[str], batch_size: int = 32) -> list[int
 
 
 def filter_pairs(model, pairs: Sequence[PromptPair], require_correct: bool = True, batch_size: int = 32,
-                 progress: bool = False) -> FilterReport:
+                 progress: bool = True) -> FilterReport:
     """Keep the pairs a sweep can use: one-token answers (fixing a split leading space), equal token lengths
     of base and counterfactual, and (``require_correct``) the model's greedy answer right on both prompts.
 
@@ -179,7 +179,7 @@ def filter_pairs(model, pairs: Sequence[PromptPair], require_correct: bool = Tru
     """
     counts: dict[str, Counter] = {}
     candidates: list[PromptPair] = []
-    for pair in tqdm(pairs, desc="filter pairs", disable=not progress, leave=False):
+    for pair in progress_bar(pairs, desc="filter pairs", progress=progress, leave=False):
         count = counts.setdefault(pair.template, Counter())
         count["generated"] += 1
         base = fit_answer(model, pair.base, pair.base_answer)

@@ -27,10 +27,11 @@ import torch
 from anchorlens.mediation.errors import MediationInputError
 from anchorlens.mediation.prompts import PromptPair
 from anchorlens.mediation.sweep import mediation_sweep
+from anchorlens.results import Result
 
 
 @dataclass
-class MediationPicture:
+class MediationPicture(Result):
     """The numbers of the paper's picture (see the module docstring) and the thresholds they are held to."""
 
     source_early: float
@@ -61,8 +62,27 @@ class MediationPicture:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def to_dataframe(self):
+        """One row per statement of the picture: whether it holds."""
+        import pandas as pd
 
-def mediation_picture(model, pairs: Sequence[PromptPair], chunk_size: int = 256) -> MediationPicture:
+        return pd.DataFrame([{"statement": k, "holds": v} for k, v in self.checks().items()])
+
+    def plot(self, ax=None):
+        """Bars: each number of the picture (normalised logit difference; share for ``mlp_last_share``)."""
+        import matplotlib.pyplot as plt
+
+        values = {k: v for k, v in self.to_dict().items() if k != "n_pairs"}
+        ax = ax or plt.subplots(figsize=(6, 3))[1]
+        ax.bar(range(len(values)), list(values.values()))
+        ax.set_xticks(range(len(values)), list(values), rotation=45, ha="right", fontsize=8)
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.set_title(f"the picture {'holds' if self.holds else 'does not hold'} ({self.n_pairs} pairs)")
+        return ax
+
+
+def mediation_picture(model, pairs: Sequence[PromptPair], chunk_size: int = 256,
+                      progress: bool = True) -> MediationPicture:
     """Sweep ``resid_pre``, ``attn_out`` and ``mlp_out`` over every position of equal-length ``pairs`` and
     summarise them (normalised logit difference, mean over pairs)."""
     if not pairs:
@@ -74,7 +94,7 @@ def mediation_picture(model, pairs: Sequence[PromptPair], chunk_size: int = 256)
     if bool((base_tokens == cf_tokens).all()):
         raise MediationInputError("base and counterfactual prompts are identical: nothing to trace")
     results = {c: mediation_sweep(model, *args, component=c, positions="all", metric="logit_diff",
-                                  chunk_size=chunk_size)
+                                  chunk_size=chunk_size, progress=progress)
                for c in ("resid_pre", "attn_out", "mlp_out")}
     n_layers, last = model.cfg.n_layers, base_tokens.shape[1] - 1
     half = n_layers // 2

@@ -10,11 +10,12 @@ from torch import Tensor
 
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.mediation.metrics import METRICS, effect, mean_and_ci, stolfo_effect
+from anchorlens.results import Result
 
 
 
 @dataclass
-class MediationResult:
+class MediationResult(Result):
     """What patching each cell (layer, position[, unit]) from the counterfactual into the base run did.
 
     Attributes:

@@ -23,7 +23,6 @@ import itertools
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from anchorlens.hooks.cell_patch import COMPONENTS, Component, cell_patch_hooks, source_values
 from anchorlens.hooks.fused_attention import ATTENTION_CHOICES, fused_attention
@@ -31,6 +30,7 @@ from anchorlens.mediation.errors import MediationInputError, PositionError, Unkn
 from anchorlens.mediation.metrics import METRICS, answer_quantities
 from anchorlens.mediation.pairs import EncodedPairs, encode_pairs
 from anchorlens.mediation.result import MediationResult
+from anchorlens.progress import progress_bar
 
 
 def get_component(name: str) -> Component:
@@ -89,7 +89,7 @@ def mediation_sweep(
     reuse_prefix: bool = True,
     reuse_layers: bool = True,
     layer_span: int | None = None,
-    progress: bool = False,
+    progress: bool = True,
     attention: str = "auto",
 ) -> MediationResult:
     """Patch each cell's counterfactual activation into the base run and measure the effect on the answer.
@@ -145,7 +145,7 @@ def mediation_sweep(
         "cf_logit_diff": torch.zeros(n_pairs),
     }
     total = sum(g.n_pairs for g in groups) * len(cell_positions) * len(layers) * (len(units) if units else 1)
-    bar = tqdm(total=total, desc=f"mediation {component}", disable=not progress, leave=False)
+    bar = progress_bar(total=total, desc=f"mediation {component}", progress=progress, leave=False)
     with fused_attention(model, attention):
         for group in groups:
             _sweep_group(model, comp, group, layers, cell_positions, units, chunk_size, reuse_prefix,

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.answers import check_answer, extract_boxed
 from anchorlens.errors import AnchorlensError
@@ -31,6 +30,8 @@ from anchorlens.hooks.fused_attention import fused_attention
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.scores import Head, HeadSelectionError, check_heads
 from anchorlens.trace import encode_text
+from anchorlens.results import Result
+from anchorlens.progress import progress_bar
 
 BASELINE = "none"
 
@@ -72,7 +73,7 @@ def _bootstrap_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95, s
 
 
 @dataclass
-class HeadAblationResult:
+class HeadAblationResult(Result):
     """Per condition (no ablation, the target heads, each random set), per item measurements.
 
     Attributes:
@@ -175,11 +176,11 @@ class HeadAblationResult:
             "method": self.method,
             "target_name": self.target_name,
         }
-        return save_arrays(path, {"logprob": self.logprob, "correct": self.correct}, meta)
+        return save_arrays(path, {"logprob": self.logprob, "correct": self.correct}, meta, kind="HeadAblationResult")
 
     @classmethod
     def load(cls, path: str | Path) -> "HeadAblationResult":
-        arrays, meta = load_arrays(path)
+        arrays, meta = load_arrays(path, kind="HeadAblationResult")
         head_sets = {k: [tuple(h) for h in v] for k, v in meta["head_sets"].items()}
         return cls(head_sets, arrays["logprob"], arrays["correct"], meta["answers"], meta["method"], meta["target_name"])
 
@@ -311,7 +312,7 @@ def head_ablation_experiment(
     logprob = torch.zeros(len(conditions), len(items), dtype=torch.float64)
     correct = torch.zeros(len(conditions), len(tasks), dtype=torch.float64)
     answers: dict[str, list] = {}
-    bar = tqdm(total=len(conditions) * (len(items) + len(tasks)), desc="head ablation", disable=not progress)
+    bar = progress_bar(total=len(conditions) * (len(items) + len(tasks)), desc="head ablation", progress=progress)
     for row, (name, head_set) in enumerate(conditions):
         with ablate_heads(model, head_set or [], method=method, means=means), fused_attention(model, attention):
             for column, (tokens, start) in enumerate(items):

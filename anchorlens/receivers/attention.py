@@ -17,12 +17,13 @@ from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.blocked import DEFAULT_BLOCK_TOKENS, blocked_sentence_attention
 from anchorlens.receivers.reduce import SentenceReducer, Span
 from anchorlens.receivers.scores import PROXIMITY_IGNORE, head_kurtosis, vertical_scores
+from anchorlens.results import Result
 
 PROMPT_LABEL = "<prompt>"
 
 
 @dataclass
-class SentenceAttention:
+class SentenceAttention(Result):
     """Sentence-averaged attention of every head of a model on one trace.
 
     Attributes:
@@ -88,11 +89,27 @@ class SentenceAttention:
                 )
         return pd.concat(frames, ignore_index=True)
 
-    def plot(self, layer: int, head: int, ax=None, **kwargs):
-        """Heatmap of head ``(layer, head)``'s sentence attention (see ``plot_sentence_attention``)."""
+    def plot(self, layer: int | None = None, head: int | None = None, ax=None, **kwargs):
+        """Heatmap of head ``(layer, head)``'s sentence attention (see ``plot_sentence_attention``); by default the
+        head of highest kurtosis of vertical scores (the top receiver head on this trace)."""
         from anchorlens.receivers.plots import plot_sentence_attention
 
+        if (layer is None) != (head is None):
+            from anchorlens.errors import AnchorlensError
+
+            raise AnchorlensError("pass both layer= and head=, or neither (the top receiver head is shown)")
+        if layer is None:
+            layer, head = self.top_head()
         return plot_sentence_attention(self, layer, head, ax=ax, **kwargs)
+
+    def top_head(self) -> tuple[int, int]:
+        """``(layer, head)`` of highest kurtosis of vertical scores; ``(0, 0)`` when no head has one (a 1-layer
+        model, or too few sentences)."""
+        kurtosis = torch.nan_to_num(self.head_kurtosis(), nan=float("-inf"))
+        if not torch.isfinite(kurtosis).any():
+            return 0, 0
+        layer, head = divmod(int(kurtosis.argmax()), self.n_heads)
+        return layer, head
 
     def save(self, path: str | Path) -> Path:
         meta = {
@@ -102,11 +119,11 @@ class SentenceAttention:
             "model_name": self.model_name,
             "metadata": self.metadata,
         }
-        return save_arrays(path, {"matrix": self.matrix}, meta)
+        return save_arrays(path, {"matrix": self.matrix}, meta, kind="SentenceAttention")
 
     @classmethod
     def load(cls, path: str | Path) -> "SentenceAttention":
-        arrays, meta = load_arrays(path)
+        arrays, meta = load_arrays(path, kind="SentenceAttention")
         return cls(
             arrays["matrix"],
             meta["sentences"],

@@ -20,6 +20,7 @@ from anchorlens.errors import AnchorlensError, TokenizerMismatchError
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.heads import ReceiverHeads, receiver_heads
 from anchorlens.receivers.scores import PROXIMITY_IGNORE, TOP_K
+from anchorlens.results import Result
 
 
 def check_same_tokenizer(model_a, model_b) -> None:
@@ -55,7 +56,7 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 @dataclass
-class ModelComparison:
+class ModelComparison(Result):
     """Receiver heads of two models on the same traces.
 
     Attributes:
@@ -107,11 +108,12 @@ class ModelComparison:
     def save(self, path: str | Path) -> Path:
         arrays_a, meta_a = self.heads_a.to_arrays("a.")
         arrays_b, meta_b = self.heads_b.to_arrays("b.")
-        return save_arrays(path, {**arrays_a, **arrays_b, "agreement": self.agreement}, {"names": list(self.names), "a": meta_a, "b": meta_b})
+        return save_arrays(path, {**arrays_a, **arrays_b, "agreement": self.agreement}, {"names": list(self.names), "a": meta_a, "b": meta_b},
+                           kind="ModelComparison")
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelComparison":
-        arrays, meta = load_arrays(path)
+        arrays, meta = load_arrays(path, kind="ModelComparison")
         heads_a = ReceiverHeads.from_arrays(arrays, meta["a"], "a.")
         heads_b = ReceiverHeads.from_arrays(arrays, meta["b"], "b.")
         return cls(tuple(meta["names"]), heads_a, heads_b, arrays["agreement"])

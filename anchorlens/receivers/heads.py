@@ -9,7 +9,6 @@ from typing import Iterable
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.io import load_arrays, save_arrays
@@ -24,10 +23,12 @@ from anchorlens.receivers.scores import (
     split_half_reliability,
     top_heads,
 )
+from anchorlens.results import Result
+from anchorlens.progress import progress_bar
 
 
 @dataclass
-class ReceiverHeads:
+class ReceiverHeads(Result):
     """Receiver heads found on a set of traces, with everything needed to score sentences.
 
     Iterating over it (or indexing it) gives the ``(layer, head)`` pairs, best first, so it can be passed
@@ -142,11 +143,11 @@ class ReceiverHeads:
 
     def save(self, path: str | Path) -> Path:
         arrays, meta = self.to_arrays()
-        return save_arrays(path, arrays, meta)
+        return save_arrays(path, arrays, meta, kind="ReceiverHeads")
 
     @classmethod
     def load(cls, path: str | Path) -> "ReceiverHeads":
-        arrays, meta = load_arrays(path)
+        arrays, meta = load_arrays(path, kind="ReceiverHeads")
         return cls.from_arrays(arrays, meta)
 
     def __repr__(self) -> str:
@@ -187,7 +188,7 @@ def receiver_heads(
         raise AnchorlensError("receiver_heads needs at least one trace: build them with Trace.from_text or generate_trace")
     exclude_layers = tuple(exclude_layers)
     vertical, sentences, kurtoses = [], [], []
-    for trace in tqdm(traces, desc="receiver heads", disable=not progress):
+    for trace in progress_bar(traces, desc="receiver heads", progress=progress):
         attention = sentence_attention(model, trace, include_prompt=include_prompt)
         v = attention.vertical_scores(proximity_ignore, depth_control)
         vertical.append(v)

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.io import load_arrays, save_arrays
+from anchorlens.results import Result
 
 Head = tuple[int, int]
 
@@ -189,7 +190,7 @@ def _pearson(x: Tensor, y: Tensor) -> float:
 
 
 @dataclass
-class SplitHalfReliability:
+class SplitHalfReliability(Result):
     """How well two random halves of the traces agree on each head's mean kurtosis.
 
     Attributes:
@@ -215,11 +216,12 @@ class SplitHalfReliability:
         return plot_reliability(self, ax=ax)
 
     def save(self, path: str | Path) -> Path:
-        return save_arrays(path, {"per_split": self.per_split}, {"r": self.r, "r_corrected": self.r_corrected})
+        return save_arrays(path, {"per_split": self.per_split}, {"r": self.r, "r_corrected": self.r_corrected},
+                           kind="SplitHalfReliability")
 
     @classmethod
     def load(cls, path: str | Path) -> "SplitHalfReliability":
-        arrays, meta = load_arrays(path)
+        arrays, meta = load_arrays(path, kind="SplitHalfReliability")
         return cls(meta["r"], meta["r_corrected"], arrays["per_split"])
 
 

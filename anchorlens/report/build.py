@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.report.data import ReportData, ReportDataError
 from anchorlens.report.figures import report_figures
 from anchorlens.report.html import render_html
+from anchorlens.progress import progress_bar
 
 
 def build_report(out_dir: str | Path, data: ReportData, figures: bool = True, progress: bool = True) -> Path:
@@ -53,6 +53,6 @@ def build_report(out_dir: str | Path, data: ReportData, figures: bool = True, pr
     tmp.replace(page)
     if figures:
         drawn = report_figures(data)
-        for stem, figure in tqdm(drawn.items(), desc="report figures", total=len(drawn), disable=not progress or None):
+        for stem, figure in progress_bar(drawn.items(), desc="report figures", total=len(drawn), progress=progress, disable=None):
             figure.savefig(out / f"{stem}.png", dpi=110)
     return page

@@ -21,6 +21,7 @@ from jaxtyping import Float
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.trace import Trace
+from anchorlens.results import Result, expect_kind
 
 #: The sentence taxonomy of Thought Anchors (docs/methods.md 1.4), in the paper's order.
 CATEGORIES: tuple[str, ...] = (
@@ -82,7 +83,7 @@ class ReportDataError(AnchorlensError):
 
 
 @dataclass
-class ReportData:
+class ReportData(Result):
     """Everything one report shows. Only ``trace`` is required.
 
     Attributes:
@@ -352,7 +353,7 @@ class ReportData:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False))
+        tmp.write_text(json.dumps({"kind": "ReportData"} | self.to_dict(), ensure_ascii=False, allow_nan=False))
         tmp.replace(path)
         return path
 
@@ -362,6 +363,7 @@ class ReportData:
         path = Path(path)
         if not path.exists():
             raise ReportDataError(f"{path} does not exist: pass the report.json that build_report wrote")
+        expect_kind(path, cls)
         return cls.from_dict(json.loads(path.read_text()))
 
 

@@ -56,7 +56,6 @@ import numpy as np
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.answers import answer_classes, normalize_answer
 from anchorlens.errors import AnchorlensError
@@ -64,6 +63,8 @@ from anchorlens.io import load_arrays, save_arrays
 from anchorlens.resampling.bootstrap import BOOTSTRAP_METRICS, TopSentence, make_group, percentile_interval, replicate_metrics, top_sentence
 from anchorlens.resampling.rollout import FORCED, RESAMPLE, Rollout
 from anchorlens.resampling.similarity import SIMILARITY_THRESHOLD, Embedder, cosine_similarity, embed_unique
+from anchorlens.results import Result
+from anchorlens.progress import progress_bar
 
 KL_ALPHA = 1e-9  # the reference's smoothing constant (1 would be Laplace smoothing)
 N_BOOTSTRAP = 1000
@@ -203,7 +204,7 @@ def matching_sentences(
     originals: Sequence[str],
     threshold: float = SIMILARITY_THRESHOLD,
     embed: Embedder | None = None,
-    progress: bool = False,
+    progress: bool = True,
 ) -> Bool[Tensor, "rollout sentence"]:
     """For each rollout text, which original sentences it contains a match of (cosine >= threshold).
 
@@ -228,7 +229,7 @@ def matching_sentences(
     row = {u: k for k, u in enumerate(distinct)}
     hits = cosine_similarity(vectors[torch.tensor(distinct)], orig) >= threshold  # [distinct, sentence]
     k = n
-    for r, ps in enumerate(tqdm(pieces, desc="matching rollout sentences", disable=not progress)):
+    for r, ps in enumerate(progress_bar(pieces, desc="matching rollout sentences", progress=progress)):
         if ps:
             rows = torch.tensor([row[index[k + m]] for m in range(len(ps))])
             out[r] = hits[rows].any(dim=0)
@@ -240,7 +241,7 @@ def matching_sentences(
 
 
 @dataclass
-class ImportanceResult:
+class ImportanceResult(Result):
     """Per-sentence importance of one trace. Every metric is a ``Float[Tensor, "sentence"]``.
 
     ``to_dataframe()`` gives one row per sentence with the published column names (``chunk``,
@@ -412,12 +413,12 @@ class ImportanceResult:
         arrays.update({f"bootstrap__{k}": v.float() for k, v in self.bootstrap.items()})  # float32: half the file
         meta = {"sentences": self.sentences, "categories": self.categories, "trace_id": self.trace_id, "extra": self.extra,
                 "confidence": self.confidence, "answer_equivalence": self.answer_equivalence, "run_info": self.run_info}
-        return save_arrays(path, arrays, meta)
+        return save_arrays(path, arrays, meta, kind="ImportanceResult")
 
     @classmethod
     def load(cls, path: str | Path) -> "ImportanceResult":
         """Read what ``save`` wrote."""
-        arrays, meta = load_arrays(path)
+        arrays, meta = load_arrays(path, kind="ImportanceResult")
         intervals = {k[len("ci__"):]: arrays.pop(k) for k in list(arrays) if k.startswith("ci__")}
         bootstrap = {k[len("bootstrap__"):]: arrays.pop(k) for k in list(arrays) if k.startswith("bootstrap__")}
         return cls(
@@ -521,7 +522,7 @@ def sentence_importance(
     nan = float("nan")
     cols: dict[str, list[float]] = {name: [nan] * n for name in METRIC_COLUMNS}
 
-    for i in tqdm(range(n), desc="sentence importance", disable=not progress or n < 20):
+    for i in progress_bar(range(n), desc="sentence importance", progress=progress and n >= 20):
         here = answered[i]
         cols["accuracy"][i] = rollout_accuracy(here)
         if here:

@@ -23,6 +23,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from anchorlens.errors import ModelPackageMissingError
+from anchorlens.progress import show
 
 Embedder = Callable[[list[str]], Tensor]
 
@@ -82,7 +83,7 @@ class MiniLMEmbedder:
                 batch_size=self.batch_size,
                 convert_to_tensor=True,
                 normalize_embeddings=True,
-                show_progress_bar=self.show_progress and len(missing) > self.batch_size,
+                show_progress_bar=show(self.show_progress) and len(missing) > self.batch_size,
             ).float().cpu()
             self._cache.update(zip(missing, vectors))
         if not texts:

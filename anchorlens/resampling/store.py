@@ -32,6 +32,7 @@ from typing import Iterable
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.resampling.rollout import FORCED, RESAMPLE, Rollout
+from anchorlens.results import Result, expect_kind
 
 SCHEMA_VERSION = 2  # 2: rollouts keyed on their settings (settings_id); 1 is migrated on open
 KINDS = (RESAMPLE, FORCED)
@@ -87,7 +88,7 @@ class StoreError(AnchorlensError):
     """A rollout store that cannot be used as asked (bad path, other schema, other settings)."""
 
 
-class RolloutStore:
+class RolloutStore(Result):
     """Rollouts in a SQLite file: idempotent writes, one transaction per rollout, resumable runs.
 
     Args:
@@ -119,6 +120,7 @@ class RolloutStore:
         """Open an existing store (``RolloutStore(path)`` also creates a new one)."""
         if not Path(path).is_file():
             raise StoreError(f"no rollout store at {path}; create one with RolloutStore(path)")
+        expect_kind(path, cls)  # e.g. a result's .npz: say what it is rather than a SQLite error
         return cls(path)
 
     def save(self, path: str | Path) -> Path:

@@ -14,6 +14,7 @@ from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.scores import Head
 from anchorlens.study import aggregate
 from anchorlens.views import VIEW_COLUMNS, view_correlations
+from anchorlens.results import Result, expect_kind
 
 # The importance metrics correlated with the views by default (the accuracy-based and KL-based ones).
 IMPORTANCE_METRICS = ["resampling_importance_accuracy", "resampling_importance_kl", "counterfactual_importance_accuracy",
@@ -24,7 +25,7 @@ NOT_METRICS = {"trace", "sentence", "text", "category", "classifier_category", "
 
 
 @dataclass
-class Study:
+class Study(Result):
     """Per-trace results of one white-box model over many traces, and the statistics over traces.
 
     Attributes:
@@ -184,6 +185,7 @@ class Study:
     @classmethod
     def load(cls, folder: str | Path) -> "Study":
         folder = Path(folder)
+        expect_kind(folder, cls)  # e.g. an analysis's folder, or one result's file
         arrays, meta = load_arrays(folder / "study.npz", kind="Study")
         sentences = pd.read_json(folder / "study_sentences.json", orient="split", dtype=False)
         return cls(traces=meta["traces"], kurtosis=arrays["kurtosis"],

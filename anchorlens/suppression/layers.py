@@ -15,7 +15,6 @@ from typing import Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.suppression.matrix import DEFAULT_TEMPERATURE, log_kl, sentence_matrix
@@ -29,6 +28,8 @@ from anchorlens.suppression.validation import (
     check_trace,
     resolve_heads,
 )
+from anchorlens.results import Result
+from anchorlens.progress import progress_bar
 
 
 def layer_windows(n_layers: int, window: int = 1, stride: int | None = None) -> list[list[int]]:
@@ -54,7 +55,7 @@ def layer_windows(n_layers: int, window: int = 1, stride: int | None = None) -> 
 
 
 @dataclass
-class LayerSuppression:
+class LayerSuppression(Result):
     """Suppression matrices per window of layers.
 
     Attributes:
@@ -236,7 +237,7 @@ def suppression_by_layer(
     matrices, token_kls = [], []
     with fused_attention(model, attention):
         baseline = run_baseline(model, tokens, temperature, keep_cache=method == "fast")
-        for layers in tqdm(windows, desc="suppression by layer", disable=not progress):
+        for layers in progress_bar(windows, desc="suppression by layer", progress=progress):
             token_kl = suppressed_token_kl(
                 model, tokens, baseline, trace.token_spans, layers, head_list, method,
                 batch_positions, max_waste, None, progress,

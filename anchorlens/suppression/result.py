@@ -10,10 +10,11 @@ from torch import Tensor
 
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.suppression.matrix import log_kl, row_centre
+from anchorlens.results import Result
 
 
 @dataclass
-class SuppressionMatrix:
+class SuppressionMatrix(Result):
     """Which earlier sentences each later sentence depends on (Thought Anchors' attention suppression).
 
     Attributes:

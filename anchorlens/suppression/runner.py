@@ -20,12 +20,12 @@ from typing import Sequence
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from anchorlens.hooks.fused_attention import hide_keys, is_fused
 from anchorlens.hooks.key_suppression import key_suppression_hooks
 from anchorlens.suppression.matrix import log_probs, position_kl
 from anchorlens.suppression.prefix_cache import prefix_cache, reusable
+from anchorlens.progress import progress_bar
 
 METHODS = ("fast", "naive")
 
@@ -179,7 +179,7 @@ def naive_position_kl(
     """One full forward per suppressed sentence: KL per logit position, ``[len(suppressed), n_tokens]``."""
     n_tokens = tokens.shape[1]
     out = torch.zeros(len(suppressed), n_tokens, device=tokens.device)  # on the device: no sync per row
-    for row, j in enumerate(tqdm(suppressed, desc="suppression (naive)", disable=not progress, leave=False)):
+    for row, j in enumerate(progress_bar(suppressed, desc="suppression (naive)", progress=progress, leave=False)):
         start, end = spans[j]
         logits = suppressed_logits(model, tokens, [(start, end)], layers, heads)
         kl = baseline.kl(start, logits[:, start:])
@@ -217,7 +217,7 @@ def fast_position_kl(
     order = sorted(range(len(suppressed)), key=lambda r: spans[suppressed[r]][0])
     starts = [spans[suppressed[r]][0] for r in order]
     out = torch.zeros(len(suppressed), n_tokens, device=tokens.device)
-    bar = tqdm(total=len(suppressed), desc="suppression (fast)", disable=not progress, leave=False)
+    bar = progress_bar(total=len(suppressed), desc="suppression (fast)", progress=progress, leave=False)
     for batch in plan_batches(starts, n_tokens, max_positions, max_waste, max_batch):
         rows = [order[k] for k in batch]
         ranges = [spans[suppressed[r]] for r in rows]

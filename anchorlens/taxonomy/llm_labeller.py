@@ -18,10 +18,10 @@ import re
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.taxonomy.categories import CATEGORY_DEFINITIONS, SENTENCE_CATEGORIES
+from anchorlens.progress import progress_bar
 
 
 #: Worked examples shown in the prompt (``examples=True``): two sentences per category, picked by hand from
@@ -210,7 +210,7 @@ def label_sentences_with_model(
         raise AnchorlensError("model must be a TransformerBridge or a callable prompt -> reply text")
     labels: list[str | None] = []
     bridge = _PrefixLabeller(model, _instructions(examples)) if is_bridge else None
-    for i in tqdm(range(len(texts)), desc="labelling sentences", disable=not progress):
+    for i in progress_bar(range(len(texts)), desc="labelling sentences", progress=progress):
         if bridge is not None:
             labels.append(bridge(_sentence_part(texts, i, problem=problem, context=context)))
         else:

@@ -15,7 +15,6 @@ import copy
 from typing import Iterator, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from anchorlens.hooks.fused_attention import ATTENTION_CHOICES, fused_attention, resolve_attention
 from anchorlens.resampling.samplers.base import (
@@ -29,6 +28,7 @@ from anchorlens.resampling.samplers.base import (
 from anchorlens.resampling.samplers.nucleus import nucleus_probs, sample_rows, seeded_generators
 from anchorlens.models import weights_fingerprint
 from anchorlens.trace import encode_text
+from anchorlens.progress import progress_bar
 
 
 class LocalSampler(Sampler):
@@ -103,7 +103,7 @@ class LocalSampler(Sampler):
         groups: dict[str, list[SampleRequest]] = {}
         for request in requests:
             groups.setdefault(request.prompt, []).append(request)
-        bar = tqdm(total=len(requests), unit="rollout", desc="local sampling", disable=not self.progress)
+        bar = progress_bar(total=len(requests), unit="rollout", desc="local sampling", progress=self.progress)
         try:
             for prompt, group in groups.items():
                 prompt_ids = self._encode(prompt, params.max_tokens)

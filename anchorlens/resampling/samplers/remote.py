@@ -17,7 +17,6 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Iterator, Sequence
 
-from tqdm.auto import tqdm
 
 from anchorlens.resampling.samplers.base import (
     FINISH_REASONS,
@@ -29,6 +28,7 @@ from anchorlens.resampling.samplers.base import (
     ServerUnavailableError,
     check_requests,
 )
+from anchorlens.progress import progress_bar
 
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
@@ -94,7 +94,7 @@ class ServerSampler(Sampler):
         requests = check_requests(requests)
         pending = iter(requests)
         in_flight: set[Future] = set()
-        bar = tqdm(total=len(requests), unit="rollout", desc="server sampling", disable=not self.progress)
+        bar = progress_bar(total=len(requests), unit="rollout", desc="server sampling", progress=self.progress)
         executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="anchorlens-sampler")
         try:
             # Submit lazily, keeping only `concurrency` requests queued: a consumer that stops early
