@@ -12,12 +12,14 @@ float64 so that results agree with scipy to 1e-6 and better.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 from jaxtyping import Float
+from scipy.stats import ConstantInputWarning, pearsonr
 from torch import Tensor
 
 from anchorlens.errors import AnchorlensError
@@ -184,8 +186,10 @@ def receiver_scores(
 
 
 def _pearson(x: Tensor, y: Tensor) -> float:
-    x, y = x - x.mean(), y - y.mean()
-    return float((x * y).sum() / torch.sqrt((x * x).sum() * (y * y).sum()))
+    """Pearson r (scipy), NaN where either side is constant."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)  # a constant half: r is NaN, said by the value
+        return float(pearsonr(x.double().cpu().numpy(), y.double().cpu().numpy()).statistic)
 
 
 @dataclass
