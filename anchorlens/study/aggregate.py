@@ -113,6 +113,8 @@ def category_means(frame: pd.DataFrame, metrics: list[str], category: str = "cat
     index = pd.MultiIndex.from_product([names, categories])
     sums = sums.reindex(index, fill_value=0.0).to_numpy().reshape(len(names), len(categories), len(metrics))
     counts = counts.reindex(index, fill_value=0.0).to_numpy().reshape(len(names), len(categories), len(metrics))
+    # Hand-written, not scipy.stats.bootstrap: each draw of whole traces is a weighted sum of per-trace sums and
+    # counts, for every category and metric at once; a category absent from a draw is NaN there, not everywhere.
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(names), size=(n_boot, len(names)))
     weights = np.stack([np.bincount(d, minlength=len(names)) for d in draws]).astype(float)  # [boot, trace]
