@@ -98,7 +98,8 @@ def view_correlations(frame: pd.DataFrame, columns: list[str] | None = None, n_b
                 warnings.simplefilter("ignore", DegenerateDataWarning)  # NaN resamples: left out below
                 boot = bootstrap((x, y), lambda u, v, axis: _spearman(u, v), paired=True, vectorized=True,
                                  n_resamples=n_boot, method="percentile", rng=rng).bootstrap_distribution
-            low, high = (float(v[0]) for v in percentile_interval(boot[:, None], confidence))  # constant resamples: left out
+            # resamples where a view is constant (Spearman undefined) are left out of the interval
+            low, high = (float(v[0]) for v in percentile_interval(boot[:, None], confidence))
             rows.append({"view_a": a, "view_b": b, "spearman": rho, "ci_low": low, "ci_high": high, "n": n})
     return pd.DataFrame(rows, columns=["view_a", "view_b", "spearman", "ci_low", "ci_high", "n"])
 

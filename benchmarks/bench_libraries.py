@@ -55,7 +55,8 @@ def bench_kurtosis(n, repeats):
     values[..., -4:] = float("nan")
     hand, ours = timed(lambda: kurtosis(values), repeats)
     library, theirs = timed(lambda: scipy_kurtosis(values.numpy(), axis=-1, nan_policy="omit"), repeats)
-    report(f"kurtosis [30, 9, {n}]", hand, library, f"max |difference| {np.abs(ours.numpy() - np.asarray(theirs)).max():.1e}")
+    difference = np.abs(ours.numpy() - np.asarray(theirs)).max()
+    report(f"kurtosis [30, 9, {n}]", hand, library, f"max |difference| {difference:.1e}")
 
 
 def hand_row_ranks(values, valid):
@@ -141,7 +142,8 @@ def bench_logistic(repeats):
     for folder in reference_trace_dirs(REPO / "data" / "thought-anchors"):
         trace = load_reference_trace(folder)
         if trace.categories is not None:
-            traces.append((folder.name, trace.sentences, np.array([SENTENCE_CATEGORIES.index(c) for c in trace.categories])))
+            labels = np.array([SENTENCE_CATEGORIES.index(c) for c in trace.categories])
+            traces.append((folder.name, trace.sentences, labels))
     train = [t for t in traces if t[0] not in held_out]
     test = [t for t in traces if t[0] in held_out]
     vocabulary = NgramVocabulary.fit([s for t in train for s in t[1]])

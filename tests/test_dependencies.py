@@ -74,14 +74,16 @@ def test_the_parser_sees_known_imports():
 
 
 def test_every_imported_package_is_declared():
-    missing = {m: files[:3] for m, files in third_party(imported_modules()).items() if distribution(m) not in declared()}
+    modules = third_party(imported_modules())
+    missing = {m: files[:3] for m, files in modules.items() if distribution(m) not in declared()}
     assert not missing, f"imported by anchorlens but not in pyproject.toml's dependencies: {missing}"
 
 
 def test_every_declared_package_is_used():
     used = {distribution(m) for m in third_party(imported_modules())}
     unused = declared() - used - {_normal(name) for name in USED_INDIRECTLY}
-    assert not unused, f"declared in pyproject.toml but never imported by anchorlens (remove, or explain in USED_INDIRECTLY): {unused}"
+    assert not unused, (f"declared in pyproject.toml but never imported by anchorlens (remove it, or say why it is "
+                        f"needed in USED_INDIRECTLY): {unused}")
 
 
 def test_declared_packages_are_pinned_in_the_lock():
