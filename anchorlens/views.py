@@ -8,12 +8,16 @@ is often indistinguishable from zero, and the interval says so.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
-from scipy.stats import rankdata
+from scipy.stats import ConstantInputWarning, DegenerateDataWarning, bootstrap, pearsonr, rankdata
 from torch import Tensor
+
+from anchorlens.resampling.bootstrap import percentile_interval
 
 # The one sentence that defines each per-sentence column of analyze's table.
 VIEW_DEFINITIONS = {
@@ -90,18 +94,20 @@ def view_correlations(frame: pd.DataFrame, columns: list[str] | None = None, n_b
             if n < 3:
                 continue
             rho = _spearman(x[None], y[None])[0]
-            picks = rng.integers(0, n, size=(n_boot, n))
-            boot = _spearman(x[picks], y[picks])
-            boot = boot[np.isfinite(boot)]
-            tail = (1 - confidence) / 2
-            low, high = (np.quantile(boot, [tail, 1 - tail]) if len(boot) else (np.nan, np.nan))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DegenerateDataWarning)  # NaN resamples: left out below
+                boot = bootstrap((x, y), lambda u, v, axis: _spearman(u, v), paired=True, vectorized=True,
+                                 n_resamples=n_boot, method="percentile", rng=rng).bootstrap_distribution
+            # resamples where a view is constant (Spearman undefined) are left out of the interval
+            low, high = (float(v[0]) for v in percentile_interval(boot[:, None], confidence))
             rows.append({"view_a": a, "view_b": b, "spearman": rho, "ci_low": low, "ci_high": high, "n": n})
     return pd.DataFrame(rows, columns=["view_a", "view_b", "spearman", "ci_low", "ci_high", "n"])
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Row-wise Spearman correlation of ``[rows, n]`` arrays (ties share their mean rank; NaN if constant)."""
-    rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)
-    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (rx * ry).sum(1) / np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
+    """Row-wise Spearman correlation of ``[rows, n]`` arrays: Pearson r of the ranks (ties share their mean rank),
+    NaN where a row is constant. ``spearmanr`` would correlate every row with every other row (a rows x rows
+    matrix); ``pearsonr(axis=1)`` pairs them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)  # a constant resample: NaN, left out by the caller
+        return np.asarray(pearsonr(rankdata(x, axis=1), rankdata(y, axis=1), axis=1).statistic, dtype=float)

@@ -62,14 +62,15 @@ def random_head_sets(
 
 
 def _bootstrap_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values``."""
+    """Percentile bootstrap interval of the mean of ``values`` (``scipy.stats.bootstrap``); NaN values dropped."""
+    from scipy.stats import bootstrap
+
     values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(1)
-    tail = (1 - level) / 2 * 100
-    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+    if len(values) < 2:  # scipy needs two observations; one value is its own (empty) interval
+        return (float(values[0]),) * 2 if len(values) else (float("nan"),) * 2
+    result = bootstrap((values,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
+                       rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 @dataclass

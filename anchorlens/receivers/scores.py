@@ -12,12 +12,14 @@ float64 so that results agree with scipy to 1e-6 and better.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 from jaxtyping import Float
+from scipy.stats import ConstantInputWarning, pearsonr, rankdata
 from torch import Tensor
 
 from anchorlens.errors import AnchorlensError
@@ -45,19 +47,17 @@ def _valid_pairs(n: int, proximity_ignore: int, device) -> Tensor:
 def row_ranks(values: Float[Tensor, "... row col"], valid: Tensor) -> Float[Tensor, "... row col"]:
     """Per row, the rank of each valid entry among the row's valid entries divided by their number.
 
-    Ties get their average rank (as ``scipy.stats.rankdata``); invalid entries become NaN. This is the
+    Ties get their average rank (``scipy.stats.rankdata``); invalid entries become NaN. This is the
     reference's depth control: late rows have more entries, and ranks put all rows on one scale.
 
     >>> row_ranks(torch.tensor([[0.1, 0.3, 0.3, 9.0]]), torch.tensor([[True, True, True, False]]))
     tensor([[0.3333, 0.8333, 0.8333,    nan]])
     """
-    filled = torch.where(valid, values, torch.full_like(values, float("inf"))).contiguous()
-    ordered = filled.sort(dim=-1).values.contiguous()
-    left = torch.searchsorted(ordered, filled, side="left")
-    right = torch.searchsorted(ordered, filled, side="right")
-    ranks = (left + right + 1).to(values.dtype) / 2  # 1-based average rank of ties
-    per_row = valid.sum(-1, keepdim=True).to(values.dtype)
-    return torch.where(valid, ranks / per_row, torch.full_like(values, float("nan")))
+    valid = valid.expand_as(values)
+    masked = torch.where(valid, values.double(), torch.full_like(values, float("nan"), dtype=torch.float64))
+    ranks = torch.from_numpy(rankdata(masked.cpu().numpy(), axis=-1, nan_policy="omit"))  # NaN stays NaN
+    per_row = valid.sum(-1, keepdim=True).cpu().double()
+    return (ranks / per_row).to(device=values.device, dtype=values.dtype)
 
 
 def vertical_scores(
@@ -91,7 +91,8 @@ def kurtosis(values: Float[Tensor, "... n"], dim: int = -1) -> Float[Tensor, "..
     """Excess kurtosis along ``dim``, NaN entries omitted.
 
     Equals ``scipy.stats.kurtosis(values, axis=dim, fisher=True, bias=True, nan_policy="omit")``,
-    NaN where the values are constant or absent.
+    NaN where the values are constant or absent. Hand-written because scipy's NaN-omitting path (masked arrays)
+    is ~300x slower on a [layer, head, sentence] map (benchmarks/bench_libraries.py) and leaves the device.
 
     >>> round(kurtosis(torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0])).item(), 4)
     0.25
@@ -185,8 +186,10 @@ def receiver_scores(
 
 
 def _pearson(x: Tensor, y: Tensor) -> float:
-    x, y = x - x.mean(), y - y.mean()
-    return float((x * y).sum() / torch.sqrt((x * x).sum() * (y * y).sum()))
+    """Pearson r (scipy), NaN where either side is constant."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)  # a constant half: r is NaN, said by the value
+        return float(pearsonr(x.double().cpu().numpy(), y.double().cpu().numpy()).statistic)
 
 
 @dataclass

@@ -116,6 +116,8 @@ def replicate_metrics(resample: Sequence[Group], forced: Sequence[Group], alpha:
     the point values (one identity draw), which match ``sentence_importance``.
     """
     n = len(resample)
+    # Hand-written, not scipy.stats.bootstrap: one draw of every sentence's rollouts feeds all metrics, the
+    # next sentence's metrics (importance = acc[i+1] - acc[i]) and the top-vs-runner-up difference at once.
     rng = np.random.default_rng(seed)
     idx_r = _draws(resample, n_bootstrap, rng)
     idx_f = _draws(forced, n_bootstrap, rng)

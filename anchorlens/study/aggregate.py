@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
+from scipy.stats import ConstantInputWarning, DegenerateDataWarning, bootstrap, pearsonr
 from torch import Tensor
 
 from anchorlens.receivers.scores import Head, top_heads
+from anchorlens.resampling.bootstrap import percentile_interval
 
 
 def mean_kurtosis(kurtosis: Float[Tensor, "trace layer head"], exclude_layers=(0,)) -> Float[Tensor, "layer head"]:
@@ -39,9 +41,10 @@ def study_heads(kurtosis: Float[Tensor, "trace layer head"], top_k: int, exclude
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    x, y = x - x.mean(), y - y.mean()
-    denominator = np.sqrt((x * x).sum() * (y * y).sum())
-    return float((x * y).sum() / denominator) if denominator > 0 else float("nan")
+    """Pearson r (scipy), NaN where either side is constant."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)  # a constant half: r is NaN, said by the value
+        return float(pearsonr(x, y).statistic)
 
 
 def _half_means(values: np.ndarray, first_layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,26 +69,32 @@ def even_odd_reliability(kurtosis: Float[Tensor, "trace layer head"], first_laye
 
 def reliability_interval(kurtosis: Float[Tensor, "trace layer head"], n_boot: int = 2000, confidence: float = 0.95,
                          seed: int = 0, first_layer: int = 1) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``even_odd_reliability``: each half's traces resampled with replacement
-    within the half (a trace never lands in both halves, which would inflate r). NaN with under 2 traces a half."""
+    """Percentile bootstrap interval of ``even_odd_reliability`` (``scipy.stats.bootstrap`` with the two halves as
+    two samples, each resampled with replacement within itself: a trace never lands in both halves, which would
+    inflate r). Resamples where r is undefined are left out. NaN with under 2 traces a half."""
     values = kurtosis.double().numpy()
     even_idx, odd_idx = np.arange(0, len(values), 2), np.arange(1, len(values), 2)
     if len(even_idx) < 2 or len(odd_idx) < 2:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    rs = []
-    for _ in range(n_boot):
-        draw = np.empty(len(even_idx) + len(odd_idx), dtype=int)
-        draw[0::2] = rng.choice(even_idx, size=len(even_idx))
-        draw[1::2] = rng.choice(odd_idx, size=len(odd_idx))
-        rs.append(even_odd_reliability(torch.from_numpy(values[draw]), first_layer))
-    rs = np.asarray(rs)
-    rs = rs[np.isfinite(rs)]
-    if not len(rs):
-        return float("nan"), float("nan")
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(rs, [tail, 1 - tail])
-    return float(low), float(high)
+
+    def statistic(even_draw: np.ndarray, odd_draw: np.ndarray) -> float:  # resampled trace indices of each half
+        draw = np.empty(len(even_draw) + len(odd_draw), dtype=int)
+        draw[0::2], draw[1::2] = even_draw, odd_draw
+        return even_odd_reliability(torch.from_numpy(values[draw]), first_layer)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateDataWarning)  # NaN resamples: left out below
+        result = bootstrap((even_idx, odd_idx), statistic, n_resamples=n_boot, vectorized=False, method="percentile",
+                           confidence_level=confidence, rng=np.random.default_rng(seed))
+    return _finite_interval(result.bootstrap_distribution, confidence)
+
+
+
+def _finite_interval(draws: np.ndarray, confidence: float) -> tuple[float, float]:
+    """scipy's percentile interval over the finite draws only: scipy's own is NaN as soon as one resample leaves
+    the statistic undefined (a constant half or view), which says nothing about the other resamples."""
+    low, high = percentile_interval(np.asarray(draws, dtype=float)[:, None], confidence)
+    return float(low[0]), float(high[0])
 
 
 def category_means(frame: pd.DataFrame, metrics: list[str], category: str = "category", trace: str = "trace",
@@ -104,6 +113,8 @@ def category_means(frame: pd.DataFrame, metrics: list[str], category: str = "cat
     index = pd.MultiIndex.from_product([names, categories])
     sums = sums.reindex(index, fill_value=0.0).to_numpy().reshape(len(names), len(categories), len(metrics))
     counts = counts.reindex(index, fill_value=0.0).to_numpy().reshape(len(names), len(categories), len(metrics))
+    # Hand-written, not scipy.stats.bootstrap: each draw of whole traces is a weighted sum of per-trace sums and
+    # counts, for every category and metric at once; a category absent from a draw is NaN there, not everywhere.
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(names), size=(n_boot, len(names)))
     weights = np.stack([np.bincount(d, minlength=len(names)) for d in draws]).astype(float)  # [boot, trace]

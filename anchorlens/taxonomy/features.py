@@ -18,14 +18,13 @@ self-checking inside a verification, active computation elsewhere. So each sente
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from jaxtyping import Float
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from anchorlens.resampling.similarity import Embedder, default_embedder
 
@@ -142,14 +141,16 @@ def _terms(sentence: str) -> list[str]:
 
 @dataclass
 class NgramVocabulary:
-    """TF-IDF over word unigrams and bigrams: ``(1 + log count) * idf``, each row L2-normalised.
+    """TF-IDF over word unigrams and bigrams (scikit-learn's ``TfidfVectorizer`` on ``_terms``).
 
-    ``idf = log((1 + documents) / (1 + document frequency)) + 1``; ``fit`` keeps the ``max_terms`` most frequent
-    terms seen in at least ``min_df`` sentences.
+    A term's weight is ``(1 + log count) * idf`` (``sublinear_tf``), each row L2-normalised, with
+    ``idf = log((1 + documents) / (1 + document frequency)) + 1`` (``smooth_idf``); ``fit`` keeps the
+    ``max_terms`` most frequent terms seen in at least ``min_df`` sentences. ``terms`` and ``idf`` are what the
+    shipped weights store; ``terms[k]`` is column ``k``.
 
     >>> vocab = NgramVocabulary.fit(["let me check", "let me add", "let me check again"], min_df=2)
     >>> vocab.terms
-    ['let', 'let me', 'me', 'check', 'me check']
+    ['check', 'let', 'let me', 'me', 'me check']
     """
 
     terms: list[str]
@@ -157,31 +158,19 @@ class NgramVocabulary:
 
     @classmethod
     def fit(cls, sentences: Sequence[str], max_terms: int = 1000, min_df: int = 3) -> "NgramVocabulary":
-        document_frequency: Counter = Counter()
-        total: Counter = Counter()
-        for sentence in sentences:
-            terms = _terms(sentence)
-            total.update(terms)
-            document_frequency.update(set(terms))
-        kept = [t for t in total if document_frequency[t] >= min_df]
-        kept.sort(key=lambda t: (-total[t], t))
-        kept = kept[:max_terms]
-        n = len(sentences)
-        idf = np.array([math.log((1 + n) / (1 + document_frequency[t])) + 1 for t in kept], dtype=np.float32)
-        return cls(kept, idf)
+        vectorizer = TfidfVectorizer(analyzer=_terms, min_df=min_df, max_features=max_terms, sublinear_tf=True)
+        try:
+            vectorizer.fit(list(sentences))
+        except ValueError:  # no term in min_df sentences: an empty vocabulary, as for no sentences at all
+            return cls([], np.zeros(0, dtype=np.float32))
+        return cls(vectorizer.get_feature_names_out().tolist(), vectorizer.idf_.astype(np.float32))
 
     def transform(self, sentences: Sequence[str]) -> Float[np.ndarray, "sentence term"]:
-        index = {t: k for k, t in enumerate(self.terms)}
-        out = np.zeros((len(sentences), len(self.terms)), dtype=np.float32)
-        for i, sentence in enumerate(sentences):
-            for term, count in Counter(_terms(sentence)).items():
-                k = index.get(term)
-                if k is not None:
-                    out[i, k] = (1 + math.log(count)) * self.idf[k]
-            norm = np.linalg.norm(out[i])
-            if norm > 0:
-                out[i] /= norm
-        return out
+        if not self.terms:
+            return np.zeros((len(sentences), 0), dtype=np.float32)
+        vectorizer = TfidfVectorizer(analyzer=_terms, vocabulary=list(self.terms), sublinear_tf=True, dtype=np.float32)
+        vectorizer.idf_ = np.asarray(self.idf, dtype=np.float32)  # the stored idf, not one refitted on these sentences
+        return vectorizer.transform(list(sentences)).toarray()
 
 
 def feature_names(dim: int = 384, vocabulary: NgramVocabulary | None = None) -> list[str]:

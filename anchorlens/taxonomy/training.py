@@ -1,4 +1,4 @@
-"""Fitting and scoring the taxonomy classifier (used by ``scripts/train_taxonomy.py``; pure numpy/torch).
+"""Fitting and scoring the taxonomy classifier (used by ``scripts/train_taxonomy.py``; scikit-learn).
 
 >>> stage = fit_logistic(x_train, y_train, l2=0.1)                    # doctest: +SKIP
 >>> scores = score(y_true, stage.proba(x_test).argmax(1))              # doctest: +SKIP
@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from jaxtyping import Float, Int
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from sklearn.preprocessing import StandardScaler
 
 from anchorlens.taxonomy.categories import SENTENCE_CATEGORIES
 from anchorlens.taxonomy.classifier import LinearStage
@@ -23,46 +25,40 @@ def fit_logistic(
     n_classes: int = len(SENTENCE_CATEGORIES),
     max_iter: int = 400,
 ) -> LinearStage:
-    """Multinomial logistic regression on standardised features, fitted with L-BFGS.
+    """Multinomial logistic regression on standardised features (scikit-learn, L-BFGS).
 
-    ``l2`` penalises the squared weights (summed); classes are weighted by (balanced weight) **
-    ``class_weight_power``: 0 is unweighted, 1 fully balanced (rare categories such as problem_setup and
-    final_answer_emission matter for macro-F1).
+    Minimises the class-weighted mean cross-entropy plus ``l2`` times the summed squared weights (the
+    intercepts are not penalised); classes are weighted by (balanced weight) ** ``class_weight_power``: 0 is
+    unweighted, 1 fully balanced (rare categories such as problem_setup and final_answer_emission matter for
+    macro-F1). A class absent from ``y`` gets zero weights and an intercept below every other: never predicted.
     """
-    x_t = torch.tensor(np.asarray(x, dtype=np.float32))
-    y_t = torch.tensor(np.asarray(y, dtype=np.int64))
-    mean = x_t.mean(0)
-    scale = x_t.std(0) + 1e-6  # constant columns (e.g. an unseen n-gram) stay finite
-    xs = (x_t - mean) / scale
-    counts = torch.bincount(y_t, minlength=n_classes).float()
-    weights = (counts.sum() / (n_classes * counts.clamp(min=1))) ** class_weight_power
-    torch.manual_seed(0)
-    model = torch.nn.Linear(x_t.shape[1], n_classes)
-    optimiser = torch.optim.LBFGS(model.parameters(), max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimiser.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(xs), y_t, weight=weights) + l2 * model.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
-    return LinearStage(
-        mean=mean.numpy(), scale=scale.numpy(), weight=model.weight.detach().numpy(), bias=model.bias.detach().numpy()
-    )
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    scaler = StandardScaler().fit(x)  # constant columns (e.g. an unseen n-gram) get scale 1 and stay 0
+    counts = np.bincount(y, minlength=n_classes)
+    weights = (len(y) / (n_classes * np.maximum(counts, 1))) ** class_weight_power
+    # sklearn minimises sum_i w_i CE_i / sum_i w_i + ||W||^2 / (2 C sum_i w_i): this C makes the penalty l2 ||W||^2
+    C = 1.0 / (2.0 * l2 * weights[y].sum())
+    present = np.flatnonzero(counts)
+    model = LogisticRegression(C=C, class_weight=dict(enumerate(weights)), max_iter=max_iter)
+    model.fit(scaler.transform(x), y)
+    weight = np.zeros((n_classes, x.shape[1]))
+    bias = np.full(n_classes, model.intercept_.min() - 50.0 if len(present) > 1 else -50.0)
+    if len(present) == 1:  # sklearn refuses one class; predicting it always is the fit
+        bias[present] = 0.0
+    else:
+        weight[present], bias[present] = model.coef_, model.intercept_
+    return LinearStage(mean=scaler.mean_.astype(np.float32), scale=scaler.scale_.astype(np.float32),
+                       weight=weight.astype(np.float32), bias=bias.astype(np.float32))
 
 
 def score(y_true: Int[np.ndarray, "n"], y_pred: Int[np.ndarray, "n"], n_classes: int = len(SENTENCE_CATEGORIES)) -> dict:
     """Accuracy, macro-F1 over all categories, per-category F1 and the confusion matrix (rows: true)."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    confusion = np.zeros((n_classes, n_classes), dtype=int)
-    np.add.at(confusion, (y_true, y_pred), 1)
-    tp = np.diag(confusion).astype(float)
-    precision = np.divide(tp, confusion.sum(0), out=np.zeros(n_classes), where=confusion.sum(0) > 0)
-    recall = np.divide(tp, confusion.sum(1), out=np.zeros(n_classes), where=confusion.sum(1) > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n_classes), where=(precision + recall) > 0)
+    labels = list(range(n_classes))
+    confusion = confusion_matrix(y_true, y_pred, labels=labels) if len(y_true) else np.zeros((n_classes,) * 2, int)
+    f1 = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0) if len(y_true) else np.zeros(n_classes)
     return {
-        "accuracy": float(tp.sum() / max(len(y_true), 1)),
+        "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
         "macro_f1": float(f1.mean()),
         "f1": {SENTENCE_CATEGORIES[k]: float(f1[k]) for k in range(n_classes)},
         "support": {SENTENCE_CATEGORIES[k]: int(confusion[k].sum()) for k in range(n_classes)},
