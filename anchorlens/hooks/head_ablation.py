@@ -20,6 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from anchorlens.errors import AnchorlensError
+from anchorlens.heads import check_heads
 from anchorlens.hooks import attn_hook
 
 METHODS = ("zero", "mean")
@@ -40,8 +41,6 @@ def head_ablation_hooks(
     model, heads: Iterable[Sequence[int]], method: str = "zero", means: Tensor | None = None
 ) -> list[tuple[str, object]]:
     """The ``(hook name, function)`` pairs that ablate ``heads`` (one hook per layer touched)."""
-    from anchorlens.receivers.scores import check_heads  # here, not at the top: receivers imports this module
-
     cfg = model.cfg
     heads = check_heads(heads, cfg.n_layers, cfg.n_heads)
     if method not in METHODS:
