@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 from jaxtyping import Float
 
-from anchorlens.resampling.similarity import Embedder, default_embedder
+from anchorlens.embeddings import Embedder, default_embedder
 
 CONTEXT_WINDOW = 2  # sentences either side averaged into the context embedding
 LEXICAL_WINDOW = 5  # sentences either side averaged into the context cues
