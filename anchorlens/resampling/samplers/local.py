@@ -146,11 +146,33 @@ class LocalSampler(Sampler):
             )
         return logits[:, -1, :], cache
 
+    def continue_ids(self, prompt_ids: Sequence[int], params: SamplingParams, seed: int = 0,
+                     stop_token_ids: set[int] | None = None) -> list[int]:
+        """The new token ids of one continuation of ``prompt_ids`` (the stop token included when one ended it).
+
+        The token-level entry to the same decoding loop as ``sample`` (``temperature=0``: greedy decoding,
+        as ``anchorlens.receivers.greedy_generate`` uses it). ``stop_token_ids`` replaces the sampler's own
+        (the tokenizer's and the generation config's end-of-sequence ids); an empty set never stops early.
+        """
+        self._resolved = resolve_attention(self.model, self.attention)
+        last_logits, cache = self._prefill(list(prompt_ids), rows=1)
+        stops = self.stop_token_ids if stop_token_ids is None else set(stop_token_ids)
+        for _, tokens, _ in self._decode_ids([seed], last_logits, cache, params, stops):
+            return tokens
+        return []
+
     def _decode(self, batch: list[SampleRequest], last_logits, cache, params: SamplingParams) -> Iterator[Completion]:
-        """Sample token by token; each row leaves the batch (and is yielded) when it finishes."""
-        generators = seeded_generators([r.seed for r in batch])
-        generated: list[list[int]] = [[] for _ in batch]
-        active = list(range(len(batch)))  # original row of each row still in the cache, in cache order
+        """Sample token by token; each row's completion is yielded as soon as it finishes."""
+        for row, tokens, reason in self._decode_ids([r.seed for r in batch], last_logits, cache, params,
+                                                    self.stop_token_ids):
+            yield self._completion(batch[row], tokens, reason)
+
+    def _decode_ids(self, seeds: list, last_logits, cache, params: SamplingParams,
+                    stop_token_ids: set[int]) -> Iterator[tuple[int, list[int], str]]:
+        """``(row, new token ids, "stop" | "length")`` of each row as it finishes; a finished row leaves the batch."""
+        generators = seeded_generators(seeds)
+        generated: list[list[int]] = [[] for _ in seeds]
+        active = list(range(len(seeds)))  # original row of each row still in the cache, in cache order
         logits = last_logits
         while active:
             probs = nucleus_probs(logits, params.temperature, params.top_p)
@@ -159,10 +181,10 @@ class LocalSampler(Sampler):
             # One host read per step (the stop check needs the tokens), not one per row.
             for k, (row, token) in enumerate(zip(active, next_tokens.tolist())):
                 generated[row].append(token)
-                if token in self.stop_token_ids:
-                    finished.append(self._completion(batch[row], generated[row], "stop"))
+                if token in stop_token_ids:
+                    finished.append((row, generated[row], "stop"))
                 elif len(generated[row]) >= params.max_tokens:
-                    finished.append(self._completion(batch[row], generated[row], "length"))
+                    finished.append((row, generated[row], "length"))
                 else:
                     keep.append(k)
             if keep:
