@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from anchorlens.hooks.fused_attention import hide_keys, is_fused
 from anchorlens.hooks.key_suppression import key_suppression_hooks
 from anchorlens.suppression.matrix import log_probs, position_kl
-from anchorlens.suppression.prefix_cache import prefix_cache, reusable
+from anchorlens.hooks.prefix_cache import prefix_cache, reusable
 
 METHODS = ("fast", "naive")
 

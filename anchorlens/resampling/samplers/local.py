@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from anchorlens.hooks import active_hook_points
 from anchorlens.hooks.fused_attention import ATTENTION_CHOICES, fused_attention, resolve_attention
 from anchorlens.resampling.samplers.base import (
     Completion,
@@ -27,7 +28,7 @@ from anchorlens.resampling.samplers.base import (
     check_requests,
 )
 from anchorlens.resampling.samplers.nucleus import nucleus_probs, sample_rows, seeded_generators
-from anchorlens.models import weights_fingerprint
+from anchorlens.models import stop_token_ids, weights_fingerprint
 from anchorlens.trace import encode_text
 
 
@@ -73,7 +74,7 @@ class LocalSampler(Sampler):
         self.batch_size = batch_size
         self.share_prefix = share_prefix
         self.progress = progress
-        self.stop_token_ids = _stop_token_ids(model)
+        self.stop_token_ids = stop_token_ids(model)
         self.name = f"local:{getattr(model, 'anchorlens_name', None) or model.cfg.model_name}"
 
     @property
@@ -88,8 +89,7 @@ class LocalSampler(Sampler):
             "dtype": str(getattr(cfg, "dtype", None)),
             "weights": weights_fingerprint(self.model),  # anchorlens.models
         }
-        hooked = sorted(name for name, module in self.model.named_modules()
-                        if type(module).__name__ == "HookPoint" and (module._forward_hooks or module._forward_pre_hooks))
+        hooked = active_hook_points(self.model)
         if hooked:
             identity["hooks"] = hooked
         return identity
@@ -231,15 +231,3 @@ def _expand(last_logits, cache, rows: int):
         return last_logits.expand(rows, -1), cache
 
 
-def _stop_token_ids(model) -> set[int]:
-    """End-of-sequence ids: the tokenizer's and the generation config's (which may list several)."""
-    ids: set[int] = set()
-    if model.tokenizer.eos_token_id is not None:
-        ids.add(int(model.tokenizer.eos_token_id))
-    config = getattr(getattr(model, "original_model", None), "generation_config", None)
-    eos = getattr(config, "eos_token_id", None)
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif isinstance(eos, (list, tuple)):
-        ids.update(int(e) for e in eos)
-    return ids
