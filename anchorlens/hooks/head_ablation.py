@@ -18,10 +18,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens.utilities import get_act_name
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.heads import check_heads
-from anchorlens.hooks import attn_hook
 
 METHODS = ("zero", "mean")
 
@@ -60,7 +60,7 @@ def head_ablation_hooks(
     hooks = []
     for layer, layer_heads in sorted(by_layer.items()):
         values = None if method == "zero" else means[layer, layer_heads]  # [n, d_head], broadcast over pos
-        hooks.append((attn_hook(layer, "hook_z"), partial(_replace_heads, heads=layer_heads, values=values)))
+        hooks.append((get_act_name("z", layer), partial(_replace_heads, heads=layer_heads, values=values)))
     return hooks
 
 
@@ -111,7 +111,7 @@ def head_means(model, inputs, progress: bool = False) -> Float[Tensor, "layer he
     cfg = model.cfg
     total = torch.zeros(cfg.n_layers, cfg.n_heads, cfg.d_head, dtype=torch.float64, device=cfg.device)
     count = 0
-    names = [attn_hook(layer, "hook_z") for layer in range(cfg.n_layers)]
+    names = [get_act_name("z", layer) for layer in range(cfg.n_layers)]
     for tokens in tqdm(sequences, desc="head means", disable=not progress):
         _, cache = model.run_with_cache(tokens.to(cfg.device), names_filter=lambda n: n in names)
         for layer, name in enumerate(names):

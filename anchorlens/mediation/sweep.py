@@ -24,6 +24,7 @@ from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
+from transformer_lens.utilities import get_act_name
 
 from anchorlens.hooks.cell_patch import COMPONENTS, Component, cell_patch_hooks, source_values
 from anchorlens.hooks.fused_attention import ATTENTION_CHOICES, fused_attention
@@ -195,7 +196,7 @@ def _sweep_group(model, comp: Component, group: EncodedPairs, layers, cell_posit
     hook_names = {comp.hook_name(layer) for layer in layers}
     cf_logits, cf_cache = model.run_with_cache(group.counterfactual_tokens,
                                                names_filter=lambda name: name in hook_names)
-    resid_names = {f"blocks.{layer}.hook_resid_pre" for layer in layers} if reuse_layers else set()
+    resid_names = {get_act_name("resid_pre", layer) for layer in layers} if reuse_layers else set()
     base_logits, base_resid = model.run_with_cache(group.base_tokens, names_filter=lambda name: name in resid_names)
     if reuse_prefix:
         _, base_kv = model(group.base_tokens, return_type="logits_and_cache")
@@ -229,7 +230,7 @@ def _sweep_group(model, comp: Component, group: EncodedPairs, layers, cell_posit
             kwargs |= last_logits_only
             enter = int(row_layers.min()) if reuse_layers else 0
             if enter > 0:  # enter at block `enter` with the base residual stream; skip the blocks before it
-                residual = base_resid[f"blocks.{enter}.hook_resid_pre"][pairs, start:]
+                residual = base_resid[get_act_name("resid_pre", enter)][pairs, start:]
                 with skipped_blocks(model, enter):
                     logits = model.run_with_hooks(residual, fwd_hooks=hooks, start_at_layer=enter, **kwargs)
             else:
