@@ -160,7 +160,7 @@ from anchorlens.report import ReportData, build_report
 # Studies: many chains of thought, aggregated over traces as the paper does
 from anchorlens.study import Study, StudyInputError, study
 
-__version__ = "0.1.0"
+from anchorlens.versions import __version__  # noqa: E402
 
 __all__ = [
     # models, traces, sentences, answers

@@ -131,8 +131,7 @@ class _Version(argparse.Action):
 
 
 def _version() -> str:
-    from anchorlens import __version__
-    from anchorlens.versions import version_report
+    from anchorlens.versions import __version__, version_report
 
     return f"anchorlens {__version__} ({version_report()})"
 
@@ -198,6 +197,7 @@ def _check_analyze(args) -> dict:
     cannot be written.
     """
     from anchorlens.errors import OptionError
+    from anchorlens.outdir import check_writable
     from anchorlens.pipeline import check_settings
     from anchorlens.trace import read_trace_json
 
@@ -242,7 +242,7 @@ def _check_analyze(args) -> dict:
             read_trace_json(args.trace)
         elif not _read_text(args.trace, "--trace").strip():
             raise OptionError(f"{args.trace} is empty: pass a file that holds the chain of thought")
-    _check_writable(args.out)
+    check_writable(args.out)
 
     sample = args.trace is None and args.problem in (None, SAMPLE_PROBLEM)
     steps = tuple(s for s in ("categories", "receivers", "suppression", "resampling", "flow") if s not in skip)
@@ -267,22 +267,6 @@ def _check_analyze(args) -> dict:
             raise OptionError(f"{option} must be at least 1, not {settings[name]}")
     check_settings(**{k: settings[k] for k in (*names, "style", "extractor", "steps")})
     return settings
-
-
-def _check_writable(out: Path) -> None:
-    """The output folder exists or can be made, and a file can be written in it."""
-    from anchorlens.errors import OptionError
-
-    if out.exists() and not out.is_dir():
-        raise OptionError(f"--out {out} is a file: pass a folder for the report")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".anchorlens-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise OptionError(f"cannot write the report to {out} ({error.strerror}): pass --out a folder you can "
-                          "write to") from None
 
 
 def _read_text(path: Path, option: str) -> str:

@@ -509,8 +509,7 @@ def _receivers(model, trace, path: Path, top_k: int, progress: bool) -> None:
     matrix = sentence_attention(model, trace).matrix
     vertical = vertical_scores(matrix)
     kurtosis = head_kurtosis(vertical)
-    finite = int(torch.isfinite(kurtosis).sum())  # a short trace leaves few or no heads with a kurtosis
-    heads = top_heads(kurtosis, k=min(top_k, finite)) if finite else []
+    heads = top_heads(kurtosis, top_k)  # fewer, or none, on a trace too short for a kurtosis
     head_matrix = matrix[heads[0][0], heads[0][1]] if heads else torch.zeros(0)
     scores = receiver_scores(vertical, heads) if heads else torch.zeros(0)
     # vertical: every head's vertical scores, so a study can score sentences with heads chosen over many traces

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+#: This package's own version (kept equal to pyproject.toml); here, in a leaf module, so that any module can
+#: quote it without importing the whole package.
+__version__ = "0.1.0"
+
 # The packages whose versions decide how a model runs through a bridge.
 TESTED: dict[str, str] = {
     "torch": "2.13.0",

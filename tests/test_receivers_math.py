@@ -181,9 +181,13 @@ def test_head_kurtosis_excludes_layer_zero_and_ranks_the_spiky_head():
     assert top_heads(head_kurtosis(v, exclude_layers=()), 1) == [(0, 1)]
 
 
-def test_top_heads_refuses_more_heads_than_exist():
+def test_top_heads_keeps_only_heads_with_a_kurtosis():
+    k = head_kurtosis(torch.rand(2, 2, 10, generator=torch.Generator().manual_seed(1)))  # layer 0 excluded: NaN
+    expected = sorted([(1, 0), (1, 1)], key=lambda h: -float(k[h]))  # the two finite heads, best first
+    assert top_heads(k, k=3) == expected  # asked for 3, only 2 exist: the 2, as analyze and study need
+    assert top_heads(torch.full((2, 2), float("nan")), k=3) == []
     with pytest.raises(HeadSelectionError, match="top_k"):
-        top_heads(head_kurtosis(torch.rand(2, 2, 10)), k=3)  # only layer 1's two heads are finite
+        top_heads(k, k=0)
 
 
 def test_receiver_scores_average_the_chosen_heads():

@@ -130,3 +130,12 @@ def test_sentence_attention_result_object(organism, organism_traces, tmp_path):
     assert result.plot(1, 3) is not None
     assert result.head_kurtosis().shape == (3, 4) and result.vertical_scores().shape == (3, 4, n)
     assert "3 layers x 4 heads" in repr(result)
+
+
+def test_asking_for_more_heads_than_have_a_kurtosis_warns_and_returns_those(organism, organism_traces):
+    from anchorlens.receivers.heads import FewerHeadsWarning
+
+    n_finite = int(torch.isfinite(receiver_heads(organism, organism_traces[:1], top_k=1, progress=False).kurtosis).sum())
+    with pytest.warns(FewerHeadsWarning, match=f"only {n_finite}"):
+        heads = receiver_heads(organism, organism_traces[:1], top_k=n_finite + 5, progress=False)
+    assert len(heads.heads) == n_finite and heads.heads[0] == (1, 3)  # the planted head still first

@@ -172,7 +172,7 @@ def test_a_killed_study_resumes_where_it_stopped(run, published, model, tmp_path
     names = result.traces
     (folder / "traces" / names[2] / "receivers.npz.key.json").unlink()
     shutil.rmtree(folder / "traces" / names[3])
-    assert set(Study.aggregate(folder).missing) == {names[2], names[3]}
+    assert set(aggregate_folder(folder).missing) == {names[2], names[3]}
     lines: list[str] = []
     again = al.study(model, published, out_dir=folder, views=("receivers",), importance="published", top_k=TOP_K,
                      say=lines.append)
@@ -196,7 +196,7 @@ def test_shards_into_one_folder_give_the_same_study(run, published, model, tmp_p
     assert whole.receiver_heads == result.receiver_heads and whole.reliability == result.reliability
     pd.testing.assert_frame_equal(whole.sentences, result.sentences)
     pd.testing.assert_frame_equal(aggregate_folder(tmp_path).sentences, result.sentences)
-    assert Study.aggregate(tmp_path).receiver_heads == result.receiver_heads
+    assert aggregate_folder(tmp_path).receiver_heads == result.receiver_heads
 
 
 def test_command_aggregates_without_a_model(run, published, tmp_path, capsys):

@@ -21,7 +21,7 @@ from anchorlens import (
     suppression_matrix,
 )
 from anchorlens.hooks.key_suppression import key_suppression_hooks
-from anchorlens.suppression.prefix_cache import prefix_cache
+from anchorlens.hooks.prefix_cache import prefix_cache
 from anchorlens.suppression.runner import plan_batches
 
 ZORBLAT = (
@@ -72,7 +72,7 @@ def test_prefix_cache_leaves_the_baseline_cache_untouched(tiny_qwen):
     logits, cache = tiny_qwen(tokens, return_type="logits_and_cache")
     n = tokens.shape[1]
     keys = cache.layers[0].keys.clone()
-    copy = prefix_cache(cache, 10, batch=3)
+    copy = prefix_cache(cache, 10, rows=3)
     more = tiny_qwen(tokens[:, 10:].expand(3, -1), past_key_values=copy)
     assert cache.get_seq_length() == n and torch.equal(cache.layers[0].keys, keys)
     assert copy.get_seq_length() == n and copy.layers[0].keys.shape[0] == 3

@@ -14,26 +14,17 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from anchorlens.errors import AnchorlensError, EmptyTextError, UnsupportedArchitectureError
+from anchorlens.errors import EmptyTextError, UnsupportedArchitectureError
 from anchorlens.hooks.flow_capture import check_flow_hooks, run_layerwise
 from anchorlens.io import load_arrays, save_arrays
+from anchorlens.flow.checks import DEFAULT_THRESHOLD, FlowInputError, check_threshold  # noqa: F401 (re-exported)
 from anchorlens.flow.contributions import DISTANCES, attention_contributions, head_values_out, mlp_contributions
+from anchorlens.flow.routes import build_routes, token_influence
 from anchorlens.results import Result
 from anchorlens.progress import progress_bar
 
-DEFAULT_THRESHOLD = 0.04  # the reference tool's default route threshold
 HEADS_AUTO_BYTES = 512 * 2**20  # keep per-head contributions of every layer when they fit in this
 FUSED_FROM_TOKENS = 256  # from here the fused L1 kernel's one-off compile time pays for itself
-
-
-class FlowInputError(AnchorlensError):
-    """Bad input to information flow: empty text, a position or layer out of range, a threshold outside (0, 1)."""
-
-
-def check_threshold(threshold: float) -> float:
-    if not 0.0 < float(threshold) < 1.0:
-        raise FlowInputError(f"threshold must lie strictly between 0 and 1 (the reference uses 0.04), got {threshold}")
-    return float(threshold)
 
 
 @dataclass
@@ -98,15 +89,11 @@ class InformationFlow(Result):
 
     def routes(self, position: int = -1, threshold: float = DEFAULT_THRESHOLD):
         """The information flow route into ``position``'s prediction (``anchorlens.flow.routes.Routes``)."""
-        from anchorlens.flow.routes import build_routes
-
         return build_routes(self, position, threshold)
 
     def token_influence(self, position: int = -1, threshold: float | None = None) -> Float[Tensor, " pos"]:
         """How much each input token feeds the final residual at ``position``: contributions propagated back
         through every layer (sums over paths of products of edge weights; sums to about 1)."""
-        from anchorlens.flow.routes import token_influence
-
         return token_influence(self, position, threshold)
 
     def to_dataframe(self, min_weight: float = 0.0):

@@ -15,7 +15,8 @@ import torch
 
 from anchorlens.hooks.edge_knockout import edge_knockout_hooks
 from anchorlens.io import load_arrays, save_arrays
-from anchorlens.flow.information_flow import DEFAULT_THRESHOLD, FlowInputError, flow_tokens, information_flow
+from anchorlens.flow.checks import DEFAULT_THRESHOLD, FlowInputError
+from anchorlens.flow.information_flow import flow_tokens, information_flow
 from anchorlens.results import Result
 from anchorlens.progress import progress_bar
 

@@ -23,7 +23,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from anchorlens.io import load_arrays, save_arrays
-from anchorlens.flow.information_flow import check_threshold
+from anchorlens.flow.checks import check_threshold
 from anchorlens.flow.contributions import threshold_and_renormalise
 from anchorlens.results import Result
 

@@ -23,18 +23,14 @@ from jaxtyping import Float
 from torch import Tensor
 
 from anchorlens.io import load_arrays, save_arrays
+from anchorlens.spans import membership_matrix
 from anchorlens.flow.information_flow import FlowInputError, information_flow
 from anchorlens.results import Result
 
 
 def span_matrix(spans: list[tuple[int, int]], n_tokens: int) -> Float[Tensor, "sentence token"]:
     """``[sentence, token]`` indicator of each sentence's half-open token span."""
-    members = torch.zeros(len(spans), n_tokens)
-    for s, (start, end) in enumerate(spans):
-        if not 0 <= start < end <= n_tokens:
-            raise FlowInputError(f"sentence {s} spans tokens {start}..{end}, outside the {n_tokens} tokens of the flow")
-        members[s, start:end] = 1.0
-    return members
+    return membership_matrix(spans, n_tokens, normalise=False).T.contiguous()
 
 
 def sentence_flow_matrix(attention: Float[Tensor, "layer target source"], spans) -> Float[Tensor, "target source"]:

@@ -12,8 +12,7 @@ from collections import defaultdict
 from typing import Iterable, Sequence
 
 import torch
-
-from anchorlens.hooks import attn_hook
+from transformer_lens.utilities import get_act_name
 
 
 def knockout_masks(edges: Iterable[Sequence[int]], n_pos: int) -> dict[int, torch.Tensor]:
@@ -44,5 +43,5 @@ def edge_knockout_hooks(edges: Iterable[Sequence[int]], n_pos: int, heads: Seque
                 full = full & chosen[None, :, None, None]
             return scores.masked_fill(full, torch.finfo(scores.dtype).min)
 
-        hooks.append((attn_hook(layer, "hook_attn_scores"), block))
+        hooks.append((get_act_name("attn_scores", layer), block))
     return hooks

@@ -17,9 +17,10 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens.utilities import get_act_name
 
 from anchorlens.errors import AnchorlensError
-from anchorlens.hooks import attn_hook
+from anchorlens.heads import check_heads
 from anchorlens.progress import progress_bar
 
 METHODS = ("zero", "mean")
@@ -40,8 +41,6 @@ def head_ablation_hooks(
     model, heads: Iterable[Sequence[int]], method: str = "zero", means: Tensor | None = None
 ) -> list[tuple[str, object]]:
     """The ``(hook name, function)`` pairs that ablate ``heads`` (one hook per layer touched)."""
-    from anchorlens.receivers.scores import check_heads  # here, not at the top: receivers imports this module
-
     cfg = model.cfg
     heads = check_heads(heads, cfg.n_layers, cfg.n_heads)
     if method not in METHODS:
@@ -61,7 +60,7 @@ def head_ablation_hooks(
     hooks = []
     for layer, layer_heads in sorted(by_layer.items()):
         values = None if method == "zero" else means[layer, layer_heads]  # [n, d_head], broadcast over pos
-        hooks.append((attn_hook(layer, "hook_z"), partial(_replace_heads, heads=layer_heads, values=values)))
+        hooks.append((get_act_name("z", layer), partial(_replace_heads, heads=layer_heads, values=values)))
     return hooks
 
 
@@ -112,7 +111,7 @@ def head_means(model, inputs, progress: bool = True) -> Float[Tensor, "layer hea
     cfg = model.cfg
     total = torch.zeros(cfg.n_layers, cfg.n_heads, cfg.d_head, dtype=torch.float64, device=cfg.device)
     count = 0
-    names = [attn_hook(layer, "hook_z") for layer in range(cfg.n_layers)]
+    names = [get_act_name("z", layer) for layer in range(cfg.n_layers)]
     for tokens in progress_bar(sequences, desc="head means", progress=progress):
         _, cache = model.run_with_cache(tokens.to(cfg.device), names_filter=lambda n: n in names)
         for layer, name in enumerate(names):

@@ -17,8 +17,7 @@ from typing import Callable, Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
-
-from anchorlens.hooks import attn_hook
+from transformer_lens.utilities import get_act_name
 
 HookList = list[tuple[str, Callable]]
 
@@ -95,4 +94,4 @@ def key_suppression_hooks(
             cached[key] = mask
         return scores.masked_fill(cached[key], torch.finfo(scores.dtype).min)
 
-    return [(attn_hook(layer, "hook_attn_scores"), suppress) for layer in layers]
+    return [(get_act_name("attn_scores", layer), suppress) for layer in layers]

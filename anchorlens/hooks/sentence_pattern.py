@@ -14,9 +14,9 @@ from typing import Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens.utilities import get_act_name
 
 from anchorlens.errors import UnsupportedArchitectureError
-from anchorlens.hooks import attn_hook
 
 
 class PatternsRecorded(Exception):
@@ -46,7 +46,7 @@ class SentencePatternRecorder:
 
     def fwd_hooks(self) -> list[tuple[str, object]]:
         """``(hook name, function)`` pairs for ``model.run_with_hooks`` / ``model.hooks``."""
-        return [(attn_hook(layer, "hook_pattern"), partial(self._record, layer=layer)) for layer in self.layers]
+        return [(get_act_name("pattern", layer), partial(self._record, layer=layer)) for layer in self.layers]
 
     def _record(self, pattern: Float[Tensor, "batch head query key"], hook, layer: int) -> None:
         self.results[layer] = self.reducer(pattern)

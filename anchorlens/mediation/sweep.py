@@ -23,6 +23,7 @@ import itertools
 from typing import Sequence
 
 import torch
+from transformer_lens.utilities import get_act_name
 
 from anchorlens.hooks.cell_patch import COMPONENTS, Component, cell_patch_hooks, source_values
 from anchorlens.hooks.fused_attention import ATTENTION_CHOICES, fused_attention
@@ -174,19 +175,6 @@ def resolve_sweep_attention(comp: Component, attention: str) -> str:
     return attention
 
 
-def _prefix_cache(cache, pairs: torch.Tensor, length: int):
-    from transformers.cache_utils import DynamicCache  # lazy: keeps `import anchorlens` light
-
-    return DynamicCache([(layer.keys[pairs, :, :length], layer.values[pairs, :, :length]) for layer in cache.layers])
-
-
-def _accepts_logits_to_keep(model) -> bool:
-    import inspect
-
-    original = getattr(model, "original_model", None)
-    return original is not None and "logits_to_keep" in inspect.signature(original.forward).parameters
-
-
 def _chunks(n_layers: int, rows_per_layer: int, chunk_size: int, layer_span: int | None):
     """Slot ranges ``(first layer slot, last + 1, first row in that range, last row + 1)`` of each forward."""
     span = layer_span or max(1, -(-16 // rows_per_layer))
@@ -200,14 +188,15 @@ def _chunks(n_layers: int, rows_per_layer: int, chunk_size: int, layer_span: int
 def _sweep_group(model, comp: Component, group: EncodedPairs, layers, cell_positions, units, chunk_size,
                  reuse_prefix, reuse_layers, layer_span, out, bar) -> None:
     from anchorlens.hooks.skip_blocks import skipped_blocks
-    from anchorlens.suppression.prefix_cache import reusable
+    from anchorlens.hooks.prefix_cache import prefix_cache, reusable
+    from anchorlens.models import accepts_logits_to_keep
 
     n, length = group.n_pairs, group.n_positions
     index = torch.tensor(group.indices)
     hook_names = {comp.hook_name(layer) for layer in layers}
     cf_logits, cf_cache = model.run_with_cache(group.counterfactual_tokens,
                                                names_filter=lambda name: name in hook_names)
-    resid_names = {f"blocks.{layer}.hook_resid_pre" for layer in layers} if reuse_layers else set()
+    resid_names = {get_act_name("resid_pre", layer) for layer in layers} if reuse_layers else set()
     base_logits, base_resid = model.run_with_cache(group.base_tokens, names_filter=lambda name: name in resid_names)
     if reuse_prefix:
         _, base_kv = model(group.base_tokens, return_type="logits_and_cache")
@@ -218,7 +207,7 @@ def _sweep_group(model, comp: Component, group: EncodedPairs, layers, cell_posit
         out[f"{key}_logit_diff"][index] = diff.cpu()
 
     # the metrics read the last position only: skip the unembedding of the others where the model allows it
-    last_logits_only = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    last_logits_only = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     unit_list = units if units else [None]
     rows_per_layer = len(unit_list) * n
     # rows at one position, layer-major: (layer slot, unit slot, pair), pair fastest
@@ -237,11 +226,11 @@ def _sweep_group(model, comp: Component, group: EncodedPairs, layers, cell_posit
                 sources[layer] = source_values(comp, cf_cache[comp.hook_name(layer)], pairs[rows], t,
                                                None if row_units is None else row_units[rows])
             hooks = cell_patch_hooks(comp, row_layers, t - start, row_units, sources)
-            kwargs = {"past_key_values": _prefix_cache(base_kv, pairs, start)} if start > 0 else {}
+            kwargs = {"past_key_values": prefix_cache(base_kv, start, pairs)} if start > 0 else {}
             kwargs |= last_logits_only
             enter = int(row_layers.min()) if reuse_layers else 0
             if enter > 0:  # enter at block `enter` with the base residual stream; skip the blocks before it
-                residual = base_resid[f"blocks.{enter}.hook_resid_pre"][pairs, start:]
+                residual = base_resid[get_act_name("resid_pre", enter)][pairs, start:]
                 with skipped_blocks(model, enter):
                     logits = model.run_with_hooks(residual, fwd_hooks=hooks, start_at_layer=enter, **kwargs)
             else:

@@ -16,7 +16,7 @@ from anchorlens.hooks.head_ablation import ablate_heads, head_means
 from anchorlens.receivers.ablation import HeadAblationResult, greedy_generate, head_ablation_experiment, random_head_sets
 from anchorlens.receivers.attention import SentenceAttention, sentence_attention
 from anchorlens.receivers.compare import ModelComparison, check_same_tokenizer, compare_models
-from anchorlens.receivers.heads import ReceiverHeads, receiver_heads
+from anchorlens.receivers.heads import FewerHeadsWarning, ReceiverHeads, receiver_heads
 from anchorlens.receivers.organism import planted_receiver_model
 from anchorlens.receivers.reduce import SentenceReducer, SentenceSpanError, membership_matrix, sentence_average
 from anchorlens.receivers.scores import (
@@ -31,6 +31,7 @@ from anchorlens.receivers.scores import (
 )
 
 __all__ = [
+    "FewerHeadsWarning",
     "HeadAblationResult",
     "HeadSelectionError",
     "ModelComparison",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -17,6 +18,7 @@ from anchorlens.receivers.scores import (
     PROXIMITY_IGNORE,
     TOP_K,
     Head,
+    HeadSelectionError,
     SplitHalfReliability,
     head_kurtosis,
     receiver_scores,
@@ -25,6 +27,10 @@ from anchorlens.receivers.scores import (
 )
 from anchorlens.results import Result
 from anchorlens.progress import progress_bar
+
+
+class FewerHeadsWarning(UserWarning):
+    """Fewer heads than ``top_k`` have a kurtosis (traces too short): the ones that do are returned."""
 
 
 @dataclass
@@ -204,4 +210,14 @@ def receiver_heads(
         "include_prompt": include_prompt,
         "model_name": getattr(model, "anchorlens_name", None) or getattr(model.cfg, "model_name", None),
     }
-    return ReceiverHeads(top_heads(mean, top_k), mean, per_trace, vertical, sentences, settings)
+    heads = top_heads(mean, top_k)
+    if not heads:
+        raise HeadSelectionError(
+            "no head has a finite kurtosis on these traces: traces need more than proximity_ignore + 1 sentences "
+            "(layer 0 is excluded by default)"
+        )
+    if len(heads) < top_k:
+        warnings.warn(f"asked for the top {top_k} heads but only {len(heads)} have a finite kurtosis (short traces, "
+                      f"or layer 0 excluded): returning those {len(heads)}; pass top_k <= {len(heads)} to silence "
+                      "this", FewerHeadsWarning, stacklevel=2)
+    return ReceiverHeads(heads, mean, per_trace, vertical, sentences, settings)

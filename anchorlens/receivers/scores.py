@@ -23,17 +23,12 @@ from scipy.stats import ConstantInputWarning, pearsonr, rankdata
 from torch import Tensor
 
 from anchorlens.errors import AnchorlensError
+from anchorlens.heads import Head, HeadSelectionError, check_heads  # noqa: F401 (re-exported)
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.results import Result
 
-Head = tuple[int, int]
-
 PROXIMITY_IGNORE = 4  # the reference's default: sentences closer than this are not "later"
 TOP_K = 20  # the reference's default number of receiver heads
-
-
-class HeadSelectionError(AnchorlensError):
-    """A head index outside the model, or asking for more heads than there are."""
 
 
 def _valid_pairs(n: int, proximity_ignore: int, device) -> Tensor:
@@ -130,42 +125,21 @@ def head_kurtosis(
 def top_heads(kurtosis_map: Float[Tensor, "layer head"], k: int = TOP_K) -> list[Head]:
     """The ``k`` heads of highest kurtosis, best first, as ``(layer, head)``; NaN heads are never chosen.
 
-    >>> top_heads(torch.tensor([[float("nan"), 1.0], [5.0, 2.0]]), k=2)
-    [(1, 0), (1, 1)]
+    Fewer than ``k`` (none at all on a trace too short for any kurtosis) when fewer heads have a finite
+    kurtosis: the one rule of head selection, shared by ``receiver_heads`` (which warns when it happens),
+    ``analyze`` and ``study``.
+
+    >>> top_heads(torch.tensor([[float("nan"), 1.0], [5.0, 2.0]]), k=5)
+    [(1, 0), (1, 1), (0, 1)]
     """
+    if k < 1:
+        raise HeadSelectionError(f"asked for the top {k} heads: choose top_k >= 1")
     flat = kurtosis_map.flatten()
-    finite = int(torch.isfinite(flat).sum())
-    if not 1 <= k <= finite:
-        raise HeadSelectionError(
-            f"asked for the top {k} heads but {finite} heads have a finite kurtosis; "
-            f"choose 1 <= top_k <= {finite} (layer 0 is excluded by default; traces need more than "
-            "proximity_ignore + 1 sentences for a kurtosis)"
-        )
-    scores = torch.where(torch.isfinite(flat), flat.double(), torch.full_like(flat, float("-inf"), dtype=torch.float64))
-    order = torch.argsort(scores, descending=True, stable=True)[:k]
+    finite = torch.isfinite(flat)
+    scores = torch.where(finite, flat.double(), torch.full_like(flat, float("-inf"), dtype=torch.float64))
+    order = torch.argsort(scores, descending=True, stable=True)[: min(k, int(finite.sum()))]
     n_heads = kurtosis_map.shape[1]
     return [(int(i) // n_heads, int(i) % n_heads) for i in order]
-
-
-def check_heads(heads: Iterable[Sequence[int]], n_layers: int, n_heads: int) -> list[Head]:
-    """``heads`` as a list of ``(layer, head)`` ints, refused with advice when one is out of range.
-
-    >>> check_heads([(1, 2), torch.tensor([0, 1])], n_layers=2, n_heads=4)
-    [(1, 2), (0, 1)]
-    """
-    checked = []
-    for item in heads:
-        try:
-            layer, head = (int(x) for x in item)
-        except (TypeError, ValueError):
-            raise HeadSelectionError(f"a head is a (layer, head) pair of ints, got {item!r}") from None
-        if not (0 <= layer < n_layers and 0 <= head < n_heads):
-            raise HeadSelectionError(
-                f"head {(layer, head)} is outside the model ({n_layers} layers x {n_heads} heads); "
-                "layers and heads count from 0"
-            )
-        checked.append((layer, head))
-    return checked
 
 
 def receiver_scores(

@@ -19,34 +19,10 @@ from pathlib import Path
 import numpy as np
 from jaxtyping import Float
 
-from anchorlens.errors import AnchorlensError
+from anchorlens.report.categories import CATEGORIES, CATEGORY_COLORS, UNLABELLED_COLOR  # noqa: F401 (re-exported)
+from anchorlens.report.errors import ReportDataError
 from anchorlens.trace import Trace
 from anchorlens.results import Result, expect_kind
-
-#: The sentence taxonomy of Thought Anchors (docs/methods.md 1.4), in the paper's order.
-CATEGORIES: tuple[str, ...] = (
-    "problem_setup",
-    "plan_generation",
-    "fact_retrieval",
-    "active_computation",
-    "uncertainty_management",
-    "result_consolidation",
-    "self_checking",
-    "final_answer_emission",
-)
-
-#: One colour per category (colour-blind-friendly Tableau 10 hues), shared by the page and the PNGs.
-CATEGORY_COLORS: dict[str, str] = {
-    "problem_setup": "#4e79a7",
-    "plan_generation": "#f28e2b",
-    "fact_retrieval": "#59a14f",
-    "active_computation": "#76b7b2",
-    "uncertainty_management": "#e15759",
-    "result_consolidation": "#b07aa1",
-    "self_checking": "#edc948",
-    "final_answer_emission": "#ff9da7",
-}
-UNLABELLED_COLOR = "#c8c8c8"
 
 #: The sections of the report; ``ReportData.notes`` keys must be among them.
 SECTIONS: tuple[str, ...] = (
@@ -76,10 +52,6 @@ PREFERRED_METRICS: tuple[str, ...] = (
 _ID_COLUMNS = {"sentence", "sentence_idx", "sentence_index", "chunk_idx", "index", "text", "chunk"}
 
 FORMAT = "anchorlens-report/1"
-
-
-class ReportDataError(AnchorlensError):
-    """Data handed to the report does not fit its trace (wrong length, shape or label)."""
 
 
 @dataclass

@@ -9,13 +9,19 @@ they render the same in a test, a server or a notebook.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from anchorlens.report.data import CATEGORIES, CATEGORY_COLORS, UNLABELLED_COLOR, ReportData, ReportDataError
+from anchorlens.report.categories import CATEGORIES, CATEGORY_COLORS, UNLABELLED_COLOR
+from anchorlens.report.errors import ReportDataError
 from anchorlens.report.transforms import color_range, suppression_for_display
+
+if TYPE_CHECKING:  # for the annotations only: data.py imports this module to plot itself
+    from anchorlens.report.data import ReportData
 
 
 def _colors(data: ReportData) -> list[str]:

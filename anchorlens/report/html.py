@@ -30,7 +30,7 @@ MAX_ATTRIBUTION_EDGES = 800
 
 def page_payload(data: ReportData) -> dict:
     """Everything the page's script needs, as JSON-able Python (numbers rounded to 4 significant digits)."""
-    from anchorlens import __version__
+    from anchorlens.versions import __version__
 
     trace = data.trace
     n = data.n_sentences

@@ -36,8 +36,7 @@ def mean_kurtosis(kurtosis: Float[Tensor, "trace layer head"], exclude_layers=(0
 def study_heads(kurtosis: Float[Tensor, "trace layer head"], top_k: int, exclude_layers=(0,)) -> list[Head]:
     """The ``top_k`` heads by mean kurtosis over traces (fewer if fewer heads have one), best first."""
     mean = mean_kurtosis(kurtosis, exclude_layers)
-    finite = int(torch.isfinite(mean).sum())
-    return top_heads(mean, k=min(top_k, finite)) if finite else []
+    return top_heads(mean, top_k)
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:

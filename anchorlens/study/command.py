@@ -62,8 +62,8 @@ def add_study_parser(commands) -> argparse.ArgumentParser:
 
 def check_study_args(args) -> dict:
     """Every option and input checked without a model; returns ``study``'s keyword arguments."""
-    from anchorlens.cli import _check_writable
     from anchorlens.errors import OptionError
+    from anchorlens.outdir import check_writable
     from anchorlens.study.discovery import discover
     from anchorlens.study.runner import check_study_options
 
@@ -88,7 +88,7 @@ def check_study_args(args) -> dict:
         raise OptionError(f"{args.folder} is a file of problems: their traces have no published importance; add "
                           "--importance rollouts or --importance none")
     discover(args.folder)  # the traces (or problems) are there and readable
-    _check_writable(args.out)
+    check_writable(args.out)
     return {"views": views, "importance": importance, "top_k": args.heads, "shard": args.shard,
             "n_rollouts": rollouts, "rollout_max_tokens": rollout_tokens,
             "extractor": "boxed_or_last_number"}

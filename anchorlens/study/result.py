@@ -158,13 +158,6 @@ class Study(Result):
 
     # ------------------------------------------------------------------ I/O
 
-    @classmethod
-    def aggregate(cls, out_dir: str | Path, n_boot: int = 2000, seed: int = 0) -> "Study":
-        """The study of whatever traces are complete in a study's folder (no model; e.g. after shards ran)."""
-        from anchorlens.study.collect import aggregate_folder
-
-        return aggregate_folder(out_dir, n_boot=n_boot, seed=seed)
-
     def save(self, folder: str | Path) -> Path:
         """Write ``study.npz`` (arrays and settings) and ``study_sentences.json`` into ``folder``."""
         folder = Path(folder)

@@ -5,8 +5,8 @@
 - ``suppression_by_layer(model, trace, window=1)``: the same, one layer (or window of layers) at a time,
   with a summary of which layers carry each dependency.
 
-Modules: ``matrix`` (pure math), ``runner`` and ``prefix_cache`` (forwards), ``result`` / ``layers``
-(result objects), ``plots``, ``validation``; the masking hook is ``anchorlens.hooks.key_suppression``.
+Modules: ``matrix`` (pure math), ``runner`` (forwards; the prefix cache it reuses is in ``anchorlens.hooks``),
+``result`` / ``layers`` (result objects), ``plots``, ``validation``; the masking hook is ``anchorlens.hooks.key_suppression``.
 """
 
 from anchorlens.suppression.layers import LayerSuppression, suppression_by_layer

@@ -24,7 +24,7 @@ from torch import Tensor
 from anchorlens.hooks.fused_attention import hide_keys, is_fused
 from anchorlens.hooks.key_suppression import key_suppression_hooks
 from anchorlens.suppression.matrix import log_probs, position_kl
-from anchorlens.suppression.prefix_cache import prefix_cache, reusable
+from anchorlens.hooks.prefix_cache import prefix_cache, reusable
 from anchorlens.progress import progress_bar
 
 METHODS = ("fast", "naive")

@@ -30,7 +30,7 @@ import numpy as np
 from jaxtyping import Float
 
 from anchorlens.errors import AnchorlensError
-from anchorlens.resampling.similarity import Embedder
+from anchorlens.embeddings import Embedder
 from anchorlens.taxonomy.categories import SENTENCE_CATEGORIES
 from anchorlens.taxonomy.features import CONTEXT_WINDOW, NgramVocabulary, sentence_features
 

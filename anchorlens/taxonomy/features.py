@@ -26,7 +26,7 @@ import numpy as np
 from jaxtyping import Float
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from anchorlens.resampling.similarity import Embedder, default_embedder
+from anchorlens.embeddings import Embedder, default_embedder
 
 CONTEXT_WINDOW = 2  # sentences either side averaged into the context embedding
 LEXICAL_WINDOW = 5  # sentences either side averaged into the context cues

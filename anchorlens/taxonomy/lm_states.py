@@ -92,25 +92,13 @@ class SentenceStates:
     """
 
     def __init__(self, layers: Sequence[int] = (20,), device: str = "cpu", model_dir=None):
-        from transformers import AutoModel, AutoTokenizer
-
-        from anchorlens.models import embedded_model_dir
+        from anchorlens.models import embedded_model_dir, load_backbone
 
         if not layers or min(layers) < 1:
             raise AnchorlensError(f"layers must be positive layer numbers, got {tuple(layers)}")
-        folder = model_dir or embedded_model_dir()
         self.layers = tuple(sorted(set(int(k) for k in layers)))
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModel.from_pretrained(folder, dtype=torch.float32)
-        n_layers = len(model.layers)
-        if self.layers[-1] >= n_layers:
-            raise AnchorlensError(
-                f"the feature model has {n_layers} layers; layers must be below that, got {self.layers}"
-            )
         # Run one layer past the deepest one read: the model's last recorded state may be after its final norm.
-        model.layers = model.layers[: self.layers[-1] + 1]
-        model.config.num_hidden_layers = len(model.layers)
-        self.model = model.to(device).eval()
+        self.tokenizer, self.model = load_backbone(model_dir or embedded_model_dir(), self.layers[-1] + 1, device)
         self.device = device
 
     @torch.no_grad()

@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from anchorlens.hooks import active_hook_points
 from anchorlens.hooks.fused_attention import ATTENTION_CHOICES, fused_attention, resolve_attention
 from anchorlens.resampling.samplers.base import (
     Completion,
@@ -26,7 +27,7 @@ from anchorlens.resampling.samplers.base import (
     check_requests,
 )
 from anchorlens.resampling.samplers.nucleus import nucleus_probs, sample_rows, seeded_generators
-from anchorlens.models import weights_fingerprint
+from anchorlens.models import stop_token_ids, weights_fingerprint
 from anchorlens.trace import encode_text
 from anchorlens.progress import progress_bar
 
@@ -73,7 +74,7 @@ class LocalSampler(Sampler):
         self.batch_size = batch_size
         self.share_prefix = share_prefix
         self.progress = progress
-        self.stop_token_ids = _stop_token_ids(model)
+        self.stop_token_ids = stop_token_ids(model)
         self.name = f"local:{getattr(model, 'anchorlens_name', None) or model.cfg.model_name}"
 
     @property
@@ -88,8 +89,7 @@ class LocalSampler(Sampler):
             "dtype": str(getattr(cfg, "dtype", None)),
             "weights": weights_fingerprint(self.model),  # anchorlens.models
         }
-        hooked = sorted(name for name, module in self.model.named_modules()
-                        if type(module).__name__ == "HookPoint" and (module._forward_hooks or module._forward_pre_hooks))
+        hooked = active_hook_points(self.model)
         if hooked:
             identity["hooks"] = hooked
         return identity
@@ -146,11 +146,33 @@ class LocalSampler(Sampler):
             )
         return logits[:, -1, :], cache
 
+    def continue_ids(self, prompt_ids: Sequence[int], params: SamplingParams, seed: int = 0,
+                     stop_token_ids: set[int] | None = None) -> list[int]:
+        """The new token ids of one continuation of ``prompt_ids`` (the stop token included when one ended it).
+
+        The token-level entry to the same decoding loop as ``sample`` (``temperature=0``: greedy decoding,
+        as ``anchorlens.receivers.greedy_generate`` uses it). ``stop_token_ids`` replaces the sampler's own
+        (the tokenizer's and the generation config's end-of-sequence ids); an empty set never stops early.
+        """
+        self._resolved = resolve_attention(self.model, self.attention)
+        last_logits, cache = self._prefill(list(prompt_ids), rows=1)
+        stops = self.stop_token_ids if stop_token_ids is None else set(stop_token_ids)
+        for _, tokens, _ in self._decode_ids([seed], last_logits, cache, params, stops):
+            return tokens
+        return []
+
     def _decode(self, batch: list[SampleRequest], last_logits, cache, params: SamplingParams) -> Iterator[Completion]:
-        """Sample token by token; each row leaves the batch (and is yielded) when it finishes."""
-        generators = seeded_generators([r.seed for r in batch])
-        generated: list[list[int]] = [[] for _ in batch]
-        active = list(range(len(batch)))  # original row of each row still in the cache, in cache order
+        """Sample token by token; each row's completion is yielded as soon as it finishes."""
+        for row, tokens, reason in self._decode_ids([r.seed for r in batch], last_logits, cache, params,
+                                                    self.stop_token_ids):
+            yield self._completion(batch[row], tokens, reason)
+
+    def _decode_ids(self, seeds: list, last_logits, cache, params: SamplingParams,
+                    stop_token_ids: set[int]) -> Iterator[tuple[int, list[int], str]]:
+        """``(row, new token ids, "stop" | "length")`` of each row as it finishes; a finished row leaves the batch."""
+        generators = seeded_generators(seeds)
+        generated: list[list[int]] = [[] for _ in seeds]
+        active = list(range(len(seeds)))  # original row of each row still in the cache, in cache order
         logits = last_logits
         while active:
             probs = nucleus_probs(logits, params.temperature, params.top_p)
@@ -159,10 +181,10 @@ class LocalSampler(Sampler):
             # One host read per step (the stop check needs the tokens), not one per row.
             for k, (row, token) in enumerate(zip(active, next_tokens.tolist())):
                 generated[row].append(token)
-                if token in self.stop_token_ids:
-                    finished.append(self._completion(batch[row], generated[row], "stop"))
+                if token in stop_token_ids:
+                    finished.append((row, generated[row], "stop"))
                 elif len(generated[row]) >= params.max_tokens:
-                    finished.append(self._completion(batch[row], generated[row], "length"))
+                    finished.append((row, generated[row], "length"))
                 else:
                     keep.append(k)
             if keep:
@@ -209,15 +231,3 @@ def _expand(last_logits, cache, rows: int):
         return last_logits.expand(rows, -1), cache
 
 
-def _stop_token_ids(model) -> set[int]:
-    """End-of-sequence ids: the tokenizer's and the generation config's (which may list several)."""
-    ids: set[int] = set()
-    if model.tokenizer.eos_token_id is not None:
-        ids.add(int(model.tokenizer.eos_token_id))
-    config = getattr(getattr(model, "original_model", None), "generation_config", None)
-    eos = getattr(config, "eos_token_id", None)
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif isinstance(eos, (list, tuple)):
-        ids.update(int(e) for e in eos)
-    return ids

@@ -1,17 +1,18 @@
-"""Reusing the baseline's keys and values for the positions that suppression cannot change.
+"""Reusing a baseline's keys and values for the positions an intervention cannot change.
 
-Suppressing sentence ``j`` hides keys at ``j``'s positions; queries before ``start(j)`` never saw those
-keys (causal mask), so every state before ``start(j)`` equals the baseline's. A Hugging Face
-``DynamicCache`` from the baseline forward (``return_type="logits_and_cache"``) holds those states as
-per-layer keys and values ``[batch, kv_head, pos, d_head]``; a copy truncated to the shared prefix and
-repeated across the batch lets the suppressed runs start at ``start(j)``.
+An intervention at position ``t`` (suppressing a sentence that starts at ``t``, patching a cell at ``t``)
+leaves every state before ``t`` as the baseline had it (causal mask). A Hugging Face ``DynamicCache`` from
+the baseline forward (``return_type="logits_and_cache"``) holds those states as per-layer keys and values
+``[batch, kv_head, pos, d_head]``; a copy truncated to the shared prefix, with the batch rows each run
+needs, lets the intervened runs start at ``t``. Used by suppression and by the mediation sweep.
 """
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from anchorlens.errors import CachedDecodingError
 from anchorlens.versions import version_report
-
 
 
 def reusable(cache, n_tokens: int) -> bool:
@@ -39,11 +40,13 @@ def reusable(cache, n_tokens: int) -> bool:
     return True
 
 
-def prefix_cache(cache, length: int, batch: int):
-    """A fresh cache with the first ``length`` positions of ``cache``, repeated ``batch`` times.
+def prefix_cache(cache, length: int, rows: int | Tensor):
+    """A fresh cache with the first ``length`` positions of ``cache``: batch row 0 repeated ``rows`` times
+    (an int: every run continues the same baseline), or the batch rows ``rows`` (an index tensor: each run
+    continues its own baseline row, as the mediation sweep's pairs do).
 
     The baseline cache is left untouched: ``DynamicCache`` grows in place during a forward, so each
-    suppressed batch gets its own copy (``torch.cat`` inside ``DynamicLayer.update`` materialises the
+    intervened batch gets its own copy (``torch.cat`` inside ``DynamicLayer.update`` materialises the
     expanded views).
 
     >>> logits, cache = model(tokens, return_type="logits_and_cache")        # doctest: +SKIP
@@ -53,12 +56,10 @@ def prefix_cache(cache, length: int, batch: int):
 
     if length <= 0:
         raise ValueError("a prefix cache needs at least one position; run the full sequence instead")
-    return DynamicCache(
-        [
-            (
-                layer.keys[:1, :, :length].expand(batch, -1, -1, -1),
-                layer.values[:1, :, :length].expand(batch, -1, -1, -1),
-            )
-            for layer in cache.layers
-        ]
-    )
+
+    def take(states: Tensor) -> Tensor:
+        if isinstance(rows, int):
+            return states[:1, :, :length].expand(rows, -1, -1, -1)
+        return states[rows, :, :length]
+
+    return DynamicCache([(take(layer.keys), take(layer.values)) for layer in cache.layers])
