@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from anchorlens.errors import ResultKindError
-from anchorlens.results import check_kind, kind_of
+from anchorlens.kinds import check_kind, kind_of
 
 
 def save_arrays(path: str | Path, arrays: dict, meta: dict | None = None, kind: str | None = None) -> Path:

@@ -31,8 +31,7 @@ PUBLIC_TL = ("transformer_lens.utilities", "transformer_lens.tools")
 INTERNAL_ATTRIBUTES = {"original_model", "original_component"}
 
 # Known exceptions, each with its reason; the lead removes the h-* ones when those branches land.
-HOOKS_EXCEPTIONS = {
-}
+HOOKS_EXCEPTIONS: set[str] = set()
 INTERNALS_EXCEPTIONS = {
     # Model organisms build or plant weights in the Hugging Face modules themselves: that is what they are for.
     "anchorlens.mediation.organism",

@@ -25,6 +25,7 @@ EleutherAI sparsify's layout (one folder per hookpoint with ``cfg.json`` and ``s
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -258,8 +259,6 @@ class TranscoderSet(Result):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         if self.cross_layer:
-            from anchorlens.attribution.clt_files import save_clt
-
             return save_clt(self, path)
         for i, transcoder in enumerate(self.layers):
             save_file(transcoder.tensors(), str(path / f"layer_{i}.safetensors"))
@@ -319,8 +318,6 @@ def load_transcoders(path: str | Path, device: str | torch.device = "cpu") -> Tr
     if (path / "config.yaml").exists():
         return _load_circuit_tracer(path).to(device)
     if (path / "W_enc_0.safetensors").exists():  # a CLT folder without its config (circuit-tracer's load_clt)
-        from anchorlens.attribution.clt_files import load_clt
-
         return load_clt(path, {}).to(device)
     if list(path.glob("*/sae.safetensors")):
         return _load_sparsify(path).to(device)
@@ -330,8 +327,6 @@ def load_transcoders(path: str | Path, device: str | torch.device = "cpu") -> Tr
 def _load_circuit_tracer(path: Path) -> TranscoderSet:
     config = yaml.safe_load((path / "config.yaml").read_text()) or {}
     if config.get("model_kind") == "cross_layer_transcoder":
-        from anchorlens.attribution.clt_files import load_clt
-
         return load_clt(path, config)
     if config.get("model_kind", "transcoder_set") != "transcoder_set":
         raise TranscoderError(f"{path}/config.yaml is a {config.get('model_kind')!r}; anchorlens reads per-layer "
@@ -444,3 +439,75 @@ def random_transcoders(
         ))
     kind = "clt-" if cross_layer else ""
     return TranscoderSet(layers, scan=f"random-{kind}{activation}{'-skip' if skip else ''}-seed{seed}")
+
+
+# ----- circuit-tracer's cross-layer transcoder (CLT) layout: W_enc_{i} / W_dec_{i}.safetensors per layer
+
+CLT_INPUT_HOOK = "hook_resid_mid"  # circuit-tracer's load_clt defaults
+CLT_OUTPUT_HOOK = "hook_mlp_out"
+
+
+def load_clt(path: Path, config: dict) -> TranscoderSet:
+    """The CLT in ``path`` as a ``TranscoderSet`` whose layer ``i`` decodes to layers ``i .. n_layers - 1``."""
+    found = sorted(int(m.group(1)) for p in path.glob("W_enc_*.safetensors")
+                   if (m := re.fullmatch(r"W_enc_(\d+)\.safetensors", p.name)))
+    if not found:
+        raise TranscoderError(f"{path} says model_kind: cross_layer_transcoder but holds no W_enc_{{i}}.safetensors: "
+                              "download the CLT repository's .safetensors files into that folder")
+    n_layers = len(found)
+    if found != list(range(n_layers)):
+        raise TranscoderError(f"{path} has W_enc files for layers {found}; a CLT needs W_enc_0 .. W_enc_{n_layers - 1}")
+    layers = []
+    for i in range(n_layers):
+        enc = _read(path / f"W_enc_{i}.safetensors", [f"W_enc_{i}", f"b_enc_{i}", f"b_dec_{i}"])
+        dec = _read(path / f"W_dec_{i}.safetensors", [f"W_dec_{i}"])[f"W_dec_{i}"]
+        W_enc = enc[f"W_enc_{i}"]
+        want = (W_enc.shape[0], n_layers - i, W_enc.shape[1])
+        if tuple(dec.shape) != want:
+            raise TranscoderError(f"{path}/W_dec_{i}.safetensors holds W_dec_{i} of shape {tuple(dec.shape)}, expected "
+                                  f"{want} (features, layers {i}..{n_layers - 1}, d_model): the files do not belong "
+                                  "together")
+        threshold = enc.get(f"threshold_{i}")
+        layers.append(Transcoder(W_enc, enc[f"b_enc_{i}"], dec, enc[f"b_dec_{i}"],
+                                 None if threshold is None else threshold.reshape(-1)))
+    meta_file = path / "anchorlens.json"  # training report, when anchorlens trained it
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    return TranscoderSet(layers, config.get("feature_input_hook", CLT_INPUT_HOOK),
+                         config.get("feature_output_hook", CLT_OUTPUT_HOOK), config.get("scan"), meta)
+
+
+def _read(file: Path, keys: list[str]) -> dict:
+    if not file.exists():
+        raise TranscoderError(f"{file} is missing: a CLT folder needs W_enc_{{i}} and W_dec_{{i}}.safetensors for "
+                              "every layer")
+    tensors = load_file(str(file))
+    missing = sorted(set(keys) - set(tensors))
+    if missing:
+        raise TranscoderError(f"{file} lacks {missing}: not circuit-tracer's CLT layout")
+    return {k: v.float() for k, v in tensors.items()}
+
+
+def save_clt(transcoders: TranscoderSet, path: Path) -> Path:
+    """Write circuit-tracer's CLT layout (decoders that stop early are padded with zeros to the last layer)."""
+    if transcoders.skip_connection:
+        raise TranscoderError("circuit-tracer's CLT files have no skip connection: this CLT cannot be saved in them")
+    if any(t.top_k for t in transcoders):
+        raise TranscoderError("circuit-tracer's CLT files cannot say TopK: this CLT cannot be saved in them")
+    n_layers = len(transcoders)
+    for i, t in enumerate(transcoders):
+        cpu = lambda x: x.detach().to("cpu", torch.float32).contiguous()  # noqa: E731
+        enc = {f"W_enc_{i}": cpu(t.W_enc), f"b_enc_{i}": cpu(t.b_enc), f"b_dec_{i}": cpu(t.b_dec)}
+        if t.threshold is not None:
+            enc[f"threshold_{i}"] = cpu(t.threshold)
+        dec = torch.zeros(t.n_features, n_layers - i, t.d_model)
+        for offset in range(t.reach):
+            dec[:, offset] = cpu(t.decoder(offset))
+        save_file(enc, str(path / f"W_enc_{i}.safetensors"))
+        save_file({f"W_dec_{i}": dec}, str(path / f"W_dec_{i}.safetensors"))
+    config = {"model_kind": "cross_layer_transcoder", "feature_input_hook": transcoders.feature_input_hook,
+              "feature_output_hook": transcoders.feature_output_hook,
+              "scan": transcoders.scan or f"anchorlens/{path.name}"}
+    (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if transcoders.meta:
+        (path / "anchorlens.json").write_text(json.dumps(transcoders.meta, indent=2))
+    return path
