@@ -12,6 +12,7 @@ circuit-tracer detaches the same quantities (softmax output, RMSNorm mean, MLP o
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -34,6 +35,21 @@ class ReplacementForward:
 
 class _StopAtFinalNorm(Exception):
     """Raised by the final norm's hook when the logits are not wanted (they would be [batch, position, vocab])."""
+
+
+@contextmanager
+def frozen_parameters(model):
+    """Parameters without ``requires_grad`` for the duration: autograd then saves no layer's input for a weight
+    gradient nobody asks for (every norm and linear input of every copy: 4.5 GB of SmolLM2's 16 GB peak at 256
+    tokens x 64 copies)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def replacement_forward(model, transcoders: TranscoderSet, tokens: Tensor, batch: int,
@@ -81,7 +97,7 @@ def replacement_forward(model, transcoders: TranscoderSet, tokens: Tensor, batch
             (f"blocks.{layer}.{read}", lambda x, hook, layer=layer: mlp_in_hook(x, hook, layer)),
             (f"blocks.{layer}.{write}", lambda o, hook, layer=layer: mlp_out_hook(o, hook, layer)),
         ]
-    with torch.enable_grad(), warnings.catch_warnings():
+    with torch.enable_grad(), warnings.catch_warnings(), frozen_parameters(model):
         # The bridge warns that an edited hook_scale makes it rebuild the norm from hooked values: that is the point.
         warnings.simplefilter("ignore")
         with model.hooks(fwd_hooks=hooks):
