@@ -62,7 +62,8 @@ def prompt_tokens(model, prompt: str | Tensor | list[int]) -> Int[Tensor, " posi
 
 
 def _unembedding(model) -> Float[Tensor, "vocab d_model"]:
-    return model.unembed.original_component.weight.detach()
+    # TransformerLens's public W_U [d_model, vocab] (a view of the Hugging Face weight, no copy), not the wrapped module
+    return model.W_U.detach().T
 
 
 def logit_targets(logits: Float[Tensor, " vocab"], W_U: Float[Tensor, "vocab d_model"], max_n_logits: int,
@@ -124,6 +125,7 @@ def attribution_graph(
     targets = resolve_targets(attribution_targets, probe.logits[0, -1], W_U, model.tokenizer, max_n_logits,
                               desired_logit_prob)
     logit_ids, logit_probs, logit_vectors = targets.ids, targets.weights.to(device), targets.vectors.to(device)
+    mlp_outputs = probe.mlp_out_value  # the batched forward reuses them instead of running the MLPs 64 times
     del probe
 
     n_logits = len(logit_ids)
@@ -134,7 +136,10 @@ def attribution_graph(
     target_vec = torch.cat([logit_vectors, encoder_rows])
 
     batch = max(1, min(batch_size, n_logits + n_feat))
-    record = replacement_forward(model, transcoders, tokens, batch=batch, logits=False)
+    record = replacement_forward(model, transcoders, tokens, batch=batch, logits=False, mlp_outputs=mlp_outputs)
+    if not all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(record.mlp_out_value, mlp_outputs)):
+        # the transcoders' output site is not the MLP's own output (a norm after it?): compute the MLPs
+        record = replacement_forward(model, transcoders, tokens, batch=batch, logits=False)
     bar = tqdm(total=n_logits + min(n_feat, max_feature_nodes if max_feature_nodes is not None else n_feat),
                desc="attribution", disable=not progress)
 

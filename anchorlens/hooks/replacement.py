@@ -12,13 +12,14 @@ circuit-tracer detaches the same quantities (softmax output, RMSNorm mean, MLP o
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from anchorlens.attribution.transcoders import TranscoderSet
+from anchorlens.hooks.known_mlp import known_mlp_outputs
 
 
 @dataclass
@@ -53,10 +54,11 @@ def frozen_parameters(model):
 
 
 def replacement_forward(model, transcoders: TranscoderSet, tokens: Tensor, batch: int,
-                        logits: bool = True) -> ReplacementForward:
+                        logits: bool = True, mlp_outputs: list[Tensor] | None = None) -> ReplacementForward:
     """Run the frozen forward on ``batch`` copies of ``tokens`` ([position]) with autograd on; with
     ``logits=False`` it stops at the final norm's output (the unembedding of every copy and position is the
-    largest tensor of the pass: 64 x 256 x 49k floats, 3 GB, for SmolLM2)."""
+    largest tensor of the pass: 64 x 256 x 49k floats, 3 GB, for SmolLM2). ``mlp_outputs`` (each layer's MLP
+    output [position, d_model], from a forward of the same tokens) are used instead of computing the MLPs again."""
     n_layers = model.cfg.n_layers
     record = ReplacementForward(mlp_in=[None] * n_layers, mlp_out=[None] * n_layers,
                                 mlp_out_value=[None] * n_layers)
@@ -100,7 +102,8 @@ def replacement_forward(model, transcoders: TranscoderSet, tokens: Tensor, batch
     with torch.enable_grad(), warnings.catch_warnings(), frozen_parameters(model):
         # The bridge warns that an edited hook_scale makes it rebuild the norm from hooked values: that is the point.
         warnings.simplefilter("ignore")
-        with model.hooks(fwd_hooks=hooks):
+        known = known_mlp_outputs(model, mlp_outputs) if mlp_outputs is not None else nullcontext()
+        with model.hooks(fwd_hooks=hooks), known:
             try:
                 record.logits = model(tokens.unsqueeze(0).expand(batch, -1)).detach()
             except _StopAtFinalNorm:
