@@ -7,6 +7,7 @@ high-water mark, so model loading is included in both). circuit-tracer runs in i
         --lengths 16 64 256 --model tiny
     .venv/bin/python benchmarks/bench_attribution.py --lengths 16 64 --model smollm2
     .venv/bin/python benchmarks/bench_attribution.py --lengths 256 --model smollm2 --max-feature-nodes 1024
+    .venv/bin/python benchmarks/bench_attribution.py --model mid --lengths 64 256 512 --max-feature-nodes 256
 
 Transcoders: seeded random ones (``random_transcoders``), sparse (a negative encoder bias) so that 256 tokens fit.
 Prints a Markdown table (seconds are attribution only; ratio = circuit-tracer / anchorlens).
