@@ -3,10 +3,11 @@
 Same machine, model, transcoders and prompt; each measurement runs in a fresh process (peak RSS is the process's
 high-water mark, so model loading is included in both). circuit-tracer runs in its own environment:
 
-    .venv/bin/python benchmarks/bench_attribution.py --ct-python /work/venvs/circuit-tracer/bin/python \
+    .venv/bin/python benchmarks/bench_attribution.py --ct-python /work/ct-venv/bin/python \
         --lengths 16 64 256 --model tiny
     .venv/bin/python benchmarks/bench_attribution.py --lengths 16 64 --model smollm2
     .venv/bin/python benchmarks/bench_attribution.py --lengths 256 --model smollm2 --max-feature-nodes 1024
+    .venv/bin/python benchmarks/bench_attribution.py --model mid --lengths 64 256 512 --max-feature-nodes 256
 
 Transcoders: seeded random ones (``random_transcoders``), sparse (a negative encoder bias) so that 256 tokens fit.
 Prints a Markdown table (seconds are attribution only; ratio = circuit-tracer / anchorlens).
@@ -24,11 +25,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's anchorlens, not an installed one
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 TINY = {"model": "random", "n_layers": 4, "d_model": 128, "n_heads": 4, "n_kv_heads": 2, "seed": 0,
         "n_features": 256, "activation": "relu", "skip": False, "tc_seed": 1, "enc_bias": -2.5}
+# a random Llama of a small real model's shape per layer (d_model 512, 8 heads of 64, 2 KV heads, MLP 2048; 8 layers
+# so that 512 tokens x 64 copies fit this 23 GB machine for both tools), 512 features per layer
+MID = {"model": "random", "n_layers": 8, "d_model": 512, "n_heads": 8, "n_kv_heads": 2, "seed": 0,
+       "n_features": 512, "activation": "relu", "skip": False, "tc_seed": 1, "enc_bias": -2.5}
 SMOL = {"model": "smollm2", "n_features": 64, "activation": "relu", "skip": False, "tc_seed": 1, "enc_bias": -0.5}
 
 
@@ -88,15 +94,15 @@ def one_circuit_tracer(case: dict, prompt: str, ct_python: str, threads: int, ma
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--ct-python", default="/work/venvs/circuit-tracer/bin/python")
+    parser.add_argument("--ct-python", default="/work/ct-venv/bin/python")
     parser.add_argument("--lengths", nargs="*", type=int, default=[16, 64, 256])
-    parser.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
+    parser.add_argument("--model", choices=["tiny", "mid", "smollm2"], default="tiny")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-feature-nodes", type=int, default=None,
                         help="both tools keep this many features of largest influence (circuit-tracer's choice)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one anchorlens measurement, JSON on stdout
     args = parser.parse_args(argv)
-    case = TINY if args.model == "tiny" else SMOL
+    case = {"tiny": TINY, "mid": MID, "smollm2": SMOL}[args.model]
     if args.one:
         print(json.dumps(one_anchorlens(case, args.one, args.threads, args.max_feature_nodes)))
         return 0

@@ -37,7 +37,6 @@ INTERNALS_EXCEPTIONS = {
     "anchorlens.mediation.organism",
     "anchorlens.flow.organism",
     "anchorlens.receivers.organism",
-    "anchorlens.attribution.attribute",  # reads unembed.original_component: h-attrspeed's branch (issue 21) fixes it
 }
 
 

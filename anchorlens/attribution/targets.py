@@ -149,7 +149,7 @@ def logit_difference_target(model, token: str | int, other: str | int, weight: f
     """The target "``token`` rather than ``other``": the direction whose dot product with the final norm's output
     is ``logit(token) - logit(other)`` (the difference of their unembedding rows), e.g.
     ``logit_difference_target(model, " Paris", " Rome")``; its label defaults to ``logit(A)-logit(B)``."""
-    W_U = model.W_U.T.detach().float()  # [d_vocab, d_model]: the unembedding rows
+    W_U = model.W_U.detach().T.float()  # TransformerLens's public [d_model, vocab], transposed to rows of tokens
     a, b = (single_token_id(model.tokenizer, t, W_U.shape[0]) for t in (token, other))
     if a == b:
         raise TargetError(f"{token!r} and {other!r} are the same token: their logit difference is always 0")

@@ -12,12 +12,14 @@ circuit-tracer detaches the same quantities (softmax output, RMSNorm mean, MLP o
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from anchorlens.hooks.dictionary import FeatureDictionary
+from anchorlens.hooks.known_mlp import known_mlp_outputs
 
 
 @dataclass
@@ -36,11 +38,27 @@ class _StopAtFinalNorm(Exception):
     """Raised by the final norm's hook when the logits are not wanted (they would be [batch, position, vocab])."""
 
 
+@contextmanager
+def frozen_parameters(model):
+    """Parameters without ``requires_grad`` for the duration: autograd then saves no layer's input for a weight
+    gradient nobody asks for (every norm and linear input of every copy: 4.5 GB of SmolLM2's 16 GB peak at 256
+    tokens x 64 copies)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def replacement_forward(model, transcoders: FeatureDictionary, tokens: Tensor, batch: int,
-                        logits: bool = True) -> ReplacementForward:
+                        logits: bool = True, mlp_outputs: list[Tensor] | None = None) -> ReplacementForward:
     """Run the frozen forward on ``batch`` copies of ``tokens`` ([position]) with autograd on; with
     ``logits=False`` it stops at the final norm's output (the unembedding of every copy and position is the
-    largest tensor of the pass: 64 x 256 x 49k floats, 3 GB, for SmolLM2)."""
+    largest tensor of the pass: 64 x 256 x 49k floats, 3 GB, for SmolLM2). ``mlp_outputs`` (each layer's MLP
+    output [position, d_model], from a forward of the same tokens) are used instead of computing the MLPs again."""
     n_layers = model.cfg.n_layers
     record = ReplacementForward(mlp_in=[None] * n_layers, mlp_out=[None] * n_layers,
                                 mlp_out_value=[None] * n_layers)
@@ -81,10 +99,11 @@ def replacement_forward(model, transcoders: FeatureDictionary, tokens: Tensor, b
             (f"blocks.{layer}.{read}", lambda x, hook, layer=layer: mlp_in_hook(x, hook, layer)),
             (f"blocks.{layer}.{write}", lambda o, hook, layer=layer: mlp_out_hook(o, hook, layer)),
         ]
-    with torch.enable_grad(), warnings.catch_warnings():
+    with torch.enable_grad(), warnings.catch_warnings(), frozen_parameters(model):
         # The bridge warns that an edited hook_scale makes it rebuild the norm from hooked values: that is the point.
         warnings.simplefilter("ignore")
-        with model.hooks(fwd_hooks=hooks):
+        known = known_mlp_outputs(model, mlp_outputs) if mlp_outputs is not None else nullcontext()
+        with model.hooks(fwd_hooks=hooks), known:
             try:
                 record.logits = model(tokens.unsqueeze(0).expand(batch, -1)).detach()
             except _StopAtFinalNorm:
