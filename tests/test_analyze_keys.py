@@ -38,6 +38,7 @@ def _mtimes(out, names):
     return {name: (out / name).stat().st_mtime_ns for name in names}
 
 
+@pytest.mark.slow
 def test_a_rerun_with_new_heads_recomputes_receivers_only(models, tmp_path):
     model, _ = models
     trace = Trace.from_text(model, TEXT)
@@ -58,6 +59,7 @@ def test_a_rerun_with_new_heads_recomputes_receivers_only(models, tmp_path):
     assert json.loads((out / "receivers.npz.key.json").read_text())["heads"] == 2
 
 
+@pytest.mark.slow
 def test_another_model_with_the_same_tokenizer_recomputes_everything(models, tmp_path):
     model, other = models
     trace = Trace.from_text(model, TEXT)
@@ -71,6 +73,7 @@ def test_another_model_with_the_same_tokenizer_recomputes_everything(models, tmp
     torch.testing.assert_close(analysis.flow_to_answer, fresh.flow_to_answer)
 
 
+@pytest.mark.slow
 def test_a_new_trace_recomputes_and_load_reads_only_its_own_results(models, tmp_path):
     model, _ = models
     _run(model, tmp_path, Trace.from_text(model, TEXT))
@@ -82,6 +85,7 @@ def test_a_new_trace_recomputes_and_load_reads_only_its_own_results(models, tmp_
     assert loaded.receiver_heads == analysis.receiver_heads
 
 
+@pytest.mark.slow
 def test_a_step_killed_while_writing_is_recomputed(models, tmp_path):
     model, _ = models
     trace = Trace.from_text(model, TEXT)

@@ -43,6 +43,7 @@ def test_json_equals_circuit_tracers_create_graph_files(tmp_path, one_torch_thre
     assert len(ours["links"]) > 100
 
 
+@pytest.mark.slow
 def test_plot_and_tables(tiny_llama, one_torch_thread):
     graph = attribution_graph(tiny_llama, random_transcoders(2, 64, 16), "The capital of France is", progress=False)
     ax = graph.plot()

@@ -41,6 +41,7 @@ def compare(graph, ref):
     np.testing.assert_allclose(pruned.scores(), ref["pruned_scores"], rtol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny_llama_relu", "tiny_llama_jumprelu_skip"])
 def test_equals_circuit_tracer_on_random_llama(name, one_torch_thread):
     case = CASES[name]
@@ -58,6 +59,7 @@ def test_equals_circuit_tracer_on_smollm2(name, smol, one_torch_thread):
     compare(graph, np.load(DATA / f"{name}.npz"))
 
 
+@pytest.mark.slow
 def test_max_feature_nodes_keeps_the_features_circuit_tracer_keeps(one_torch_thread):
     """circuit-tracer picks 100 of 241 features by influence, re-ranked after each 4 x 16 rows: the same ones,
     the same graph; the others are reported as dropped."""
@@ -92,6 +94,7 @@ TARGET_CASES = ["tiny_llama_token_strings", "tiny_llama_token_ids", "tiny_llama_
                 "tiny_llama_logit_diff_max60"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TARGET_CASES)
 def test_attribution_targets_equal_circuit_tracers(name, one_torch_thread):
     """Token strings, token ids and custom directions (two logit differences weighted 0.7 / 0.3), also with 60 of
@@ -124,6 +127,7 @@ def test_a_logit_difference_is_the_difference_of_the_two_token_rows(one_torch_th
     assert graph.logit_labels == ["logit( Rome)-logit( Paris)"]
 
 
+@pytest.mark.slow
 def test_circuit_tracers_hook_names_mean_the_same_places(one_torch_thread):
     """mlp.hook_out (its released configs' name) is hook_mlp_out for circuit-tracer and for anchorlens: the same
     graph; hook_resid_mid (the residual before the MLP's norm) is a different place, and equals circuit-tracer's."""

@@ -120,6 +120,7 @@ def organism_checks(model, transcoders, graph) -> None:
     assert into_feature[planted_0] > 10 * into_feature.abs().sort().values[-2]
 
 
+@pytest.mark.slow
 def test_organism_graph_is_the_known_one(organism, one_torch_thread):
     model, transcoders = organism
     with mlps_replaced_by(model, transcoders):

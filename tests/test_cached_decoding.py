@@ -118,6 +118,7 @@ def test_load_check_refuses_a_model_whose_cache_is_not_filled(models):
     al.verify_cached_decoding(model)
 
 
+@pytest.mark.slow
 def test_load_check_catches_wrong_decoding(models):
     """A cache that answers with the wrong positions (here: every step's key/value dropped) is refused."""
     model = models["llama"]

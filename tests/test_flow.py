@@ -64,6 +64,7 @@ def assert_flow_matches(flow: InformationFlow, naive: dict, atol: float = 1e-5):
     torch.testing.assert_close(flow.by_head(1), naive["heads"][1], atol=atol, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distance, p", [("l1", 1), ("l2", 2)])
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_random_gqa_models_equal_naive(arch, distance, p, one_torch_thread, monkeypatch):
@@ -95,6 +96,7 @@ def test_contributions_sum_to_one_and_future_gets_eps(tiny_llama, one_torch_thre
     assert (flow.heads[:, future] < 1e-4).all() and (flow.heads[:, future] > 0).all()
 
 
+@pytest.mark.slow
 def test_l1_and_l2_rank_alike_but_differ(tiny_qwen, one_torch_thread):
     l1 = information_flow(tiny_qwen, TEXT, distance="l1")
     l2 = information_flow(tiny_qwen, TEXT, distance="l2")
@@ -139,6 +141,7 @@ def test_bad_input(tiny_llama, one_torch_thread):
             flow.routes(-1, threshold=threshold)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_attention_output_that_is_not_the_sum_of_heads_is_refused(one_torch_thread):
     """An output bias on o_proj (a real module change) adds a term no (source, head) part explains."""
@@ -149,6 +152,7 @@ def test_attention_output_that_is_not_the_sum_of_heads_is_refused(one_torch_thre
         information_flow(model, TEXT)
 
 
+@pytest.mark.slow
 def test_fused_l1_kernel_equals_naive(one_torch_thread):
     """The torch.compile-d kernel (used from 256 tokens on) against the literal definition."""
     model = random_model("qwen2", n_layers=2, d_model=96, n_heads=6, n_kv_heads=3, seed=7)

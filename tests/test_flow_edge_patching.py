@@ -11,6 +11,7 @@ from anchorlens.flow.edge_patching import EdgeAttribution, EdgePatchingError, ed
 CLEAN, CORRUPT = "The capital of France is", "The capital of Italy is"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_expanded_model_is_the_same_function(arch, one_torch_thread):
     model = random_model(arch, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, seed=2)
@@ -20,6 +21,7 @@ def test_expanded_model_is_the_same_function(arch, one_torch_thread):
     torch.testing.assert_close(expanded(tokens), model(tokens), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_edge_scores_agree_with_node_scores_of_the_original_gqa_model(one_torch_thread, tmp_path):
     """TransformerLens scores nodes on the GQA model itself; each writer's outgoing edges (on the expanded copy)
     must add up to the same node score, so the adapter changed neither the function nor its gradients."""

@@ -30,6 +30,7 @@ def _compare(model, trace, positions, block_tokens, checkpoint_every=None, tol=1
         assert streamed.distance == distance and streamed.sentences == expected.sentences
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["llama", "qwen2"])
 @pytest.mark.parametrize("checkpoint_every", [1, 2, None])
 def test_streamed_sentence_flow_equals_full_flow_on_gqa_models(architecture, checkpoint_every, one_torch_thread):
@@ -40,6 +41,7 @@ def test_streamed_sentence_flow_equals_full_flow_on_gqa_models(architecture, che
              checkpoint_every=checkpoint_every)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["llama", "qwen2"])
 def test_streamed_l1_sentence_flow_equals_full_flow(architecture, one_torch_thread):
     model = random_model(architecture, n_layers=2, d_model=96, n_heads=6, n_kv_heads=3, seed=4)

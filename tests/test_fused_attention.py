@@ -147,6 +147,7 @@ def test_hide_keys_needs_a_fused_block(tiny_llama):
 # ------------------------------------------------------------------------------------------------ suppression
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["fast", "naive"])
 def test_suppression_mask_equals_eager_on_random_gqa(organism, method):
     trace = trace_for(organism)
@@ -160,6 +161,7 @@ def test_suppression_mask_equals_eager_on_random_gqa(organism, method):
                     al.suppression_matrix(organism, trace, attention="eager", **subset).token_kl)
 
 
+@pytest.mark.slow
 def test_suppression_in_query_blocks_equals_eager(organism, monkeypatch):
     # Long suppressed forwards run SDPA a block of queries at a time over only the keys the block can see;
     # with blocks of 8 queries this trace (about 100 tokens) takes that path in every suppressed forward.
@@ -191,6 +193,7 @@ def test_suppression_mask_equals_eager_on_smollm2(smol, one_torch_thread):
 # ------------------------------------------------------------------------------------------------ sampling
 
 
+@pytest.mark.slow
 def test_greedy_sampling_same_tokens_on_random_gqa(organism):
     requests = [SampleRequest("The capital of France is", seed=s) for s in range(3)]
     params = SamplingParams(temperature=0.0, max_tokens=24)

@@ -62,6 +62,7 @@ def organism_pairs(organism):
 # ---------------------------------------------------------------- prompts
 
 
+@pytest.mark.slow
 def test_templates_and_pair_types():
     assert set(TEMPLATES) == set(OPERATORS) and all(len(t) == 6 for t in TEMPLATES.values())
     pairs = arithmetic_pairs(n_per_template=2, operand_range=(1, 9), result_range=(0, 99), seed=0)
@@ -145,6 +146,7 @@ def strong_units(organism, organism_pairs):
         UNITS[kind] = sorted(set(strongest) | {UNITS[kind][0]})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("component", list(COMPONENTS))
 def test_batched_equals_one_cell_per_forward(organism, organism_pairs, component):
     units = UNITS.get(COMPONENTS[component].unit)
@@ -161,6 +163,7 @@ def test_batched_equals_one_cell_per_forward(organism, organism_pairs, component
     assert fast.values("logit_diff").nan_to_num().abs().max() > 1e-3, "cells with effects 100x the tolerance"
 
 
+@pytest.mark.slow
 def test_batched_on_gqa_qwen_with_mixed_lengths(tiny_qwen):
     pairs = filter_pairs(tiny_qwen, arithmetic_pairs(n_per_template=1, operators=["addition"], seed=2),
                          require_correct=False).kept[:5]
@@ -173,6 +176,7 @@ def test_batched_on_gqa_qwen_with_mixed_lengths(tiny_qwen):
         mediation_sweep(tiny_qwen, *columns(pairs), positions="all")
 
 
+@pytest.mark.slow
 def test_fused_sweep_equals_eager_one_cell_per_forward(organism, organism_pairs, tiny_qwen):
     """Sweeps run fused (SDPA) attention by default; the reference runs eager, one forward per cell."""
     pairs = organism_pairs[:3]
@@ -221,6 +225,7 @@ def _tl_generic(organism, tokens, cache, metric, name, units):
     return result.values.reshape(4, tokens.shape[1], len(units), -1).permute(3, 0, 1, 2)
 
 
+@pytest.mark.slow
 def test_batched_equals_transformer_lens_patching(organism, organism_pairs):
     """TransformerLens 4's own patching (transformer_lens.patching) runs on the bridge: one forward per cell
     over all pairs (base = its corrupted run, counterfactual = its clean cache)."""
@@ -248,6 +253,7 @@ def test_batched_equals_transformer_lens_patching(organism, organism_pairs):
         torch.testing.assert_close(ours.values("logit_diff"), expected.float(), atol=1e-5, rtol=0, msg=component)
 
 
+@pytest.mark.slow
 def test_chunking_and_prefix_reuse_do_not_change_results(organism, organism_pairs):
     args = columns(organism_pairs[:3])
     reference = mediation_sweep(organism, *args, component="head_out", positions="all", reuse_prefix=False,
@@ -336,6 +342,7 @@ def test_organism_answers_held_out_prompts(organism):
     assert right / len(held_out) >= 0.95
 
 
+@pytest.mark.slow
 def test_paper_picture_on_the_organism_and_not_on_its_shuffled_control():
     model = arithmetic_organism(progress=False)
     pairs = [p for p in arithmetic_pairs(n_per_template=6, result_range=(0, 99), pair_types=["operands", "operator"],

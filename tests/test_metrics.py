@@ -102,6 +102,7 @@ def test_accuracy_ignores_unanswered_rollouts():
     assert math.isnan(rollout_accuracy([]))
 
 
+@pytest.mark.slow
 def test_planted_anchor_is_found(embed):
     result = sentence_importance(planted_rollouts(), SENTENCES, embed=embed, progress=False)
     acc = result.accuracy.tolist()
@@ -294,6 +295,7 @@ def importance(rollouts, sentences, seed):
                                bootstrap_seed=seed)
 
 
+@pytest.mark.slow
 def test_intervals_cover_a_planted_jump_and_exclude_zero():
     """20 synthetic traces (10 sentences, 100 rollouts each), accuracy 0.2 -> 0.9 at sentence 5.
 
@@ -312,6 +314,7 @@ def test_intervals_cover_a_planted_jump_and_exclude_zero():
     assert covered >= 15
 
 
+@pytest.mark.slow
 def test_without_a_jump_intervals_include_zero_and_nothing_stands_out():
     """The same traces with accuracy 0.5 everywhere. Measured on 100 traces: 95.8% of the per-sentence
     intervals include 0, and the top never stood out from the runner-up (0 of 100; the top-vs-runner-up

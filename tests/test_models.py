@@ -47,6 +47,7 @@ def test_a_local_model_folder_loads_through_transformerlens(smol):
         assert torch.allclose(model(tokens), smol(tokens), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["llama", "qwen2"])
 def test_random_models_with_grouped_query_attention(architecture):
     model = random_model(architecture, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2)
@@ -56,6 +57,7 @@ def test_random_models_with_grouped_query_attention(architecture):
     assert logits.shape == (1, 3, len(model.tokenizer))
 
 
+@pytest.mark.slow
 def test_model_whose_attention_edits_have_no_effect_is_refused():
     """Simulate an architecture whose attention hooks fire but whose edits are dropped (reported for GPT-J)."""
     from transformer_lens.hook_points import HookPoint
@@ -95,6 +97,7 @@ def test_generate_trace_on_the_embedded_model(smol):
     assert again.cot == trace.cot  # seeded
 
 
+@pytest.mark.slow
 def test_cli_help_and_split(tmp_path):
     out = subprocess.run([sys.executable, "-m", "anchorlens.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "analyze" in out.stdout

@@ -78,6 +78,7 @@ def test_hooks_are_removed_after_the_block_even_on_exceptions(tiny_qwen):
     torch.testing.assert_close(tiny_qwen(TOKENS), baseline, atol=0, rtol=0)
 
 
+@pytest.mark.slow
 def test_generation_inside_the_block_is_ablated_at_every_step(tiny_llama):
     """Greedy generation with the KV cache under ablation = step-by-step full forwards under ablation."""
     model, heads, steps = tiny_llama, [(0, 0), (0, 1), (1, 1), (1, 2)], 8
@@ -123,6 +124,7 @@ def test_random_head_sets_avoid_the_target_and_excluded_layers():
         random_head_sets(2, 2, size=3, n_sets=1)
 
 
+@pytest.mark.slow
 def test_ablation_experiment_end_to_end(tmp_path):
     model = planted_receiver_model()
     text = "We add the numbers. This is the anchor of it. Then we subtract two. The answer is five."

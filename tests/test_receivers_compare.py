@@ -20,6 +20,7 @@ def pair():
     return planted_receiver_model(), random_model("llama", n_layers=3, d_model=64, n_heads=4, n_kv_heads=2, seed=7)
 
 
+@pytest.mark.slow
 def test_the_model_with_a_receiver_head_is_more_kurtotic(pair, tmp_path):
     reasoning, base = pair
     traces = [organism_trace(reasoning, at) for at in (3, 7)]
@@ -37,6 +38,7 @@ def test_the_model_with_a_receiver_head_is_more_kurtotic(pair, tmp_path):
     torch.testing.assert_close(loaded.agreement, comparison.agreement, equal_nan=True)
 
 
+@pytest.mark.slow
 def test_a_model_compared_with_itself_agrees_perfectly(pair):
     reasoning, _ = pair
     traces = [organism_trace(reasoning, 5)]
@@ -44,6 +46,7 @@ def test_a_model_compared_with_itself_agrees_perfectly(pair):
     assert comparison.agreement[0] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_different_tokenizers_are_refused(pair):
     reasoning, _ = pair
     other = random_model("llama", n_layers=2, d_model=32, n_heads=2, check_attention_edits=False)

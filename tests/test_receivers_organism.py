@@ -54,6 +54,7 @@ def organism_traces(organism):
     return [organism_trace(organism, at) for at in (2, 4, 6, 9)]
 
 
+@pytest.mark.slow
 def test_planted_head_attends_to_the_marked_sentence(organism, organism_traces):
     trace = organism_traces[1]
     matrix = sentence_attention(organism, trace).head(1, 3)
@@ -65,6 +66,7 @@ def test_planted_head_attends_to_the_marked_sentence(organism, organism_traces):
     torch.testing.assert_close(later[:, 4], torch.full_like(later[:, 4], 1.0 / n_marked), rtol=0.05, atol=0)
 
 
+@pytest.mark.slow
 def test_receiver_heads_recover_the_planted_head_and_sentence(organism, organism_traces):
     heads = receiver_heads(organism, organism_traces, top_k=3, progress=False)
     assert heads.heads[0] == (1, 3)

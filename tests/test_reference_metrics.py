@@ -87,6 +87,7 @@ def test_overdeterminedness_matches_published_on_all_traces():
     assert close / total >= 0.95, f"only {close}/{total} within {TOLERANCE}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SMALL_TRACES)
 def test_different_trajectories_fraction_matches_published_live(name):
     trace = load_reference_trace(REFERENCE / "deepseek-r1-distill-llama-8b" / name)
@@ -111,6 +112,7 @@ def cached_traces(cached_similarities):
     return traces
 
 
+@pytest.mark.slow
 def test_similarity_cache_matches_live_embedder(cached_similarities):
     """Re-embed 40 random (sentence, rollout) pairs live: the cache must hold the same cosines."""
     rng = random.Random(0)

@@ -201,6 +201,7 @@ def planted(data_trace: Trace) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_build_report_writes_a_self_contained_page_json_and_pngs(tmp_path, small_trace):
     from PIL import Image
 

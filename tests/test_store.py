@@ -183,6 +183,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_processes_write_one_store(tmp_path):
     path = tmp_path / "shared.sqlite"
     RolloutStore(path).close()

@@ -63,6 +63,7 @@ def saved_kurtosis(out, names):
     return np.stack([load_arrays(out / "traces" / n / "receivers.npz")[0]["kurtosis"].double().numpy() for n in names])
 
 
+@pytest.mark.slow
 def test_traces_are_found_in_sorted_order_and_keep_their_published_chunks(run, published, model):
     result, out, lines = run
     assert result.traces == sorted(SHORTEST) and not result.missing
@@ -152,6 +153,7 @@ def test_view_correlations_pooled_and_per_trace(run):
     assert (pooled.view_a == "receiver_score").all()  # views against importance, not metric against metric
 
 
+@pytest.mark.slow
 def test_a_second_run_recomputes_nothing(run, published, model):
     result, out, _ = run
     before = {p: p.stat().st_mtime_ns for p in out.glob("traces/**/receivers.npz")}
@@ -163,6 +165,7 @@ def test_a_second_run_recomputes_nothing(run, published, model):
     assert again.receiver_heads == result.receiver_heads
 
 
+@pytest.mark.slow
 def test_a_killed_study_resumes_where_it_stopped(run, published, model, tmp_path):
     """A study killed inside its third trace (receivers written, its key not yet) and before the fourth: the
     re-run reuses the first two traces, recomputes the third's receivers and computes the fourth."""
@@ -182,6 +185,7 @@ def test_a_killed_study_resumes_where_it_stopped(run, published, model, tmp_path
     pd.testing.assert_frame_equal(again.sentences, result.sentences)
 
 
+@pytest.mark.slow
 def test_shards_into_one_folder_give_the_same_study(run, published, model, tmp_path):
     result, _, _ = run
     half = al.study(model, published, out_dir=tmp_path, views=("receivers",), importance="published",
@@ -199,6 +203,7 @@ def test_shards_into_one_folder_give_the_same_study(run, published, model, tmp_p
     assert aggregate_folder(tmp_path).receiver_heads == result.receiver_heads
 
 
+@pytest.mark.slow
 def test_command_aggregates_without_a_model(run, published, tmp_path, capsys):
     from anchorlens.cli import main
 
@@ -213,6 +218,7 @@ def test_command_aggregates_without_a_model(run, published, tmp_path, capsys):
     assert (folder / "study.html").is_file() and (folder / "study_heads.csv").is_file()
 
 
+@pytest.mark.slow
 def test_study_round_trips_and_plots(run, tmp_path):
     result, _, _ = run
     loaded = Study.load(result.save(tmp_path))
@@ -328,6 +334,7 @@ def organism(one_torch_thread):
     return al.planted_receiver_model(layer=1, head=3)
 
 
+@pytest.mark.slow
 def test_organism_planted_head_comes_first_and_is_reliable(organism, model, tmp_path):
     result = al.study(organism, organism_traces(organism, marked=True), out_dir=tmp_path, views=("receivers",),
                       importance=None, top_k=3, base_model=model, progress=False)
@@ -344,6 +351,7 @@ def test_organism_planted_head_comes_first_and_is_reliable(organism, model, tmp_
     assert 0 <= comparison["mann_whitney_p"] <= 1 and comparison["n_traces"] == 6
 
 
+@pytest.mark.slow
 def test_organism_control_without_the_marker(organism, tmp_path):
     result = al.study(organism, organism_traces(organism, marked=False), out_dir=tmp_path, views=("receivers",),
                       importance=None, top_k=3, progress=False)
@@ -352,6 +360,7 @@ def test_organism_control_without_the_marker(organism, tmp_path):
     assert result.reliability_ci[0] < 0.5  # the halves do not reliably agree on any head
 
 
+@pytest.mark.slow
 def test_rollouts_and_flow_go_through_analyze(model, tmp_path):
     """importance="rollouts" runs analyze's resampling step on each trace; other views come as analyze saves them."""
     from anchorlens.pipeline import Analysis

@@ -82,6 +82,7 @@ def test_prefix_cache_leaves_the_baseline_cache_untouched(tiny_qwen):
 # ----------------------------------------------------------------------------- fast == naive
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name", ["tiny_llama", "tiny_qwen"])
 def test_fast_equals_naive_on_gqa_models(model_name, request):
     model = request.getfixturevalue(model_name)
@@ -104,6 +105,7 @@ def rename(batching: dict) -> dict:
     return {names[k]: v for k, v in batching.items()}
 
 
+@pytest.mark.slow
 def test_fast_equals_naive_when_the_first_sentence_starts_at_position_0(tiny_llama):
     trace = Trace.from_text(tiny_llama, LONGER)
     assert trace.token_spans[0][0] == 1  # BOS first ...

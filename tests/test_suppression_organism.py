@@ -117,6 +117,7 @@ def organism_traces(organism):
     return [Trace.from_text(organism, organism_text(rng, n_fillers)) for n_fillers in (2, 3, 2, 3)]
 
 
+@pytest.mark.slow
 def test_organism_learned_the_recall(organism, organism_traces):
     for trace in organism_traces:
         start, _ = trace.token_spans[-1]
@@ -124,6 +125,7 @@ def test_organism_learned_the_recall(organism, organism_traces):
         assert logits[0, start - 1].argmax().item() == trace.token_ids[start]  # the colour, predicted at "?"
 
 
+@pytest.mark.slow
 def test_planted_edge_is_largest_in_its_row(organism, organism_traces):
     from anchorlens import suppression_matrix
 
