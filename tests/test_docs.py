@@ -9,6 +9,7 @@ block runs, and every ``bash`` block runs in bash. Pages whose examples load the
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,24 @@ def test_the_index_links_every_page():
     for page in DOCS.glob("*.md"):
         if page.name != "README.md":
             assert f"({page.name})" in index, f"docs/README.md does not link {page.name}"
+
+
+LINK = re.compile(r"\]\((?!https?://)(?P<path>[^)#\s]*)(?:#(?P<anchor>[^)\s]+))?\)")
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("page", [REPO / "README.md", *sorted(DOCS.glob("*.md"))], ids=lambda p: p.name)
+def test_links_lead_somewhere(page):
+    for m in LINK.finditer(page.read_text()):
+        target = (page.parent / m["path"]).resolve() if m["path"] else page
+        assert target.exists(), f"{page.name} links {m['path']}, which does not exist"
+        if m["anchor"]:
+            headings = re.findall(r"^#+ (.+)$", target.read_text(), re.M)
+            assert m["anchor"] in {github_anchor(h) for h in headings}, f"{page.name}: no heading #{m['anchor']}"
 
 
 @pytest.fixture
