@@ -2,8 +2,8 @@
 
 Each page runs in its own namespace and its own fresh folder that holds what a clone holds (``data/``, ``.venv``),
 with the README's rule: a block preceded by ``<!-- readme-test: skip (why) -->`` is not run; every other ``python``
-block runs, and every ``bash`` block runs in bash. Pages whose examples load the embedded SmolLM2 or MiniLM are
-``slow``; the others use random models and organisms only and stay in the fast tier.
+block runs, and every ``bash`` block runs in bash. Only the cheapest pages (random models and organisms) stay in the
+fast tier; the rest are ``slow``. ``upstream-kv-cache.md`` is a bug report whose code needs another transformers.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from conftest import REPO
 from test_readme import FENCE, Block
 
 DOCS = REPO / "docs"
-# Pages whose examples load a real model (SmolLM2, MiniLM) or take more than a few seconds.
-SLOW_PAGES = {"analyze.md", "taxonomy.md", "resampling.md"}
+# Pages whose examples run in the fast tier: random models and organisms, under 40 s each on the shared 2-core
+# machine. The others load SmolLM2 or MiniLM (analyze, taxonomy, resampling) or take 45-180 s there.
+FAST_PAGES = {"receivers.md", "suppression.md", "flow.md"}
+# Pages whose code is not meant to run here, and why.
+NOT_RUN = {"upstream-kv-cache.md": "a reproduction for TransformerLens under transformers 5.24 and a Hub model"}
 # The method families, each with its page (issue 22), and the methods page the docstrings cite.
 FAMILY_PAGES = {"methods.md", "resampling.md", "receivers.md", "suppression.md", "mediation.md", "flow.md",
                 "attribution.md", "taxonomy.md", "analyze.md"}
@@ -44,7 +47,7 @@ def test_every_family_has_a_page_with_examples_that_run():
         blocks = page_blocks(DOCS / name)
         assert {b.lang for b in blocks} <= {"python", "bash"}, f"{name}: give every block a language this test knows"
         assert any(b.lang == "python" and not b.skip for b in blocks), f"{name} shows no example that runs"
-    skipped = [(p.name, b.line) for p in pages_with_code() for b in page_blocks(p) if b.skip]
+    skipped = [(p.name, b.line) for p in pages_with_code() if p.name not in NOT_RUN for b in page_blocks(p) if b.skip]
     assert len(skipped) <= 5, f"most of docs/ should be checked, not skipped: {skipped}"
 
 
@@ -82,8 +85,8 @@ def clone(tmp_path) -> Path:
 
 
 def _pages():
-    return [pytest.param(p, id=p.name, marks=[pytest.mark.slow] if p.name in SLOW_PAGES else [])
-            for p in pages_with_code()]
+    return [pytest.param(p, id=p.name, marks=[] if p.name in FAST_PAGES else [pytest.mark.slow])
+            for p in pages_with_code() if p.name not in NOT_RUN]
 
 
 @pytest.mark.parametrize("page", _pages())
