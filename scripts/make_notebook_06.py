@@ -13,7 +13,7 @@ each MLP is replaced by a transcoder, attention patterns and norm scales are fro
 linear direct effects between active features, error nodes, tokens and the top logits. anchorlens's graph
 equals circuit-tracer's on the same model, transcoders and prompt (tests/test_attribution_oracle.py).
 
-Here: train small transcoders (a few steps, so the notebook runs in a minute; the README gives the numbers of a
+Here: train small transcoders (a few steps, so the notebook runs in a minute; docs/attribution.md gives the numbers of a
 30-minute run), attribute "The capital of France is", prune, score, plot, export circuit-tracer's JSON, and
 attribute a chain of thought's answer back to its sentences."""),
     new_code_cell("""import torch
