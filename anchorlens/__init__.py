@@ -151,7 +151,7 @@ from anchorlens.mediation import (
 )
 from anchorlens.mediation.organism import arithmetic_organism
 from anchorlens.mediation.overlap import NeuronOverlap, neuron_overlap
-from anchorlens.mediation.picture import MediationPicture, mediation_picture
+from anchorlens.mediation.findings import MediationPicture, mediation_picture
 
 # Everything into one report
 from anchorlens.pipeline import Analysis, analyze

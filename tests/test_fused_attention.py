@@ -24,7 +24,7 @@ from anchorlens.hooks.fused_attention import (
     is_fused,
 )
 from anchorlens.hooks.key_suppression import key_suppression_hooks
-from anchorlens.receivers.blocked import blocked_sentence_attention
+from anchorlens.receivers.query_blocks import blocked_sentence_attention
 from anchorlens.receivers.reduce import SentenceReducer, sentence_average
 from anchorlens.resampling.samplers import LocalSampler, SampleRequest, SamplingParams
 

@@ -34,7 +34,7 @@ from anchorlens.mediation import (
 from anchorlens.mediation.metrics import stolfo_effect
 from anchorlens.mediation.organism import arithmetic_organism, shuffled_weights
 from anchorlens.mediation.overlap import top_k_overlap
-from anchorlens.mediation.picture import mediation_picture
+from anchorlens.mediation.findings import mediation_picture
 from anchorlens.mediation.prompts import apply
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

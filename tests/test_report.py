@@ -20,7 +20,7 @@ from anchorlens.errors import AnchorlensError
 from anchorlens.report import CATEGORIES, ReportDataError, report_data_from_reference
 from anchorlens.report.data import SECTIONS
 from anchorlens.report.html import embed_json, page_payload, render_html
-from anchorlens.report.transforms import color_range, rounded, suppression_for_display, top_edges
+from anchorlens.report.display_math import color_range, rounded, suppression_for_display, top_edges
 from conftest import REFERENCE, load_json
 
 ORACLE_GRAPH = REFERENCE.parent.parent / "tests" / "data" / "attribution" / "tiny_llama_relu.json"  # circuit-tracer's

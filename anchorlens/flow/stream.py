@@ -16,7 +16,7 @@ states, ``block_tokens`` target rows at a time (L2: dot products, as in ``flow_m
   ``heads x block_tokens x tokens`` floats.
 
 The forwards run with fused attention (``anchorlens.hooks.fused_attention``); the pattern is recomputed
-block by block from the rotated queries and keys (``receivers.blocked.pattern_rows``, the eager bridge's
+block by block from the rotated queries and keys (``receivers.query_blocks.pattern_rows``, the eager bridge's
 arithmetic). Same numbers as ``information_flow`` + ``flow_sentences`` to float rounding (tested to 1e-5).
 """
 
@@ -33,7 +33,7 @@ from torch import Tensor
 from anchorlens.errors import UnsupportedArchitectureError
 from anchorlens.hooks.fused_attention import fused_attention, observe_queries_keys
 from anchorlens.hooks.skip_blocks import skipped_blocks
-from anchorlens.receivers.blocked import pattern_rows
+from anchorlens.receivers.query_blocks import pattern_rows
 from anchorlens.flow.information_flow import refuse_undecomposable
 from anchorlens.flow.contributions import EPS, _residual_proximity, mlp_contributions
 from anchorlens.progress import progress_bar

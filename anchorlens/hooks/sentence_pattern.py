@@ -68,7 +68,7 @@ class BlockedPatternRecorder(SentencePatternRecorder):
     """The fused-attention counterpart of ``SentencePatternRecorder``: an ``observe_queries_keys`` observer.
 
     ``reduce`` maps ``(queries, keys, scale, allowed)`` of a layer to ``[batch, head, sentence, sentence]``
-    (``anchorlens.receivers.blocked.blocked_sentence_attention`` with its reducer bound), so the pattern
+    (``anchorlens.receivers.query_blocks.blocked_sentence_attention`` with its reducer bound), so the pattern
     is rebuilt a block of queries at a time instead of being materialised by the attention bridge.
 
     >>> recorder = BlockedPatternRecorder(reduce, range(30))                                        # doctest: +SKIP

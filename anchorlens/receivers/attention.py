@@ -14,7 +14,7 @@ from anchorlens.errors import AnchorlensError
 from anchorlens.hooks.fused_attention import fused_attention, observe_queries_keys, resolve_attention
 from anchorlens.hooks.sentence_pattern import BlockedPatternRecorder, PatternsRecorded, SentencePatternRecorder
 from anchorlens.io import load_arrays, save_arrays
-from anchorlens.receivers.blocked import DEFAULT_BLOCK_TOKENS, blocked_sentence_attention
+from anchorlens.receivers.query_blocks import DEFAULT_BLOCK_TOKENS, blocked_sentence_attention
 from anchorlens.receivers.reduce import SentenceReducer, Span
 from anchorlens.receivers.scores import PROXIMITY_IGNORE, head_kurtosis, vertical_scores
 from anchorlens.results import Result

@@ -18,7 +18,7 @@ from matplotlib.patches import Patch, Rectangle
 
 from anchorlens.report.categories import CATEGORIES, CATEGORY_COLORS, UNLABELLED_COLOR
 from anchorlens.report.errors import ReportDataError
-from anchorlens.report.transforms import color_range, suppression_for_display
+from anchorlens.report.display_math import color_range, suppression_for_display
 
 if TYPE_CHECKING:  # for the annotations only: data.py imports this module to plot itself
     from anchorlens.report.data import ReportData

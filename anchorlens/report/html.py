@@ -20,7 +20,7 @@ from importlib import resources
 import numpy as np
 
 from anchorlens.report.data import CATEGORIES, CATEGORY_COLORS, UNLABELLED_COLOR, ReportData
-from anchorlens.report.transforms import color_range, rounded, scale_kind, suppression_for_display, top_edges
+from anchorlens.report.display_math import color_range, rounded, scale_kind, suppression_for_display, top_edges
 
 #: At most this many edges of each kind go into the page (the page's slider picks how many to draw).
 MAX_EDGES = 600
