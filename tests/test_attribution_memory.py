@@ -1,6 +1,7 @@
 """The attribution forward's memory savers change nothing: the known-MLP shortcut gives the model's own output
 (and is really used), frozen parameters come back as they were."""
 
+import pytest
 import torch
 
 from attribution_cases import CASES, case_model
@@ -78,3 +79,25 @@ def test_bytes_per_copy_counts_every_layers_attention_pattern(one_torch_thread):
     assert sizes[8] < weights  # the embedding and unembedding (49k x 64 floats each) are not counted per copy
     # patterns grow with T^2, the rest with T: 8x the tokens is more than 8x the bytes
     assert sizes[64] > 8 * sizes[8]
+
+
+def test_influence_pruning_and_scores_on_the_nonzero_rows_equal_the_dense_series(one_torch_thread):
+    """graph.py works on the rows that can be non-zero (features, targets) instead of n x n matrices; the dense
+    Neumann series over the whole normalised adjacency is the reference."""
+    from anchorlens.attribution.attribute import attribution_graph
+    from anchorlens.attribution.graph import neumann_influence, normalize_matrix
+    from attribution_cases import case_transcoders
+
+    case = CASES["tiny_llama_jumprelu_skip"]
+    graph = attribution_graph(case_model(case), case_transcoders(case), case["prompt"], progress=False)
+    assert (graph.adjacency[graph.n_features : graph.logit_slice.start] == 0).all()  # error and token rows
+    dense = neumann_influence(normalize_matrix(graph.adjacency), graph.logit_weights())
+    torch.testing.assert_close(graph.influence(), dense, rtol=1e-5, atol=1e-8)
+    normalized = normalize_matrix(graph.adjacency)
+    influence_plus = dense + graph.logit_weights()
+    completeness = float(((1 - normalized[:, graph.error_slice].sum(-1)) * influence_plus).sum() / influence_plus.sum())
+    assert graph.scores()[1] == pytest.approx(completeness, rel=1e-5)
+    pruned = graph.prune()
+    assert pruned.edge_mask.shape == graph.adjacency.shape
+    assert not pruned.edge_mask[graph.n_features : graph.logit_slice.start].any()
+    assert 0 < int(pruned.edge_mask.sum()) < int((graph.adjacency != 0).sum())
