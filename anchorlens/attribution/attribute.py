@@ -182,21 +182,23 @@ def attribution_graph(
         return out
 
     if max_feature_nodes is None or max_feature_nodes >= n_feat:
-        adjacency = torch.zeros(n_nodes, n_nodes)
         rows = attribute_rows(torch.arange(n_logits + n_feat))
+        del record  # the batched forward's activations go before the dense adjacency comes
+        adjacency = torch.zeros(n_nodes, n_nodes)
         adjacency[n_nodes - n_logits :, : n_nodes - n_logits] = rows[:n_logits]
         adjacency[:n_feat, : n_nodes - n_logits] = rows[n_logits:]
         kept, dropped = torch.arange(n_feat), torch.zeros(0, dtype=torch.long)
     else:
-        adjacency, kept = _select_features(attribute_rows, n_feat, n_nodes, n_logits, logit_probs.cpu().float(),
-                                           max_feature_nodes, queue_size)
+        rows, row_node, kept = _select_features(attribute_rows, n_feat, n_nodes, n_logits,
+                                                logit_probs.cpu().float(), max_feature_nodes, queue_size)
+        del record
+        adjacency = _kept_adjacency(rows, row_node, kept, n_feat, n_nodes, n_logits)
         dropped = torch.ones(n_feat, dtype=torch.bool)
         dropped[kept] = False
         dropped = dropped.nonzero().squeeze(1)
         log.info("attribution: kept %d of %d active features (max_feature_nodes), dropped %d of smaller influence",
                  len(kept), n_feat, len(dropped))
     bar.close()
-    del record
     log.debug("attribution: %d targets in passes of %d copies", n_logits + n_feat, batch)
 
     return AttributionGraph(
@@ -225,10 +227,10 @@ def _transient_bytes(model, n_pos: int, n_nodes: int) -> int:
 
 
 def _select_features(attribute_rows, n_feat: int, n_nodes: int, n_logits: int, logit_probs: Tensor,
-                     max_feature_nodes: int, queue_size: int) -> tuple[Tensor, Tensor]:
+                     max_feature_nodes: int, queue_size: int) -> tuple[Tensor, Tensor, Tensor]:
     """circuit-tracer's choice of ``max_feature_nodes`` features (``_run_attribution``, phase 4): logit rows
     first, then in rounds the ``queue_size`` unvisited features of largest partial influence on the logits.
-    Returns the adjacency over the kept features (in their original order) and their indices."""
+    Returns the rows computed (over every node), the node of each row and the kept features' indices."""
     n_rows = n_logits + max_feature_nodes
     rows = torch.zeros(n_rows, n_nodes)
     row_node = torch.zeros(n_rows, dtype=torch.long)  # which node each stored row belongs to
@@ -244,14 +246,21 @@ def _select_features(attribute_rows, n_feat: int, n_nodes: int, n_logits: int, l
         row_node[filled : filled + len(pending)] = pending
         visited[pending] = True
         filled += len(pending)
-    kept = visited.nonzero().squeeze(1)
+    return rows, row_node, visited.nonzero().squeeze(1)
+
+
+def _kept_adjacency(rows: Tensor, row_node: Tensor, kept: Tensor, n_feat: int, n_nodes: int,
+                    n_logits: int) -> Tensor:
+    """The dense adjacency over the kept features (in their original order), errors, tokens and logits."""
+    max_feature_nodes = len(kept)
     columns = torch.cat([kept, torch.arange(n_feat, n_nodes)])
     ordered = rows[row_node.argsort()][:, columns]  # kept features in order, then the logits
+    del rows
     size = len(columns)
     adjacency = torch.zeros(size, size)
     adjacency[:max_feature_nodes] = ordered[:max_feature_nodes]
     adjacency[size - n_logits :] = ordered[max_feature_nodes:]
-    return adjacency, kept
+    return adjacency
 
 
 def _features_and_errors(probe, transcoders: TranscoderSet):
