@@ -15,6 +15,7 @@ the transcoders' input (features) and at the final norm output as the unembeddin
 
 from __future__ import annotations
 
+import ctypes
 import logging
 
 import torch
@@ -184,6 +185,7 @@ def attribution_graph(
     if max_feature_nodes is None or max_feature_nodes >= n_feat:
         rows = attribute_rows(torch.arange(n_logits + n_feat))
         del record  # the batched forward's activations go before the dense adjacency comes
+        _give_back_freed_memory()
         adjacency = torch.zeros(n_nodes, n_nodes)
         adjacency[n_nodes - n_logits :, : n_nodes - n_logits] = rows[:n_logits]
         adjacency[:n_feat, : n_nodes - n_logits] = rows[n_logits:]
@@ -192,6 +194,7 @@ def attribution_graph(
         rows, row_node, kept = _select_features(attribute_rows, n_feat, n_nodes, n_logits,
                                                 logit_probs.cpu().float(), max_feature_nodes, queue_size)
         del record
+        _give_back_freed_memory()
         adjacency = _kept_adjacency(rows, row_node, kept, n_feat, n_nodes, n_logits)
         dropped = torch.ones(n_feat, dtype=torch.bool)
         dropped[kept] = False
@@ -216,6 +219,15 @@ def attribution_graph(
         model_name=getattr(model, "anchorlens_name", type(model).__name__),
         dropped_features=feats[dropped].cpu(),
     )
+
+
+def _give_back_freed_memory() -> None:
+    """glibc keeps the batched forward's freed medium-sized blocks (a few MB each) in its heap, where the dense
+    adjacency (one large block) cannot reuse them; malloc_trim hands them back. Nothing to do off glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _transient_bytes(model, n_pos: int, n_nodes: int) -> int:
