@@ -552,13 +552,15 @@ def _attribution(model, transcoders, trace, path: Path, position: int, max_featu
     graph, table = trace_attribution(model, transcoders, trace, answer_position=position,
                                      max_feature_nodes=max_features, progress=progress)
     pruned = graph.prune()
+    features_kept, features_dropped = graph.n_features, len(graph.dropped_features)
+    del graph  # at 1k tokens each dense adjacency is 3.3 GB: keep one
     replacement, completeness = pruned.scores()
     pruned.save(path.with_name(ATTRIBUTION_GRAPH_FILE))
     info = {"transcoders": transcoders.scan, "max_feature_nodes": max_features, "answer_position": position,
             "answer_token": table.attrs["answer_token"],
             "answer_text": model.tokenizer.decode([table.attrs["answer_token"]]),
             "answer_is_logit_node": bool(table.attrs["answer_is_logit_node"]),
-            "features_kept": graph.n_features, "features_dropped": len(graph.dropped_features),
+            "features_kept": features_kept, "features_dropped": features_dropped,
             "replacement": replacement, "completeness": completeness}
     arrays = {name: torch.tensor(table[name].to_numpy(), dtype=torch.float32)
               for name in ("influence", "token_influence", "feature_influence")}

@@ -15,6 +15,7 @@ the transcoders' input (features) and at the final norm output as the unembeddin
 
 from __future__ import annotations
 
+import ctypes
 import logging
 
 import torch
@@ -23,13 +24,15 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from anchorlens.errors import AnchorlensError, EmptyTextError, TraceTooLongError
-from anchorlens.hooks.replacement import replacement_forward
+from anchorlens.hooks.replacement import bytes_per_copy, replacement_forward
 from anchorlens.attribution.graph import AttributionGraph, partial_influence
 from anchorlens.attribution.targets import resolve_targets
 from anchorlens.attribution.transcoders import TranscoderSet
 from anchorlens.progress import progress_bar
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MEMORY_BUDGET = 4 * 2**30  # bytes for the batched forward's per-copy activations (attention patterns)
 
 
 class AttributionInputError(AnchorlensError):
@@ -87,6 +90,7 @@ def attribution_graph(
     progress: bool = True,
     update_interval: int = 4,
     attribution_targets=None,
+    memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
 ) -> AttributionGraph:
     """The attribution graph of ``prompt``'s next-token prediction through ``transcoders`` (circuit-tracer's).
 
@@ -98,7 +102,13 @@ def attribution_graph(
         prompt: text or token ids; a special token is put in front unless it starts with one.
         max_n_logits, desired_logit_prob: which next tokens become logit nodes (when ``attribution_targets`` is
             None).
-        batch_size: targets per backward pass (memory grows with it).
+        batch_size: targets per backward pass, at most (memory grows with it); fewer when ``memory_budget``
+            says so. The graph does not depend on it beyond circuit-tracer's rounds of ``update_interval *
+            batch_size`` (which use ``batch_size`` as given, whatever the memory allows).
+        memory_budget: bytes that the batched forward's copies may keep for the backward passes (mostly every
+            layer's attention pattern, n_heads x T^2 floats per layer and copy: about 1 GB per copy for SmolLM2
+            at 1,000 tokens), measured on a one-copy forward; the batch is lowered to fit it (said in the log
+            and the progress bar), never below 1. None: ``batch_size`` copies whatever they take.
         max_feature_nodes: keep at most this many feature nodes, those of largest influence on the logits, as
             circuit-tracer chooses them: the logit rows first, then repeatedly the ``update_interval *
             batch_size`` unvisited features of largest influence estimated from the rows computed so far. The
@@ -138,12 +148,25 @@ def attribution_graph(
     target_vec = torch.cat([logit_vectors, encoder_rows])
 
     batch = max(1, min(batch_size, n_logits + n_feat))
+    queue_size = batch * update_interval  # circuit-tracer's rounds: the requested batch, not the memory-bound one
+    desc = "attribution"
+    if memory_budget is not None:
+        per_copy = bytes_per_copy(model, transcoders, tokens, mlp_outputs) + _transient_bytes(model, n_pos, n_nodes)
+        fitting = max(1, int(memory_budget // per_copy))
+        if fitting < batch:
+            log.info("attribution: %d copies per backward pass instead of %d: each keeps %.0f MB (%d tokens), the "
+                     "memory budget is %.0f MB", fitting, batch, per_copy / 2**20, n_pos, memory_budget / 2**20)
+            if per_copy > memory_budget:
+                log.warning("attribution: one copy of the forward (%.0f MB) is already over the memory budget "
+                            "(%.0f MB): running with 1", per_copy / 2**20, memory_budget / 2**20)
+            batch = fitting
+            desc = f"attribution ({batch} copies per pass, memory budget)"
     record = replacement_forward(model, transcoders, tokens, batch=batch, logits=False, mlp_outputs=mlp_outputs)
     if not all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(record.mlp_out_value, mlp_outputs)):
         # the transcoders' output site is not the MLP's own output (a norm after it?): compute the MLPs
         record = replacement_forward(model, transcoders, tokens, batch=batch, logits=False)
     bar = progress_bar(total=n_logits + min(n_feat, max_feature_nodes if max_feature_nodes is not None else n_feat),
-                       desc="attribution", progress=progress)
+                       desc=desc, progress=progress)
 
     layer_feats = [(feats[:, 0] == layer).nonzero().squeeze(1).to(device) for layer in range(n_layers)]
     layer_feat_pos = [feats[index.cpu(), 1].to(device) for index in layer_feats]
@@ -160,21 +183,26 @@ def attribution_graph(
         return out
 
     if max_feature_nodes is None or max_feature_nodes >= n_feat:
-        adjacency = torch.zeros(n_nodes, n_nodes)
         rows = attribute_rows(torch.arange(n_logits + n_feat))
+        del record  # the batched forward's activations go before the dense adjacency comes
+        _give_back_freed_memory()
+        adjacency = torch.zeros(n_nodes, n_nodes)
         adjacency[n_nodes - n_logits :, : n_nodes - n_logits] = rows[:n_logits]
         adjacency[:n_feat, : n_nodes - n_logits] = rows[n_logits:]
         kept, dropped = torch.arange(n_feat), torch.zeros(0, dtype=torch.long)
     else:
-        adjacency, kept = _select_features(attribute_rows, n_feat, n_nodes, n_logits, logit_probs.cpu().float(),
-                                           max_feature_nodes, batch * update_interval)
+        rows, row_node, kept = _select_features(attribute_rows, n_feat, n_nodes, n_logits,
+                                                logit_probs.cpu().float(), max_feature_nodes, queue_size)
+        del record
+        _give_back_freed_memory()
+        adjacency = _kept_adjacency(rows, row_node, kept, n_feat, n_nodes, n_logits)
         dropped = torch.ones(n_feat, dtype=torch.bool)
         dropped[kept] = False
         dropped = dropped.nonzero().squeeze(1)
         log.info("attribution: kept %d of %d active features (max_feature_nodes), dropped %d of smaller influence",
                  len(kept), n_feat, len(dropped))
     bar.close()
-    del record
+    log.debug("attribution: %d targets in passes of %d copies", n_logits + n_feat, batch)
 
     return AttributionGraph(
         adjacency=adjacency,
@@ -193,11 +221,28 @@ def attribution_graph(
     )
 
 
+def _give_back_freed_memory() -> None:
+    """glibc keeps the batched forward's freed medium-sized blocks (a few MB each) in its heap, where the dense
+    adjacency (one large block) cannot reuse them; malloc_trim hands them back. Nothing to do off glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _transient_bytes(model, n_pos: int, n_nodes: int) -> int:
+    """Per copy, what a one-copy forward's saved tensors do not show: one layer's attention scores while they are
+    computed (scores, masked scores, softmax: 3 x n_heads x T^2 floats), the gradients of a backward pass at a few
+    sites ([T, d_model] floats each) and the copy's adjacency row."""
+    cfg = model.cfg
+    return 4 * (3 * cfg.n_heads * n_pos**2 + 4 * n_pos * cfg.d_model + n_nodes)
+
+
 def _select_features(attribute_rows, n_feat: int, n_nodes: int, n_logits: int, logit_probs: Tensor,
-                     max_feature_nodes: int, queue_size: int) -> tuple[Tensor, Tensor]:
+                     max_feature_nodes: int, queue_size: int) -> tuple[Tensor, Tensor, Tensor]:
     """circuit-tracer's choice of ``max_feature_nodes`` features (``_run_attribution``, phase 4): logit rows
     first, then in rounds the ``queue_size`` unvisited features of largest partial influence on the logits.
-    Returns the adjacency over the kept features (in their original order) and their indices."""
+    Returns the rows computed (over every node), the node of each row and the kept features' indices."""
     n_rows = n_logits + max_feature_nodes
     rows = torch.zeros(n_rows, n_nodes)
     row_node = torch.zeros(n_rows, dtype=torch.long)  # which node each stored row belongs to
@@ -213,14 +258,21 @@ def _select_features(attribute_rows, n_feat: int, n_nodes: int, n_logits: int, l
         row_node[filled : filled + len(pending)] = pending
         visited[pending] = True
         filled += len(pending)
-    kept = visited.nonzero().squeeze(1)
+    return rows, row_node, visited.nonzero().squeeze(1)
+
+
+def _kept_adjacency(rows: Tensor, row_node: Tensor, kept: Tensor, n_feat: int, n_nodes: int,
+                    n_logits: int) -> Tensor:
+    """The dense adjacency over the kept features (in their original order), errors, tokens and logits."""
+    max_feature_nodes = len(kept)
     columns = torch.cat([kept, torch.arange(n_feat, n_nodes)])
     ordered = rows[row_node.argsort()][:, columns]  # kept features in order, then the logits
+    del rows
     size = len(columns)
     adjacency = torch.zeros(size, size)
     adjacency[:max_feature_nodes] = ordered[:max_feature_nodes]
     adjacency[size - n_logits :] = ordered[max_feature_nodes:]
-    return adjacency, kept
+    return adjacency
 
 
 def _features_and_errors(probe, transcoders: TranscoderSet):

@@ -113,3 +113,27 @@ def replacement_forward(model, transcoders: FeatureDictionary, tokens: Tensor, b
     if missing:
         raise RuntimeError(f"hooks {missing} did not fire on {type(model).__name__}: attribution needs them")
     return record
+
+
+def bytes_per_copy(model, transcoders: FeatureDictionary, tokens: Tensor,
+                   mlp_outputs: list[Tensor] | None = None) -> int:
+    """Bytes that one copy of ``replacement_forward`` keeps alive for the backward passes, measured on a one-copy
+    forward: what autograd saves (each storage once; the model's and the transcoders' weights, shared by all
+    copies, left out) plus the recorded sites. At long prompts this is mostly every layer's attention pattern
+    (n_heads x T^2 floats per layer), which is why the batch has to shrink with the prompt."""
+    shared = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    for part in [transcoders, *(transcoders if hasattr(transcoders, "__iter__") else [])]:
+        shared |= {t.untyped_storage().data_ptr() for t in vars(part).values() if isinstance(t, Tensor)}
+    seen: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in shared:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        record = replacement_forward(model, transcoders, tokens, batch=1, logits=False, mlp_outputs=mlp_outputs)
+    for t in [record.embed, record.final, *record.mlp_in, *record.mlp_out]:
+        pack(t)
+    return sum(seen.values())
