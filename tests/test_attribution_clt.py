@@ -16,7 +16,7 @@ from anchorlens.attribution.attribute import attribution_graph
 from anchorlens.attribution.transcoders import Transcoder, TranscoderError, TranscoderSet, random_transcoders
 
 from attribution_cases import CASES, case_model, case_transcoders
-from test_attribution_oracle import compare
+from test_attribution_oracle import compare, interventions_equal_circuit_tracers
 
 DATA = Path(__file__).parent / "data" / "attribution"
 
@@ -88,20 +88,7 @@ def test_feature_intervention_with_clts_equals_circuit_tracers(one_torch_thread)
     name = "tiny_llama_clt"
     case, ref = CASES[name], np.load(DATA / f"{name}.npz")
     model, clt = case_model(case), case_transcoders(case)
-    results = []
-    for i, setting in enumerate(case["interventions"]):
-        constrained = range(*setting["constrained_layers"]) if setting["constrained_layers"] else None
-        result = al.feature_intervention(model, clt, case["prompt"], setting["interventions"],
-                                         freeze_attention=setting["freeze_attention"], constrained_layers=constrained)
-        for ours, theirs in ((result.logits[-1], ref[f"intervention_{i}_last_logits"]),
-                             (result.logits[:, :512], ref[f"intervention_{i}_logits_head"]),
-                             (result.activations, ref[f"intervention_{i}_activations"])):
-            assert ours.shape == theirs.shape
-            assert np.all(np.abs(ours.numpy() - theirs) <= 1e-4 * np.abs(theirs) + 1e-6 * np.abs(theirs).max())
-        assert not np.allclose(ref[f"intervention_{i}_last_logits"], result.clean_logits[-1].numpy(), atol=1e-2)
-        results.append(result)
-    for a, b in zip(results, results[1:]):
-        assert not torch.allclose(a.logits, b.logits, atol=1e-4)
+    interventions_equal_circuit_tracers(case, ref, model, clt)
     # control: the same interventions through each feature's own-layer decoder only differ from circuit-tracer's
     own_only = TranscoderSet([Transcoder(t.W_enc, t.b_enc, t.W_dec[:, :1], t.b_dec) for t in clt],
                              clt.feature_input_hook, clt.feature_output_hook)

@@ -21,6 +21,18 @@ from anchorlens.attribution.transcoders import random_transcoders  # noqa: E402
 DATA = Path(__file__).parent / "data" / "attribution"
 
 
+
+def assert_same_nodes_and_links(ours: dict, ref: dict) -> None:
+    """Two graph JSON files have the same node fields (floats within 1e-4 relative) and the same links, in order."""
+    for a, b in zip(ours["nodes"], ref["nodes"]):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(b[key], float):
+                assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(b[key])), key
+            else:
+                assert a[key] == b[key], key
+    assert [(x["source"], x["target"]) for x in ours["links"]] == [(x["source"], x["target"]) for x in ref["links"]]
+
 def test_json_equals_circuit_tracers_create_graph_files(tmp_path, one_torch_thread):
     """The same nodes (ids, fields, order) and links as circuit-tracer 0.5.0's own export of the same graph."""
     case = CASES["tiny_llama_relu"]
@@ -30,14 +42,7 @@ def test_json_equals_circuit_tracers_create_graph_files(tmp_path, one_torch_thre
     assert ours["metadata"] | {"scan": None} == ref["metadata"] | {"scan": None}
     assert ours["qParams"] == ref["qParams"]
     assert [n["node_id"] for n in ours["nodes"]] == [n["node_id"] for n in ref["nodes"]]
-    for a, b in zip(ours["nodes"], ref["nodes"]):
-        assert a.keys() == b.keys()
-        for key in a:
-            if isinstance(b[key], float):
-                assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(b[key])), key
-            else:
-                assert a[key] == b[key], key
-    assert [(x["source"], x["target"]) for x in ours["links"]] == [(x["source"], x["target"]) for x in ref["links"]]
+    assert_same_nodes_and_links(ours, ref)
     assert all(abs(a["weight"] - b["weight"]) <= 1e-4 * max(1.0, abs(b["weight"]))
                for a, b in zip(ours["links"], ref["links"]))
     assert len(ours["links"]) > 100
@@ -101,14 +106,7 @@ def test_json_of_custom_targets_equals_circuit_tracers(tmp_path, one_torch_threa
     logits = [n for n in ours["nodes"] if n["feature_type"] == "logit"]
     assert [n["clerp"] for n in logits] == [n["clerp"] for n in ref["nodes"] if n["feature_type"] == "logit"]
     assert [n["feature"] for n in logits] == [model.cfg.d_vocab, model.cfg.d_vocab + 1]
-    for a, b in zip(ours["nodes"], ref["nodes"]):
-        assert a.keys() == b.keys()
-        for key in a:
-            if isinstance(b[key], float):
-                assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(b[key])), key
-            else:
-                assert a[key] == b[key], key
-    assert [(x["source"], x["target"]) for x in ours["links"]] == [(x["source"], x["target"]) for x in ref["links"]]
+    assert_same_nodes_and_links(ours, ref)
     # the node table, the plot and a file round trip know they are not tokens
     nodes = graph.nodes
     targets = nodes[nodes["kind"] == "logit"]

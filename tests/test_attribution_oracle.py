@@ -154,8 +154,13 @@ def test_feature_intervention_equals_circuit_tracers(name, one_torch_thread):
     """Logits and feature activations of circuit-tracer's feature_intervention: attention frozen or free, MLPs and
     norms frozen (constrained_layers), skip connections; the same within 1e-4 relative."""
     case = CASES[name]
-    ref = np.load(DATA / f"{name}.npz")
-    model, transcoders = case_model(case), case_transcoders(case)
+    interventions_equal_circuit_tracers(case, np.load(DATA / f"{name}.npz"), case_model(case), case_transcoders(case))
+
+
+def interventions_equal_circuit_tracers(case: dict, ref, model, transcoders) -> list:
+    """Every intervention setting of ``case`` against circuit-tracer's stored logits and activations (1e-4
+    relative); each changes the clean logits, and the settings differ from each other, so each comparison tests its
+    own freezing. Returns the results."""
     results = []
     for i, setting in enumerate(case["interventions"]):
         constrained = range(*setting["constrained_layers"]) if setting["constrained_layers"] else None
@@ -169,9 +174,9 @@ def test_feature_intervention_equals_circuit_tracers(name, one_torch_thread):
             assert np.all(np.abs(ours.numpy() - theirs) <= 1e-4 * np.abs(theirs) + 1e-6 * np.abs(theirs).max())
         assert not np.allclose(ref[f"intervention_{i}_last_logits"], result.clean_logits[-1].numpy(), atol=1e-2)
         results.append(result)
-    # controls: the settings give different logits, so each comparison tests its own freezing
     for a, b in zip(results, results[1:]):
         assert not torch.allclose(a.logits, b.logits, atol=1e-4)
+    return results
 
 
 def test_generation_under_interventions_equals_circuit_tracers(one_torch_thread):
