@@ -64,6 +64,14 @@ def prompt_tokens(model, prompt: str | Tensor | list[int]) -> Int[Tensor, " posi
     return tokens
 
 
+def prepare(model, transcoders: TranscoderSet, prompt) -> tuple[Int[Tensor, " position"], TranscoderSet]:
+    """The prompt's tokens (``prompt_tokens``) and the transcoders, checked against the model and moved to its
+    device in float32: the start of every call that runs transcoders on a prompt."""
+    transcoders.check_model(model)
+    device = next(model.parameters()).device
+    return prompt_tokens(model, prompt).to(device), transcoders.to(device, torch.float32)
+
+
 def _unembedding(model) -> Float[Tensor, "vocab d_model"]:
     # TransformerLens's public W_U [d_model, vocab] (a view of the Hugging Face weight, no copy), not the wrapped module
     return model.W_U.detach().T
@@ -119,13 +127,10 @@ def attribution_graph(
             residual stream after the final norm such as ``logit_difference_target(model, " Paris", " Rome")``
             (``anchorlens.attribution.targets``). Non-token targets get ids ``d_vocab + i`` and their labels.
     """
-    transcoders.check_model(model)
     if max_feature_nodes is not None and max_feature_nodes < 0:
         raise AttributionInputError(f"max_feature_nodes must be >= 0 (or None for all), got {max_feature_nodes}")
-    tokens = prompt_tokens(model, prompt)
-    device = next(model.parameters()).device
-    tokens = tokens.to(device)
-    transcoders = transcoders.to(device, torch.float32)
+    tokens, transcoders = prepare(model, transcoders, prompt)
+    device = tokens.device
     n_layers, n_pos = model.cfg.n_layers, len(tokens)
 
     # Features and errors come from one plain forward (batch element 0 of the frozen forward has the same values).

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from anchorlens.hooks.feature_intervention import clean_pass, intervened_pass
 from anchorlens.io import load_arrays, save_arrays
-from anchorlens.attribution.attribute import AttributionInputError, prompt_tokens
+from anchorlens.attribution.attribute import AttributionInputError, prepare
 from anchorlens.attribution.transcoders import TranscoderSet
 from anchorlens.results import Result
 from anchorlens.progress import progress_bar
@@ -116,11 +116,7 @@ def feature_intervention(
         ``InterventionResult``: logits [position, vocab] and feature activations [layer, position, feature] of the
         intervened pass (a layer's activations are read before its own interventions), and the clean logits.
     """
-    transcoders.check_model(model)
-    tokens = prompt_tokens(model, prompt)
-    device = next(model.parameters()).device
-    tokens = tokens.to(device)
-    transcoders = transcoders.to(device, torch.float32)
+    tokens, transcoders = prepare(model, transcoders, prompt)
     n_layers, n_pos, n_feat = model.cfg.n_layers, len(tokens), transcoders.n_features
     checked = [_check(i, n_layers, n_pos, n_feat) for i in interventions]
     constrained = _constrained(constrained_layers, n_layers)
@@ -211,11 +207,7 @@ def feature_intervention_generate(
     positions only); each new token then runs freely, with the open-ended interventions (position
     ``slice(start, None)``) on it. Without a KV cache: each step reruns the whole sequence, the prompt's positions
     frozen as in the first step (the same values as circuit-tracer's cache, up to float rounding)."""
-    transcoders.check_model(model)
-    tokens = prompt_tokens(model, prompt)
-    device = next(model.parameters()).device
-    tokens = tokens.to(device)
-    transcoders = transcoders.to(device, torch.float32)
+    tokens, transcoders = prepare(model, transcoders, prompt)
     n_layers, n_prompt, n_feat = model.cfg.n_layers, len(tokens), transcoders.n_features
     if max_new_tokens < 1:
         raise AttributionInputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
