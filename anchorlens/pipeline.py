@@ -40,7 +40,6 @@ from anchorlens.attribution.attribute import answer_token_position
 from anchorlens.versions import version_report
 from anchorlens.views import VIEW_COLUMNS, VIEW_DEFINITIONS, CI_NOTE, suppression_summaries, view_correlations
 from anchorlens.results import Result, expect_kind
-from anchorlens.progress import show
 
 TRACE_FILE, CATEGORIES_FILE = "trace.json", "categories.json"
 RECEIVERS_FILE, SUPPRESSION_FILE, IMPORTANCE_FILE = "receivers.npz", "suppression.npz", "importance.npz"
@@ -238,7 +237,7 @@ def analyze(
                    top_p=top_p, style=style, extractor=extractor, steps=steps)
     if problem is None and trace is None:
         raise OptionError("pass a problem to reason about, or an existing trace")
-    say = say if say is not None else (_to_stderr if show(progress) else (lambda line: None))
+    say = say if say is not None else (_to_stderr if progress else (lambda line: None))  # not the bar switch: a re-run always says what it reused
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

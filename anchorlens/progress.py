@@ -1,6 +1,6 @@
 """Progress bars: on by default for every call that can take more than a few seconds; one switch turns all off.
 
-    anchorlens.set_progress(False)      # every bar (and analyze / study's per-step lines) off, for this process
+    anchorlens.set_progress(False)      # every bar off, for this process (analyze / study still say what they reuse)
     ANCHORLENS_PROGRESS=0 python ...    # the same from the environment
 
 A call's own ``progress=False`` turns off its bars only. Every bar in anchorlens is made by ``progress_bar``, so

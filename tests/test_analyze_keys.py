@@ -123,3 +123,15 @@ def test_analyze_refuses_settings_out_of_range_before_any_work(models, tmp_path)
         with pytest.raises(OptionError, match=message):
             analyze(model, tmp_path / "never", trace=trace, progress=False, **kwargs)
     assert not (tmp_path / "never").exists()
+
+
+def test_the_bar_switch_leaves_the_account_of_what_was_reused(models, tmp_path, capsys, monkeypatch):
+    """ANCHORLENS_PROGRESS=0 turns bars off, not the lines that say what a re-run reused or recomputed."""
+    model, _ = models
+    trace = Trace.from_text(model, TEXT)
+    monkeypatch.setenv("ANCHORLENS_PROGRESS", "0")
+    for heads in (4, 2):
+        analyze(model, tmp_path / "out", trace=trace, steps=("receivers",), top_k_heads=heads)
+    err = capsys.readouterr().err
+    assert "receivers: recomputed (heads 4 -> 2)" in err
+    assert "%|" not in err, "no progress bar drawn"

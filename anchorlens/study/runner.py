@@ -26,7 +26,6 @@ from anchorlens.study.discovery import (
     trace_from_sentences,
 )
 from anchorlens.study.result import Study
-from anchorlens.progress import show
 
 VIEWS = ("categories", "receivers", "suppression", "flow", "attribution")
 IMPORTANCE = ("published", "rollouts", None)
@@ -104,7 +103,7 @@ def study(
     if importance == "published" and not all(s.published for s in sources):
         raise StudyInputError("importance='published' needs published trace folders (chunks_labeled.json): pass "
                               "their folder, or use importance='rollouts' or None with Trace objects")
-    say = say if say is not None else (_to_stderr if show(progress) else (lambda line: None))
+    say = say if say is not None else (_to_stderr if progress else (lambda line: None))  # not the bar switch: a re-run always says what it reused
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = {"traces": [s.name for s in sources], "views": list(views), "importance": importance, "top_k": top_k,
