@@ -24,7 +24,8 @@ import torch
 
 from anchorlens.io import load_arrays
 from anchorlens.study import aggregate
-from anchorlens.study.discovery import StudyInputError, read_json
+from anchorlens.study.categories import normalised_position
+from anchorlens.study.discovery import StudyInputError, published_records, read_json
 from anchorlens.study.result import Study
 
 MANIFEST = "study.json"
@@ -82,6 +83,8 @@ def trace_status(out_dir: Path, name: str, manifest: dict, base: bool = False):
     folder = trace_dir(out_dir, name, base)
     if (folder / SKIPPED).exists():
         return read_json(folder / SKIPPED)["reason"]
+    if manifest.get("model") is None and not base:  # a study of published importance without a model
+        return None if (folder / PUBLISHED_COPY).exists() else "not run yet (another shard's, or the study stopped before it)"
     if not (folder / "trace.json").exists():
         return "not run yet (another shard's, or the study stopped before it)"
     model = manifest.get("base_model" if base else "model")
@@ -108,7 +111,11 @@ def _trace_rows(out_dir: Path, name: str, manifest: dict, heads, vertical) -> tu
     from anchorlens.receivers.scores import receiver_scores
 
     folder = trace_dir(out_dir, name)
-    frame = Analysis.load(folder).to_dataframe()
+    if manifest.get("model") is None:  # no model: the published chunks are the sentences
+        chunks = [r["chunk"] for r in published_records(folder, PUBLISHED_COPY)]
+        frame = pd.DataFrame({"sentence": range(len(chunks)), "text": chunks})
+    else:
+        frame = Analysis.load(folder).to_dataframe()
     frame = frame.rename(columns={"receiver_score": "receiver_score_own_heads"})
     importance: list[str] = []
     if manifest["importance"] == "rollouts":
@@ -116,7 +123,7 @@ def _trace_rows(out_dir: Path, name: str, manifest: dict, heads, vertical) -> tu
 
         importance = [c for c in METRIC_COLUMNS if c in frame]
     if manifest["importance"] == "published":
-        records = read_json(folder / PUBLISHED_COPY)
+        records = published_records(folder, PUBLISHED_COPY)
         if len(records) != len(frame):
             raise StudyInputError(f"{name}: {len(records)} published chunks for {len(frame)} sentences")
         published = pd.DataFrame([{k: v for k, v in r.items() if k != "chunk"} for r in records])
@@ -158,6 +165,8 @@ def aggregate_folder(out_dir: str | Path, n_boot: int = 2000, seed: int = 0) -> 
         importance += [c for c in columns if c not in importance]
     sentences = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["trace", "sentence", "text"])
     sentences = sentences.astype({c: "float64" for c in sentences.select_dtypes("float32").columns})  # as saved
+    if len(sentences):
+        sentences.insert(sentences.columns.get_loc("sentence") + 1, "position", normalised_position(sentences))
     base_kurtosis, base_traces = None, []
     if manifest.get("base_model") is not None:
         for name in complete:

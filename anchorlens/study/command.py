@@ -3,6 +3,7 @@
     anchorlens study data/thought-anchors --importance published --views categories receivers --out study
     anchorlens study data/thought-anchors --shard 0/4 --out shared/study     # one of 4 machines; any scheduler
     anchorlens study data/thought-anchors --aggregate --out shared/study     # then: no model, just aggregate
+    anchorlens study data/thought-anchors --importance published --views none --out study   # no model at all
 
 Writes into ``--out``: ``traces/<name>/`` (what ``anchorlens analyze`` writes, keyed, with the trace's own
 report), ``study.npz`` and ``study_sentences.json`` (``Study.load``), ``study_heads.csv``, ``study_sentences.csv``,
@@ -34,9 +35,11 @@ def add_study_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--importance", default="published", choices=["published", "rollouts", "none"],
                         help="published: the metrics and tags of chunks_labeled.json; rollouts: resample every "
                              "trace (slow); none (default: %(default)s)")
-    parser.add_argument("--views", nargs="+", default=["categories", "receivers"],
-                        choices=[v for v in VIEWS if v != "attribution"],
-                        help="per-sentence views, computed as analyze computes them (default: categories receivers)")
+    parser.add_argument("--views", nargs="*", default=["categories", "receivers"],
+                        choices=[v for v in VIEWS if v != "attribution"] + ["none"],
+                        help="per-sentence views, computed as analyze computes them (default: categories receivers); "
+                             "none (or --views with nothing after it) with --importance published loads no model "
+                             "and reads the published files alone")
     parser.add_argument("--heads", type=int, default=20, help="number of receiver heads (default: %(default)s)")
     parser.add_argument("--shard", default=None, help="i/n: run only the traces whose index is i modulo n")
     parser.add_argument("--model", default="smollm2-135m-instruct",
@@ -81,7 +84,13 @@ def check_study_args(args) -> dict:
     for option, value in [("--heads", args.heads), ("--rollouts", rollouts), ("--rollout-tokens", rollout_tokens)]:
         if value < 1:
             raise OptionError(f"{option} must be at least 1, not {value}")
-    views, _ = check_study_options(tuple(dict.fromkeys(args.views)), importance, args.heads, args.shard)
+    views = tuple(dict.fromkeys(v for v in args.views if v != "none"))
+    if "none" in args.views and views:
+        raise OptionError(f"--views none means no view: leave it out, or leave out {' '.join(views)}")
+    views, _ = check_study_options(views, importance, args.heads, args.shard)
+    if not views and importance != "published" and not args.aggregate:
+        raise OptionError("with no view and no published importance there is nothing to study: add --views ... or "
+                          "--importance published")
     if args.base_model is not None and "receivers" not in views:
         raise OptionError("--base-model is compared by its heads' kurtosis: add receivers to --views, or leave it out")
     if args.folder.is_file() and importance == "published":
@@ -113,6 +122,9 @@ def run_study(args) -> int:
         if result.missing:
             print(f"missing {len(result.missing)}: " + "; ".join(f"{n}: {why}" for n, why in result.missing.items()),
                   file=sys.stderr)
+    elif not settings["views"] and settings["importance"] == "published":  # nothing needs a forward pass
+        print("no forward-pass view: reading the published files, no model loaded", file=sys.stderr)
+        result = study(None, args.folder, out_dir=args.out, **settings)
     else:
         print(f"loading {args.model} ...", file=sys.stderr)
         model = load_model(args.model, device=args.device, dtype=args.dtype)
@@ -127,7 +139,13 @@ def run_study(args) -> int:
     result.heads_dataframe().to_csv(args.out / "study_heads.csv", index=False)
     result.to_dataframe().to_csv(args.out / "study_sentences.csv", index=False)
     if "category" in result.sentences and len(result.sentences):
-        result.by_category().to_csv(args.out / "study_by_category.csv", index=False)
+        table = result.by_category()
+        table.to_csv(args.out / "study_by_category.csv", index=False)
+        metric = result.default_metric()
+        if metric is not None and metric in table:
+            shown = table[table.shown].sort_values(metric, ascending=False)
+            print(f"{metric} by category (the paper's definition, mean over traces ± SE): " + ", ".join(
+                f"{row.category} {row[metric]:.2f} ± {row[metric + '_se']:.2f}" for _, row in shown.iterrows()))
     if len(result.sentences):
         result.view_correlations().to_csv(args.out / "study_view_correlations.csv", index=False)
     if result.receiver_heads:

@@ -9,6 +9,7 @@ metrics line up with the sentences one to one.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def find_trace_folders(root: str | Path) -> list[Path]:
     if not root.is_dir():
         raise StudyInputError(f"{root} is not a folder: pass a folder holding published trace folders "
                               f"({', '.join(PUBLISHED_FILES)} in each), or a list of Trace objects")
-    folders = sorted({p.parent for p in root.rglob("chunks_labeled.json")})
+    folders = sorted(_walk(root))
     if not folders:
         raise StudyInputError(f"no trace folder under {root}: each trace folder holds {', '.join(PUBLISHED_FILES)} "
                               "(the layout of data/thought-anchors)")
@@ -54,6 +55,21 @@ def find_trace_folders(root: str | Path) -> list[Path]:
             raise StudyInputError(f"{folder} lacks {', '.join(missing)}: a published trace folder holds "
                                   f"{', '.join(PUBLISHED_FILES)}")
     return folders
+
+
+def _walk(root: Path) -> set[Path]:
+    """Folders under ``root`` holding a ``chunks_labeled.json``, symbolic links to folders followed (how people pick
+    a subset of traces), each real folder visited once (a link back up would loop)."""
+    found, seen = set(), set()
+    for here, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        if "chunks_labeled.json" in files:
+            found.add(Path(here))
+    return found
 
 
 def discover(traces) -> list[TraceSource]:
@@ -126,11 +142,11 @@ def read_json(path: Path):
         raise StudyInputError(f"{path} is not UTF-8 JSON ({error}): fix or remove that trace folder") from None
 
 
-def published_records(folder: Path) -> list[dict]:
+def published_records(folder: Path, file: str = "chunks_labeled.json") -> list[dict]:
     """The records of a published ``chunks_labeled.json``, in ``chunk_idx`` order, as they are in the file."""
-    records = read_json(Path(folder) / "chunks_labeled.json")
+    records = read_json(Path(folder) / file)
     if not isinstance(records, list) or not records or not all(isinstance(r, dict) and "chunk" in r for r in records):
-        raise StudyInputError(f"{folder}/chunks_labeled.json is not a list of chunk records with a 'chunk' each")
+        raise StudyInputError(f"{folder}/{file} is not a list of chunk records with a 'chunk' each")
     if "chunk_idx" in records[0]:
         records = sorted(records, key=lambda r: r["chunk_idx"])
     return records

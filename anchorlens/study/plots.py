@@ -19,15 +19,30 @@ def plot_reliability_scatter(study, ax):
     return ax
 
 
-def plot_category_metric(study, metric: str, ax):
-    """``metric``'s mean by category with its 95% bootstrap interval over traces."""
-    table = study.by_category([metric]).sort_values(metric)
-    y = np.arange(len(table))
-    errors = np.vstack([table[metric] - table[f"{metric}_ci_low"], table[f"{metric}_ci_high"] - table[metric]])
-    ax.barh(y, table[metric], xerr=np.nan_to_num(errors), color="tab:blue", capsize=2)
-    ax.set_yticks(y, [f"{c} ({n})" for c, n in zip(table.category, table.n_sentences)], fontsize=7)
-    ax.set_xlabel(f"mean {metric} (95% interval over traces)")
-    ax.set_title(f"{metric} by category")
+def plot_category_effects(study, metric: str, ax=None, shown_only: bool = True, **options):
+    """The paper's "sentence category effect" figure: per category, the mean ``metric`` against the mean normalised
+    position (``Study.by_category`` with ``options``), error bars one standard error each way, marker area by the
+    number of traces; only the categories the figure shows unless ``shown_only=False``."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 5))
+    table = study.by_category([metric], **options)
+    if shown_only and len(table):
+        table = table[table.shown]
+    table = table.dropna(subset=[metric])
+    most = max(table.n_traces.max(), 1) if len(table) else 1
+    for _, row in table.iterrows():
+        ax.errorbar(row.position, row[metric], xerr=row.position_se, yerr=row[f"{metric}_se"], fmt="o",
+                    markersize=4 + 10 * row.n_traces / most, capsize=3, alpha=0.8,
+                    label=f"{row.category.replace('_', ' ')} ({row.n_traces} traces)")
+    definition = table.attrs.get("definition", {})
+    debiased = "position-debiased " if definition.get("debias") else ""
+    ax.set_xlabel("mean normalised position in the trace (0-1)")
+    ax.set_ylabel(f"{debiased}{metric} (mean over traces, ±1 SE)")
+    ax.set_title(f"sentence category effect, {len(study.traces)} traces")
+    if len(table):
+        ax.legend(fontsize=7)
     return ax
 
 
@@ -64,7 +79,7 @@ def plot_study(study, metric: str | None = None):
 
     from anchorlens.receivers.plots import plot_kurtosis_map
 
-    panels = ["kurtosis", "reliability"]
+    panels = ["kurtosis", "reliability"] if study.kurtosis.numel() else []
     if "category" in study.sentences and len(study.sentences):
         metric = metric or next((c for c in ("counterfactual_importance_kl", "resampling_importance_accuracy",
                                              "receiver_score") if c in study.sentences), None)
@@ -74,6 +89,7 @@ def plot_study(study, metric: str | None = None):
         panels.append("correlations")
     if study.base_kurtosis is not None:
         panels.append("base")
+    panels = panels or ["empty"]
     figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
     for panel, ax in zip(panels, axes[0]):
         if panel == "kurtosis" and study.kurtosis.numel():
@@ -82,7 +98,7 @@ def plot_study(study, metric: str | None = None):
         elif panel == "reliability" and study.kurtosis.numel():
             plot_reliability_scatter(study, ax)
         elif panel == "category":
-            plot_category_metric(study, metric, ax)
+            plot_category_effects(study, metric, ax=ax, shown_only=False)
         elif panel == "correlations":
             plot_correlations(study, ax)
         elif panel == "base":

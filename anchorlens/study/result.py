@@ -12,7 +12,7 @@ from torch import Tensor
 
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.scores import Head
-from anchorlens.study import aggregate
+from anchorlens.study import aggregate, categories
 from anchorlens.views import VIEW_COLUMNS, view_correlations
 from anchorlens.results import Result, expect_kind
 
@@ -20,7 +20,7 @@ from anchorlens.results import Result, expect_kind
 IMPORTANCE_METRICS = ["resampling_importance_accuracy", "resampling_importance_kl", "counterfactual_importance_accuracy",
                       "counterfactual_importance_kl", "forced_importance_accuracy", "forced_importance_kl"]
 # Columns of ``sentences`` that are not metrics (never averaged by category nor correlated).
-NOT_METRICS = {"trace", "sentence", "text", "category", "classifier_category", "function_tags", "depends_on",
+NOT_METRICS = {"trace", "sentence", "position", "text", "category", "classifier_category", "function_tags", "depends_on",
                "summary", "chunk_idx"}
 
 
@@ -100,16 +100,74 @@ class Study(Result):
         return [c for c in numeric if c not in NOT_METRICS and not c.endswith(("_ci_low", "_ci_high"))
                 and not c.startswith("n_")]
 
-    def by_category(self, metrics: list[str] | None = None, n_boot: int = 2000, confidence: float = 0.95,
+    def by_category(self, metrics: list[str] | None = None, *, convergence: bool | None = None, run_length: int = 4,
+                    high: float = 0.99, low: float = 0.01, clip: bool = True, weighting: str = "trace",
+                    min_sentences: int = 3, min_traces: int = 3, debias: str | None = None, degree: int = 10,
+                    figure_excludes=categories.FIGURE_EXCLUDES, n_boot: int = 2000, confidence: float = 0.95,
                     seed: int = 0) -> pd.DataFrame:
-        """One row per category: each metric's mean over the category's sentences, with ``<metric>_ci_low`` /
-        ``<metric>_ci_high`` (percentile bootstrap over traces), ``n_sentences`` and ``n_traces``."""
-        if "category" not in self.sentences:
-            from anchorlens.study.discovery import StudyInputError
+        """One row per category, computed as the Thought Anchors figure computes it (``anchorlens.study.categories``
+        says each step; docs/methods.md, "Studies: importance by category").
 
+        Defaults are the reference's: the convergence filter (first run of ``run_length`` sentences with accuracy
+        all above ``high`` or all below ``low``: it and everything after it dropped; ``convergence=None`` applies it
+        when the study has an ``accuracy`` column), importance metrics clipped at zero (``clip``), each trace's mean
+        per category then the mean over traces (``weighting="trace"``; ``"sentence"``: pooled over sentences),
+        categories with at least ``min_sentences`` sentences and metrics with at least ``min_traces`` traces.
+        ``debias="polynomial"`` subtracts a degree-``degree`` polynomial fit of each metric on normalised position
+        first. Rows: ``category``, ``n_sentences``, ``n_traces``, ``position`` (mean normalised position) and
+        ``position_se``, each metric with ``<metric>_se`` (standard error over traces, or sentences),
+        ``<metric>_ci_low`` / ``_ci_high`` (percentile bootstrap over whole traces) and ``<metric>_n_traces``;
+        ``shown``: whether the paper's figure shows it (not in ``figure_excludes``). ``table.attrs["definition"]``
+        records every option.
+
+        The pooled mean over every sentence with no filter (the earlier default):
+        ``by_category(convergence=False, clip=False, weighting="sentence", min_sentences=1, min_traces=1)``.
+        """
+        from anchorlens.study.discovery import StudyInputError
+
+        if "category" not in self.sentences:
             raise StudyInputError("the study has no categories: run it with the categories view or published importance")
-        return aggregate.category_means(self.sentences, metrics or self.metric_columns(), n_boot=n_boot,
-                                        confidence=confidence, seed=seed)
+        metrics = list(metrics or self.metric_columns())
+        unknown = [m for m in metrics if m not in self.sentences]
+        if unknown:
+            raise StudyInputError(f"no column {', '.join(map(repr, unknown))} in the study's sentences: choose from "
+                                  f"{', '.join(self.metric_columns())}")
+        has_accuracy = "accuracy" in self.sentences and self.sentences["accuracy"].notna().any()
+        if convergence is None:
+            convergence = bool(has_accuracy)
+        elif convergence and not has_accuracy:
+            raise StudyInputError("the convergence filter reads each sentence's rollout accuracy, which this study "
+                                  "has not: use published or rollout importance, or convergence=False")
+        frame = categories.prepare(self.sentences, metrics, convergence=convergence, run_length=run_length, high=high,
+                                   low=low, clip=clip, debias=debias, degree=degree)
+        table = categories.category_table(frame, metrics, weighting=weighting, min_sentences=min_sentences,
+                                          min_traces=min_traces, figure_excludes=figure_excludes, n_boot=n_boot,
+                                          confidence=confidence, seed=seed)
+        table.attrs["definition"] = dict(
+            convergence=convergence, run_length=run_length, high=high, low=low, clip=clip, weighting=weighting,
+            min_sentences=min_sentences, min_traces=min_traces, debias=debias, degree=degree if debias else None,
+            figure_excludes=list(figure_excludes or ()), n_boot=n_boot, confidence=confidence, seed=seed,
+            n_sentences_kept=len(frame), n_sentences=len(self.sentences))
+        return table
+
+    def plot_categories(self, metric: str | None = None, ax=None, **options):
+        """The paper's figure: each shown category's mean ``metric`` against its mean normalised position, error
+        bars one standard error over traces, marker area by number of traces (``options`` go to ``by_category``)."""
+        from anchorlens.study.plots import plot_category_effects
+
+        return plot_category_effects(self, metric or self.default_metric(), ax=ax, **options)
+
+    def default_metric(self) -> str | None:
+        """The metric the figures show by default: counterfactual KL importance, else the first there is."""
+        return next((c for c in ("counterfactual_importance_kl", "resampling_importance_accuracy", "receiver_score")
+                     if c in self.sentences), None)
+
+    def explain(self, metric: str | None = None, predictors=None, **options):
+        """How much of ``metric``'s variance position, indecision, category, length and the views explain, alone and
+        together, within traces, with intervals over traces (``anchorlens.study.explain.explain_importance``)."""
+        from anchorlens.study.explain import explain_importance
+
+        return explain_importance(self.sentences, metric or self.default_metric(), predictors=predictors, **options)
 
     def view_correlations(self, columns: list[str] | None = None, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
         """Spearman rank correlations between the views and the importance metrics: pooled over all sentences

@@ -69,7 +69,8 @@ def study(
     """Analyse many chains of thought with one white-box model and aggregate over them, as the paper does.
 
     Args:
-        model: the white-box model (a loaded ``TransformerBridge``).
+        model: the white-box model (a loaded ``TransformerBridge``), or None for a study of published importance
+            alone (``views=()``, ``importance="published"``): no model is loaded and no trace refused for length.
         traces: a folder searched recursively for published trace folders (``problem.json``,
             ``base_solution.json``, ``chunks_labeled.json``; sorted by path; their published chunks stay the
             sentences), a list of ``Trace`` objects (named by ``metadata["name"]``, else ``trace_000``, ...), or a
@@ -94,6 +95,10 @@ def study(
     from anchorlens.models import model_identity
 
     views, shard = check_study_options(views, importance, top_k, shard)
+    if model is None and (views or importance != "published" or base_model is not None):
+        raise StudyInputError("a study without a model reads published importance and nothing else: pass "
+                              "views=(), importance='published' and no base model, or pass a white-box model "
+                              f"(views {list(views)}, importance {importance!r} need one)")
     if base_model is not None and "receivers" not in views:
         raise StudyInputError("a base model is compared by its heads' kurtosis: add the receivers view, or leave "
                               "base_model out")
@@ -107,18 +112,22 @@ def study(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = {"traces": [s.name for s in sources], "views": list(views), "importance": importance, "top_k": top_k,
-                "model": model_identity(model), "base_model": model_identity(base_model) if base_model else None,
+                "model": model_identity(model) if model is not None else None, "base_model": model_identity(base_model) if base_model else None,
                 "sources": {s.name: str(s.folder) for s in sources if s.published}}
     collect.write_manifest(out_dir, manifest)
     steps = tuple(v for v in views if v != "attribution") + (("resampling",) if importance == "rollouts" else ())
     chosen = [(i, s) for i, s in enumerate(sources) if shard is None or i % shard[1] == shard[0]]
     where = f" (shard {shard[0]}/{shard[1]}: {len(chosen)} of {len(sources)})" if shard else ""
-    say(f"study of {len(sources)} traces{where} with {manifest['model']['name']} into {out_dir}")
+    who = f"with {manifest['model']['name']}" if model is not None else "from the published files (no model)"
+    say(f"study of {len(sources)} traces{where} {who} into {out_dir}")
     settings = dict(steps=steps, top_k_heads=top_k, n_rollouts=n_rollouts, rollout_max_tokens=rollout_max_tokens,
                     sampler=sampler, extractor=extractor, transcoders=transcoders if "attribution" in views else None,
                     max_new_tokens=max_new_tokens, seed=generation_seed)
     for done, (_, source) in enumerate(chosen, start=1):
-        line = run_trace(model, source, out_dir, importance=importance, base_model=base_model, **settings)
+        if model is None:
+            line = copy_published(source, out_dir)
+        else:
+            line = run_trace(model, source, out_dir, importance=importance, base_model=base_model, **settings)
         say(f"[{done}/{len(chosen)}] {line}")
     result = collect.aggregate_folder(out_dir, n_boot=n_boot, seed=seed)
     if result.missing:
@@ -126,6 +135,18 @@ def study(
             "; ".join(f"{name}: {why}" for name, why in result.missing.items()))
     result.save(out_dir)
     return result
+
+
+def copy_published(source: TraceSource, out_dir: Path) -> str:
+    """A study without a model: the published chunks are all there is to read (no tokenizer, no length limit)."""
+    from anchorlens.study.discovery import published_records
+
+    folder = collect.trace_dir(out_dir, source.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = published_records(source.folder)  # checked here, before the aggregation reads it
+    shutil.copyfile(source.folder / "chunks_labeled.json", folder / collect.PUBLISHED_COPY)
+    (folder / collect.SKIPPED).unlink(missing_ok=True)
+    return f"{source.name}: {len(records)} published sentences"
 
 
 def _build(model, source: TraceSource):
