@@ -158,7 +158,7 @@ from anchorlens.pipeline import Analysis, analyze
 from anchorlens.report import ReportData, build_report
 
 # Studies: many chains of thought, aggregated over traces as the paper does
-from anchorlens.study import Study, StudyInputError, study
+from anchorlens.study import Explained, Study, StudyInputError, study
 
 from anchorlens.versions import __version__  # noqa: E402
 
@@ -203,7 +203,7 @@ __all__ = [
     # the report
     "analyze", "Analysis", "build_report", "ReportData",
     # studies over many traces
-    "study", "Study", "StudyInputError",
+    "study", "Study", "StudyInputError", "Explained",
     # causal mediation analysis
     "mediation_sweep", "MediationResult", "MediationInputError", "PromptPair", "arithmetic_pairs", "retrieval_pairs",
     "factual_pairs", "filter_pairs", "arithmetic_organism", "neuron_overlap", "NeuronOverlap", "MediationPicture", "mediation_picture",

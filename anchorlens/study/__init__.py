@@ -7,8 +7,9 @@ views, category means with intervals over traces, view correlations, and reasoni
 """
 
 from anchorlens.study.collect import aggregate_folder
+from anchorlens.study.explain import Explained, explain_importance
 from anchorlens.study.discovery import StudyInputError, find_trace_folders, published_trace
 from anchorlens.study.result import Study
 from anchorlens.study.runner import study
 
-__all__ = ["study", "Study", "aggregate_folder", "StudyInputError", "find_trace_folders", "published_trace"]
+__all__ = ["study", "Study", "Explained", "explain_importance", "aggregate_folder", "StudyInputError", "find_trace_folders", "published_trace"]
