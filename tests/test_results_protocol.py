@@ -112,6 +112,8 @@ BUILDERS = {
     "Analysis": lambda tmp: analysis_folder(tmp.parent),
     "ReportData": lambda tmp: al.ReportData.load(analysis_folder(tmp.parent).out_dir / "report.json"),
     "Study": _study,
+    "Explained": lambda tmp: al.study(None, REPO / "data" / "thought-anchors", out_dir=tmp / "published", views=(),
+                                      importance="published", progress=False).explain(n_boot=20),
     "RolloutStore": lambda tmp: _store(tmp),
 }
 

@@ -2,7 +2,7 @@
 
 - receiver heads: the top-k heads by mean kurtosis over traces (docs/methods.md 1.5; layer 0 excluded);
 - split-half reliability: Pearson r between the mean kurtosis of the even- and of the odd-numbered traces, over
-  the heads of layers 1 and up, with a bootstrap interval over traces;
+  the heads of layers 1 and up, with a jackknife interval over traces (Fisher z);
 - category means with a bootstrap interval over traces (sentences of one trace are not independent, so whole
   traces are resampled);
 - reasoning vs base model: the distributions of head kurtosis, the share of heads above a threshold, tests.
@@ -66,27 +66,83 @@ def even_odd_reliability(kurtosis: Float[Tensor, "trace layer head"], first_laye
     return _pearson(even[keep], odd[keep]) if keep.sum() > 2 else float("nan")
 
 
+def _half_reliability(values: np.ndarray, even_draw: np.ndarray, odd_draw: np.ndarray, first_layer: int) -> np.ndarray:
+    """``even_odd_reliability`` for batches of trace draws: ``even_draw`` ``[..., n_even]`` and ``odd_draw``
+    ``[..., n_odd]`` (trace indices, batch shapes broadcast) -> Pearson r over the heads defined in both halves."""
+    batch = np.broadcast_shapes(even_draw.shape[:-1], odd_draw.shape[:-1])
+    heads = values[:, first_layer:].reshape(len(values), -1)  # [trace, head]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a head undefined in every drawn trace of a half: NaN
+        a = np.nanmean(heads[np.broadcast_to(even_draw, batch + even_draw.shape[-1:])], axis=-2)
+        b = np.nanmean(heads[np.broadcast_to(odd_draw, batch + odd_draw.shape[-1:])], axis=-2)
+    both = np.isfinite(a) & np.isfinite(b)
+    n = both.sum(-1)
+    a, b = np.where(both, a, 0.0), np.where(both, b, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        da = np.where(both, a - a.sum(-1, keepdims=True) / n[..., None], 0.0)
+        db = np.where(both, b - b.sum(-1, keepdims=True) / n[..., None], 0.0)
+        r = (da * db).sum(-1) / np.sqrt((da * da).sum(-1) * (db * db).sum(-1))
+    return np.where(n > 2, r, np.nan)
+
+
 def reliability_interval(kurtosis: Float[Tensor, "trace layer head"], n_boot: int = 2000, confidence: float = 0.95,
-                         seed: int = 0, first_layer: int = 1) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``even_odd_reliability`` (``scipy.stats.bootstrap`` with the two halves as
-    two samples, each resampled with replacement within itself: a trace never lands in both halves, which would
-    inflate r). Resamples where r is undefined are left out. NaN with under 2 traces a half."""
+                         seed: int = 0, first_layer: int = 1, method: str = "jackknife") -> tuple[float, float]:
+    """Interval of ``even_odd_reliability`` over traces.
+
+    ``method="jackknife"`` (default): Fisher's z = atanh(r) plus or minus the normal quantile times its jackknife
+    standard error, back-transformed. The jackknife leaves out one trace at a time from its own half (the two
+    halves are two samples: ``sum over halves of (n_h - 1) / n_h * sum (z_(i) - mean z_(.))^2``), so each half keeps
+    all but one of its traces. Checked by simulation on planted kurtosis with known reliability
+    (tests/test_study_reliability.py: 95% intervals cover it in 96-99% of studies of 20 or 40 traces).
+
+    ``method="percentile"``: the percentile bootstrap, each half's traces resampled with replacement within the half
+    (``n_boot`` draws, ``seed``; resamples where r is undefined left out). A resampled half repeats traces, so it
+    averages fewer distinct ones and its r is lower: the interval sits below the estimate (0.64 [0.24, 0.64] on
+    the 20 published traces) and covered the planted reliability in about 5% of simulated studies. Kept for
+    comparison only. (A bias-corrected BCa bootstrap is undefined here: nearly every resample lies below the
+    estimate.)
+
+    NaN with under 2 traces a half or an undefined r."""
+    if method not in ("jackknife", "percentile"):
+        from anchorlens.study.discovery import StudyInputError
+
+        raise StudyInputError(f"method must be 'jackknife' or 'percentile', not {method!r}")
     values = kurtosis.double().numpy()
     even_idx, odd_idx = np.arange(0, len(values), 2), np.arange(1, len(values), 2)
     if len(even_idx) < 2 or len(odd_idx) < 2:
         return float("nan"), float("nan")
+    if method == "percentile":
+        return _percentile_reliability(values, even_idx, odd_idx, n_boot, confidence, seed, first_layer)
+    r = float(_half_reliability(values, even_idx, odd_idx, first_layer))
+    if not np.isfinite(r):
+        return float("nan"), float("nan")
+    variance = 0.0
+    for half, other, first in ((even_idx, odd_idx, True), (odd_idx, even_idx, False)):
+        left_out = np.stack([np.delete(half, i) for i in range(len(half))])  # [n_half, n_half - 1]
+        pair = (left_out, other[None]) if first else (other[None], left_out)
+        z = np.arctanh(np.clip(_half_reliability(values, *pair, first_layer), -1 + 1e-12, 1 - 1e-12))
+        if not np.isfinite(z).all():
+            return float("nan"), float("nan")
+        variance += (len(half) - 1) / len(half) * float(((z - z.mean()) ** 2).sum())
+    from scipy.stats import norm
 
-    def statistic(even_draw: np.ndarray, odd_draw: np.ndarray) -> float:  # resampled trace indices of each half
-        draw = np.empty(len(even_draw) + len(odd_draw), dtype=int)
-        draw[0::2], draw[1::2] = even_draw, odd_draw
-        return even_odd_reliability(torch.from_numpy(values[draw]), first_layer)
+    z0, spread = np.arctanh(np.clip(r, -1 + 1e-12, 1 - 1e-12)), norm.ppf(0.5 + confidence / 2) * np.sqrt(variance)
+    if spread == 0:
+        return r, r
+    return float(np.tanh(z0 - spread)), float(np.tanh(z0 + spread))
+
+
+def _percentile_reliability(values, even_idx, odd_idx, n_boot, confidence, seed, first_layer) -> tuple[float, float]:
+    """The percentile bootstrap of ``reliability_interval(method="percentile")`` (``scipy.stats.bootstrap``)."""
+    def statistic(even_draw: np.ndarray, odd_draw: np.ndarray, axis: int = -1) -> np.ndarray:
+        return _half_reliability(values, np.moveaxis(even_draw, axis, -1), np.moveaxis(odd_draw, axis, -1),
+                                 first_layer)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DegenerateDataWarning)  # NaN resamples: left out below
-        result = bootstrap((even_idx, odd_idx), statistic, n_resamples=n_boot, vectorized=False, method="percentile",
-                           confidence_level=confidence, rng=np.random.default_rng(seed))
+        result = bootstrap((even_idx, odd_idx), statistic, n_resamples=n_boot, vectorized=True, method="percentile",
+                           confidence_level=confidence, rng=np.random.default_rng(seed), batch=256)
     return _finite_interval(result.bootstrap_distribution, confidence)
-
 
 
 def _finite_interval(draws: np.ndarray, confidence: float) -> tuple[float, float]:

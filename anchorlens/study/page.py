@@ -37,7 +37,7 @@ def write_study_page(study, out_dir: str | Path) -> Path:
     parts.append(f"<p>Receiver heads: the {len(study.receiver_heads)} heads of highest mean kurtosis over traces "
                  f"(layer 0 excluded): {esc(', '.join(f'L{l}H{h}' for l, h in study.receiver_heads))}. Split-half "
                  f"reliability (Pearson r of the heads' mean kurtosis, even- against odd-numbered traces): "
-                 f"<b>{study.reliability:.2f}</b> [{low:.2f}, {high:.2f}] (95% bootstrap over traces).</p>")
+                 f"<b>{study.reliability:.2f}</b> [{low:.2f}, {high:.2f}] (95% jackknife interval over traces).</p>")
     if study.missing:
         items = "".join(f"<li>{esc(name)}: {esc(why)}</li>" for name, why in study.missing.items())
         parts.append(f"<p class='note'>Missing from the aggregation:</p><ul class='note'>{items}</ul>")
@@ -47,9 +47,13 @@ def write_study_page(study, out_dir: str | Path) -> Path:
         plt.close(figure)
     if "category" in study.sentences and len(study.sentences):
         table = study.by_category(n_boot=1000)
-        keep = ["category", "n_sentences", "n_traces"] + [c for c in table.columns if c.startswith(
+        keep = ["category", "n_sentences", "n_traces", "position", "shown"] + [c for c in table.columns if c.startswith(
             ("receiver_score", "counterfactual_importance_kl", "resampling_importance_accuracy"))]
-        parts.append("<h2>By category (mean over sentences, 95% bootstrap interval over traces)</h2>" +
+        definition = table.attrs["definition"]
+        parts.append("<h2>By category (the Thought Anchors definition: " +
+                     ("convergence filter, " if definition["convergence"] else "") +
+                     f"mean per trace, then over traces; ± SE and 95% bootstrap interval over traces; "
+                     f"{definition['n_sentences_kept']} of {definition['n_sentences']} sentences)</h2>" +
                      _table(table[keep]))
     if len(study.sentences):
         correlations = study.view_correlations(n_boot=500)

@@ -34,8 +34,8 @@ class Study(Result):
             layer 0, a trace too short). Empty (``[trace, 0, 0]``) without the receivers view.
         receiver_heads: the ``top_k`` heads by mean kurtosis over traces, layer 0 excluded (docs/methods.md 1.5).
         reliability: Pearson r between the heads' mean kurtosis over the even- and over the odd-numbered traces
-            (layers 1 and up); ``reliability_ci``: its 95% bootstrap interval, each half's traces resampled with
-            replacement within the half.
+            (layers 1 and up); ``reliability_ci``: its 95% interval over traces (jackknife of Fisher's z, each
+            half's traces left out one at a time; ``aggregate.reliability_interval``).
         sentences: one row per sentence of every trace: ``trace``, ``sentence``, ``text``, ``category``, the
             importance columns, ``receiver_score`` (mean vertical score over the study's receiver heads) and the
             other views' values. With published importance, ``category`` is the first published tag and
