@@ -211,3 +211,33 @@ def test_command_without_a_forward_pass_view_loads_no_model(tmp_path):
     assert "plan_generation 1.51" in done.stdout
     table = pd.read_csv(tmp_path / "s" / "study_by_category.csv").set_index("category")
     assert table.counterfactual_importance_kl.round(2)["uncertainty_management"] == 0.84
+
+
+def test_category_differences_pair_the_draws_of_traces(published_study):
+    """Each difference and its interval, recomputed here draw by draw with pandas on the same draws of traces."""
+    n_boot, metric = 200, "counterfactual_importance_kl"
+    got = published_study.category_differences(metric, n_boot=n_boot, seed=3)
+    shown = sorted(PAPER_FIGURE)
+    assert len(got) == len(shown) * (len(shown) - 1) // 2
+    expected = reference_table()[metric]
+    frame = published_chunks()
+    kept = published_study.by_category([metric], n_boot=1).attrs["definition"]["n_sentences_kept"]
+    # the kept sentences, from the study's own (already checked) sentences table: position order within traces
+    sentences = published_study.sentences
+    from anchorlens.study.categories import convergence_mask
+
+    sentences = sentences[convergence_mask(sentences)]
+    assert len(sentences) == kept and len(frame) == len(published_study.sentences)
+    per_trace = sentences.groupby(["trace", "category"])[metric].apply(lambda v: v.clip(lower=0).mean()).unstack()
+    names = list(dict.fromkeys(sentences.trace))
+    per_trace = per_trace.reindex(names)
+    draws = np.random.default_rng(3).integers(0, len(names), size=(n_boot, len(names)))
+    for row in got.itertuples():
+        assert row.difference == pytest.approx(expected[row.category_a] - expected[row.category_b], rel=1e-9)
+        diffs = [per_trace.iloc[d][row.category_a].mean() - per_trace.iloc[d][row.category_b].mean() for d in draws]
+        low, high = np.quantile(diffs, [0.025, 0.975])
+        assert (row.ci_low, row.ci_high) == pytest.approx((low, high), rel=1e-9)
+        assert row.excludes_zero == (low > 0 or high < 0)
+    # plan generation above result consolidation on these traces, with an interval that excludes zero
+    pair = got[(got.category_a == "plan_generation") & (got.category_b == "result_consolidation")].iloc[0]
+    assert pair.excludes_zero and pair.difference > 0

@@ -3,8 +3,7 @@
 - receiver heads: the top-k heads by mean kurtosis over traces (docs/methods.md 1.5; layer 0 excluded);
 - split-half reliability: Pearson r between the mean kurtosis of the even- and of the odd-numbered traces, over
   the heads of layers 1 and up, with a jackknife interval over traces (Fisher z);
-- category means with a bootstrap interval over traces (sentences of one trace are not independent, so whole
-  traces are resampled);
+- (category means: ``anchorlens.study.categories``);
 - reasoning vs base model: the distributions of head kurtosis, the share of heads above a threshold, tests.
 """
 
@@ -13,7 +12,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pandas as pd
 import torch
 from jaxtyping import Float
 from scipy.stats import ConstantInputWarning, DegenerateDataWarning, bootstrap, pearsonr
@@ -150,44 +148,6 @@ def _finite_interval(draws: np.ndarray, confidence: float) -> tuple[float, float
     the statistic undefined (a constant half or view), which says nothing about the other resamples."""
     low, high = percentile_interval(np.asarray(draws, dtype=float)[:, None], confidence)
     return float(low[0]), float(high[0])
-
-
-def category_means(frame: pd.DataFrame, metrics: list[str], category: str = "category", trace: str = "trace",
-                   n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """One row per category: each metric's mean over sentences (NaN skipped, as pandas does) with a percentile
-    bootstrap interval over traces (``<metric>_ci_low`` / ``<metric>_ci_high``), ``n_sentences`` and ``n_traces``."""
-    frame = frame[frame[category].notna()]
-    categories = sorted(frame[category].unique())
-    names = list(dict.fromkeys(frame[trace]))
-    values = frame[metrics].astype(float)
-    present = values.notna()
-    # per trace and category: sum and count of each metric, so a bootstrap draw is a weighted sum of them
-    keys = [frame[trace], frame[category]]
-    sums = values.fillna(0.0).groupby(keys).sum()
-    counts = present.astype(float).groupby(keys).sum()
-    index = pd.MultiIndex.from_product([names, categories])
-    sums = sums.reindex(index, fill_value=0.0).to_numpy().reshape(len(names), len(categories), len(metrics))
-    counts = counts.reindex(index, fill_value=0.0).to_numpy().reshape(len(names), len(categories), len(metrics))
-    # Hand-written, not scipy.stats.bootstrap: each draw of whole traces is a weighted sum of per-trace sums and
-    # counts, for every category and metric at once; a category absent from a draw is NaN there, not everywhere.
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(names), size=(n_boot, len(names)))
-    weights = np.stack([np.bincount(d, minlength=len(names)) for d in draws]).astype(float)  # [boot, trace]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        boot = np.einsum("bt,tcm->bcm", weights, sums) / np.einsum("bt,tcm->bcm", weights, counts)
-        means = sums.sum(0) / counts.sum(0)
-    tail = (1 - confidence) / 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a category absent from every draw: NaN
-        low, high = np.nanquantile(boot, tail, axis=0), np.nanquantile(boot, 1 - tail, axis=0)
-    out = pd.DataFrame({category: categories})
-    for m, metric in enumerate(metrics):
-        out[metric] = means[:, m]
-        out[f"{metric}_ci_low"] = low[:, m]
-        out[f"{metric}_ci_high"] = high[:, m]
-    out["n_sentences"] = frame.groupby(category).size().reindex(categories).to_numpy()
-    out["n_traces"] = frame.groupby(category)[trace].nunique().reindex(categories).to_numpy()
-    return out
 
 
 def compare_kurtosis(a: Float[Tensor, "trace layer head"], b: Float[Tensor, "trace layer head"],

@@ -120,6 +120,63 @@ def prepare(frame: pd.DataFrame, metrics: list[str], *, convergence: bool = True
     return frame
 
 
+def _per_trace(frame, columns, names, categories, category, trace):
+    """Per trace and category: each column's sum, count of values and mean (``[trace, category, column]``)."""
+    values = frame[columns].astype(float)
+    keys = [frame[trace], frame[category]]
+    index = pd.MultiIndex.from_product([names, categories])
+    shape = (len(names), len(categories), len(columns))
+    sums = values.fillna(0.0).groupby(keys).sum().reindex(index, fill_value=0.0).to_numpy().reshape(shape)
+    counts = values.notna().astype(float).groupby(keys).sum().reindex(index, fill_value=0.0).to_numpy().reshape(shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums, counts, sums / counts  # NaN where the trace has no value there
+
+
+def _bootstrap_means(sums, counts, trace_means, weighting: str, n_boot: int, seed: int) -> np.ndarray:
+    """``[draw, category, column]`` means over ``n_boot`` draws of whole traces with replacement. Each draw is a
+    count per trace, so every mean is a weighted sum of the per-trace sums or means (all categories and columns at
+    once: hand-written for that reason, not ``scipy.stats.bootstrap``)."""
+    n_traces = sums.shape[0]
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_traces, size=(n_boot, n_traces))
+    weights = np.stack([np.bincount(d, minlength=n_traces) for d in draws]).astype(float)  # [draw, trace]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if weighting == "trace":
+            has = np.isfinite(trace_means).astype(float)
+            return (np.einsum("bt,tcm->bcm", weights, np.nan_to_num(trace_means))
+                    / np.einsum("bt,tcm->bcm", weights, has))
+        return np.einsum("bt,tcm->bcm", weights, sums) / np.einsum("bt,tcm->bcm", weights, counts)
+
+
+def category_differences(frame: pd.DataFrame, metric: str, categories=None, *, weighting: str = "trace",
+                         n_boot: int = 2000, confidence: float = 0.95, seed: int = 0, category: str = "category",
+                         trace: str = "trace") -> pd.DataFrame:
+    """Every pair of ``categories`` (default: all in the prepared ``frame``): the difference of their means of
+    ``metric`` (as ``category_table`` computes them) with a percentile bootstrap interval over traces (both means
+    on the same draws of traces) and whether the interval excludes zero."""
+    if weighting not in WEIGHTINGS:
+        raise StudyInputError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
+    categories = sorted(categories if categories is not None else frame[category].dropna().unique())
+    frame = frame[frame[category].isin(categories)]
+    names = list(dict.fromkeys(frame[trace]))
+    sums, counts, trace_means = _per_trace(frame, [metric], names, categories, category, trace)
+    boot = _bootstrap_means(sums, counts, trace_means, weighting, n_boot, seed)[:, :, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a category without values: NaN
+        point = (np.nanmean(trace_means[:, :, 0], axis=0) if weighting == "trace"
+                 else sums[:, :, 0].sum(0) / counts[:, :, 0].sum(0))
+    tail = (1 - confidence) / 2
+    rows = []
+    for i, a in enumerate(categories):
+        for j in range(i + 1, len(categories)):
+            draws = boot[:, i] - boot[:, j]
+            draws = draws[np.isfinite(draws)]
+            low, high = (np.quantile(draws, [tail, 1 - tail]) if len(draws) else (np.nan, np.nan))
+            rows.append({"category_a": a, "category_b": categories[j], "difference": point[i] - point[j],
+                         "ci_low": float(low), "ci_high": float(high), "excludes_zero": bool(low > 0 or high < 0)})
+    return pd.DataFrame(rows)
+
+
 def category_table(frame: pd.DataFrame, metrics: list[str], *, weighting: str = "trace", min_sentences: int = 3,
                    min_traces: int = 3, figure_excludes=FIGURE_EXCLUDES, n_boot: int = 2000,
                    confidence: float = 0.95, seed: int = 0, category: str = "category",
@@ -136,25 +193,8 @@ def category_table(frame: pd.DataFrame, metrics: list[str], *, weighting: str = 
     frame = frame[frame[category].isin(categories)]
     names = list(dict.fromkeys(frame[trace]))
     columns = ["position"] + list(metrics)
-    values = frame[columns].astype(float)
-    keys = [frame[trace], frame[category]]
-    index = pd.MultiIndex.from_product([names, categories])
-    shape = (len(names), len(categories), len(columns))
-    sums = values.fillna(0.0).groupby(keys).sum().reindex(index, fill_value=0.0).to_numpy().reshape(shape)
-    counts = values.notna().astype(float).groupby(keys).sum().reindex(index, fill_value=0.0).to_numpy().reshape(shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        trace_means = sums / counts  # [trace, category, column], NaN where the trace has no value there
-    # Bootstrap over traces: each draw is a count per trace, so every statistic is a weighted sum of the per-trace
-    # sums/means above (all categories and metrics at once; hand-written for that reason, not scipy.stats).
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(names), size=(n_boot, len(names)))
-    weights = np.stack([np.bincount(d, minlength=len(names)) for d in draws]).astype(float)  # [boot, trace]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if weighting == "trace":
-            has = np.isfinite(trace_means).astype(float)
-            boot = np.einsum("bt,tcm->bcm", weights, np.nan_to_num(trace_means)) / np.einsum("bt,tcm->bcm", weights, has)
-        else:
-            boot = np.einsum("bt,tcm->bcm", weights, sums) / np.einsum("bt,tcm->bcm", weights, counts)
+    sums, counts, trace_means = _per_trace(frame, columns, names, categories, category, trace)
+    boot = _bootstrap_means(sums, counts, trace_means, weighting, n_boot, seed)
     tail = (1 - confidence) / 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a category absent from every draw: NaN

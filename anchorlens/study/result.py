@@ -123,11 +123,25 @@ class Study(Result):
         The pooled mean over every sentence with no filter (the earlier default):
         ``by_category(convergence=False, clip=False, weighting="sentence", min_sentences=1, min_traces=1)``.
         """
+        metrics = list(metrics or self.metric_columns())
+        frame, convergence = self._prepared(metrics, convergence, run_length=run_length, high=high, low=low,
+                                            clip=clip, debias=debias, degree=degree)
+        table = categories.category_table(frame, metrics, weighting=weighting, min_sentences=min_sentences,
+                                          min_traces=min_traces, figure_excludes=figure_excludes, n_boot=n_boot,
+                                          confidence=confidence, seed=seed)
+        table.attrs["definition"] = dict(
+            convergence=convergence, run_length=run_length, high=high, low=low, clip=clip, weighting=weighting,
+            min_sentences=min_sentences, min_traces=min_traces, debias=debias, degree=degree if debias else None,
+            figure_excludes=list(figure_excludes or ()), n_boot=n_boot, confidence=confidence, seed=seed,
+            n_sentences_kept=len(frame), n_sentences=len(self.sentences))
+        return table
+
+    def _prepared(self, metrics: list[str], convergence: bool | None, **options) -> tuple[pd.DataFrame, bool]:
+        """The sentences ``by_category`` averages (``categories.prepare``), and whether the filter applied."""
         from anchorlens.study.discovery import StudyInputError
 
         if "category" not in self.sentences:
             raise StudyInputError("the study has no categories: run it with the categories view or published importance")
-        metrics = list(metrics or self.metric_columns())
         unknown = [m for m in metrics if m not in self.sentences]
         if unknown:
             raise StudyInputError(f"no column {', '.join(map(repr, unknown))} in the study's sentences: choose from "
@@ -138,17 +152,22 @@ class Study(Result):
         elif convergence and not has_accuracy:
             raise StudyInputError("the convergence filter reads each sentence's rollout accuracy, which this study "
                                   "has not: use published or rollout importance, or convergence=False")
-        frame = categories.prepare(self.sentences, metrics, convergence=convergence, run_length=run_length, high=high,
-                                   low=low, clip=clip, debias=debias, degree=degree)
-        table = categories.category_table(frame, metrics, weighting=weighting, min_sentences=min_sentences,
-                                          min_traces=min_traces, figure_excludes=figure_excludes, n_boot=n_boot,
-                                          confidence=confidence, seed=seed)
-        table.attrs["definition"] = dict(
-            convergence=convergence, run_length=run_length, high=high, low=low, clip=clip, weighting=weighting,
-            min_sentences=min_sentences, min_traces=min_traces, debias=debias, degree=degree if debias else None,
-            figure_excludes=list(figure_excludes or ()), n_boot=n_boot, confidence=confidence, seed=seed,
-            n_sentences_kept=len(frame), n_sentences=len(self.sentences))
-        return table
+        return categories.prepare(self.sentences, metrics, convergence=convergence, **options), convergence
+
+    def category_differences(self, metric: str | None = None, which=None, *, convergence: bool | None = None,
+                             clip: bool = True, debias: str | None = None, degree: int = 10,
+                             weighting: str = "trace", min_sentences: int = 3, n_boot: int = 2000,
+                             confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+        """Every pair of categories (``which``; default: those the paper's figure shows, with at least
+        ``min_sentences`` sentences): the difference of their ``metric`` means as ``by_category`` computes them,
+        a percentile bootstrap interval over traces (both means on the same draws) and ``excludes_zero``."""
+        metric = metric or self.default_metric()
+        frame, _ = self._prepared([metric], convergence, clip=clip, debias=debias, degree=degree)
+        if which is None:
+            sizes = frame.groupby("category").size()
+            which = [c for c in sizes[sizes >= min_sentences].index if c not in categories.FIGURE_EXCLUDES]
+        return categories.category_differences(frame, metric, which, weighting=weighting, n_boot=n_boot,
+                                               confidence=confidence, seed=seed)
 
     def plot_categories(self, metric: str | None = None, ax=None, **options):
         """The paper's figure: each shown category's mean ``metric`` against its mean normalised position, error
