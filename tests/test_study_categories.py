@@ -186,6 +186,19 @@ def test_bad_options_are_clear_errors(published_study):
         al.study(None, REFERENCE, out_dir="unused", views=("receivers",), importance="published")
 
 
+def test_a_model_is_not_used_when_nothing_needs_a_forward_pass(tmp_path):
+    """A model too small for most traces (context 512): with no view, every trace is read all the same."""
+    small = al.random_model("llama", n_layers=1, d_model=32, n_heads=2, n_kv_heads=1, seed=0)
+    small.cfg.n_ctx = 512
+    picks = tmp_path / "picks"
+    for folder in sorted(REFERENCE.glob("*/correct_base_solution/problem_*"))[:2]:
+        (picks / folder.name).mkdir(parents=True)
+        for file in folder.iterdir():
+            (picks / folder.name / file.name).symlink_to(file)
+    result = al.study(small, picks, out_dir=tmp_path / "out", views=(), importance="published", progress=False)
+    assert len(result.traces) == 2 and not result.missing and result.model_name is None
+
+
 def test_symbolic_links_to_trace_folders_are_followed(tmp_path):
     chosen = sorted(REFERENCE.glob("*/correct_base_solution/problem_*"))[:3]
     picks = tmp_path / "picks"
@@ -209,6 +222,7 @@ def test_command_without_a_forward_pass_view_loads_no_model(tmp_path):
     result = Study.load(tmp_path / "s")
     assert len(result.traces) == 20
     assert "plan_generation 1.51" in done.stdout
+    assert (tmp_path / "s" / "study_categories_counterfactual_importance_kl.png").is_file()
     table = pd.read_csv(tmp_path / "s" / "study_by_category.csv").set_index("category")
     assert table.counterfactual_importance_kl.round(2)["uncertainty_management"] == 0.84
 

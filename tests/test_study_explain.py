@@ -76,6 +76,18 @@ def test_planted_shares_are_recovered(planted):
         assert table.loc[name].r2_alone < 0.01 and table.loc[name].r2_alone_ci_low < 0.005
 
 
+def test_views_are_predictors_where_the_study_has_them():
+    """A planted view that carries the indecision effect explains what indecision does; a noise view nothing."""
+    frame = planted_study()
+    frame["receiver_score"] = np.random.default_rng(5).normal(size=len(frame))
+    frame["suppression_out_kl"] = (  # the planted indecision term itself
+        -(frame.accuracy * np.log2(frame.accuracy) + (1 - frame.accuracy) * np.log2(1 - frame.accuracy)))
+    table = explain_importance(frame, "counterfactual_importance_kl", n_boot=100).to_dataframe().set_index("predictor")
+    assert {"receiver_score", "suppression_out_kl"} <= set(table.index)
+    assert table.loc["receiver_score"].r2_alone < 0.01
+    assert table.loc["suppression_out_kl"].r2_alone == pytest.approx(table.loc["indecision"].r2_alone, abs=1e-9)
+
+
 def test_pooled_fit_sees_the_trace_levels_as_noise():
     """Without the within-trace centring the traces' own levels (sd 3) swamp both planted effects."""
     pooled = explain_importance(planted_study(), "counterfactual_importance_kl", grouping="pooled", n_boot=50)

@@ -7,7 +7,8 @@
 
 Writes into ``--out``: ``traces/<name>/`` (what ``anchorlens analyze`` writes, keyed, with the trace's own
 report), ``study.npz`` and ``study_sentences.json`` (``Study.load``), ``study_heads.csv``, ``study_sentences.csv``,
-``study_by_category.csv``, ``study_view_correlations.csv``, ``study.png`` and ``study.html`` (the figures and
+``study_by_category.csv``, ``study_view_correlations.csv``, ``study.png``, ``study_categories_<metric>.png`` (the
+paper's category figure for the importance metric and the receiver score) and ``study.html`` (the figures and
 tables, linking each trace's report). A re-run reuses every saved step; a
 shard aggregates whatever is complete and says what is missing.
 """
@@ -157,5 +158,11 @@ def run_study(args) -> int:
         figure = result.plot()
         figure.savefig(args.out / "study.png", dpi=110, bbox_inches="tight")
         plt.close(figure)
+    if "category" in result.sentences and len(result.sentences):  # the paper's category figures, one per quantity
+        for metric in dict.fromkeys([result.default_metric(), "receiver_score"]):
+            if metric in result.sentences and result.sentences[metric].notna().any():
+                ax = result.plot_categories(metric)
+                ax.figure.savefig(args.out / f"study_categories_{metric}.png", dpi=110, bbox_inches="tight")
+                plt.close(ax.figure)
     print(f"study: {result.write_page(args.out).resolve()}")
     return 0

@@ -64,9 +64,11 @@ class Study(Result):
     def __repr__(self) -> str:
         missing = f", {len(self.missing)} missing" if self.missing else ""
         heads = ", ".join(f"L{l}H{h}" for l, h in self.receiver_heads[:3])
-        return (f"Study({len(self.traces)} traces{missing}, {len(self.sentences)} sentences, model={self.model_name!r}, "
-                f"receiver heads {heads}{'...' if len(self.receiver_heads) > 3 else ''}, "
-                f"reliability {self.reliability:.2f} [{self.reliability_ci[0]:.2f}, {self.reliability_ci[1]:.2f}])")
+        receivers = (f", receiver heads {heads}{'...' if len(self.receiver_heads) > 3 else ''}, reliability "
+                     f"{self.reliability:.2f} [{self.reliability_ci[0]:.2f}, {self.reliability_ci[1]:.2f}]"
+                     if self.receiver_heads else "")
+        return (f"Study({len(self.traces)} traces{missing}, {len(self.sentences)} sentences, "
+                f"model={self.model_name!r}{receivers})")
 
     # ------------------------------------------------------------------ tables
 

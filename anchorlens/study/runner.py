@@ -95,6 +95,8 @@ def study(
     from anchorlens.models import model_identity
 
     views, shard = check_study_options(views, importance, top_k, shard)
+    if not views and importance == "published" and base_model is None:
+        model = None  # nothing needs a forward pass: the published files are read alone, no trace refused for length
     if model is None and (views or importance != "published" or base_model is not None):
         raise StudyInputError("a study without a model reads published importance and nothing else: pass "
                               "views=(), importance='published' and no base model, or pass a white-box model "
