@@ -186,6 +186,7 @@ def test_bad_options_are_clear_errors(published_study):
         al.study(None, REFERENCE, out_dir="unused", views=("receivers",), importance="published")
 
 
+@pytest.mark.slow  # building the random model takes seconds
 def test_a_model_is_not_used_when_nothing_needs_a_forward_pass(tmp_path):
     """A model too small for most traces (context 512): with no view, every trace is read all the same."""
     small = al.random_model("llama", n_layers=1, d_model=32, n_heads=2, n_kv_heads=1, seed=0)
