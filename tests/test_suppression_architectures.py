@@ -19,56 +19,14 @@ import torch
 from anchorlens import Trace, suppression_matrix
 from anchorlens.hooks.kv_cache import forward_with_cache, reusable, sliding_windows
 from anchorlens.suppression import SuppressionFallbackWarning
+from sliding_models import FAMILIES, LAYER_TYPES, WINDOW, boot, hf_random
 
-WINDOW = 16
-LAYER_TYPES = ["sliding_attention", "full_attention", "sliding_attention", "sliding_attention"]
-FAMILIES = ["qwen3", "olmo3", "gemma3_text", "gpt_oss"]
 TEXT = (
     "Let x be 3. Then y is 4. So x plus y is 7. We check it: 3 + 4 = 7. "
     "Now double it. That gives 14. Is that right? Yes, 7 + 7 = 14. The answer is 14."
 )
 PROMPT = "Question: what is twice 3 plus 4?\n"
 TEMPERATURE = 0.6
-
-
-def hf_random(model_type: str, seed: int = 0):
-    """A small random Hugging Face causal LM of ``model_type`` with sliding-window layers (window ``WINDOW``)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from anchorlens.models import embedded_model_dir
-
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
-    kwargs = dict(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=len(LAYER_TYPES),
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
-        layer_types=LAYER_TYPES, sliding_window=WINDOW,
-    )
-    if model_type == "qwen3":
-        kwargs |= dict(use_sliding_window=True, max_window_layers=0)
-    if model_type == "gpt_oss":
-        kwargs |= dict(num_local_experts=4, num_experts_per_tok=2)
-    config = AutoConfig.for_model(model_type, **kwargs)
-    config._attn_implementation = "eager"
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
-    model.config.architectures = [type(model).__name__]
-    assert list(model.config.layer_types) == LAYER_TYPES
-    return model, tokenizer
-
-
-def boot(hf_model, tokenizer, name: str):
-    """The bridge anchorlens uses, with the checks ``load_model`` runs (attention edits, cached decoding)."""
-    from transformer_lens.model_bridge import TransformerBridge
-
-    from anchorlens.models import _check
-
-    bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer, device="cpu",
-                                                 dtype=torch.float32)
-    bridge.eval()
-    bridge.anchorlens_name = f"random-{name}-window{WINDOW}"
-    _check(bridge, True, True)
-    return bridge
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
