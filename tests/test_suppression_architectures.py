@@ -36,9 +36,11 @@ def family(request, one_torch_thread):
     return request.param, reference, boot(hf_model, tokenizer, request.param)
 
 
-def layer_masks(config, n_tokens: int, hidden: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+def layer_masks(config, n_tokens: int, hidden: tuple[int, int] | None = None,
+                blind: list | None = None) -> dict[str, torch.Tensor]:
     """Additive ``[1, 1, query, key]`` masks per layer type: causal, the window on sliding layers, and (when
-    ``hidden`` is a half-open key range) those key columns hidden from every query."""
+    ``hidden`` is a half-open key range) those key columns hidden from every query, except that a query left
+    with no key at all keeps its own (docs/methods.md 1.6); their count per layer type goes to ``blind``."""
     query = torch.arange(n_tokens)[:, None]
     key = torch.arange(n_tokens)[None, :]
     visible = {"full_attention": key <= query, "sliding_attention": (key <= query) & (key > query - WINDOW)}
@@ -46,13 +48,16 @@ def layer_masks(config, n_tokens: int, hidden: tuple[int, int] | None = None) ->
     for kind, allowed in visible.items():
         if hidden is not None:
             allowed = allowed & ~((key >= hidden[0]) & (key < hidden[1]))
-        assert allowed.any(-1).all(), "every query must keep a key (no sentence may fill a window)"
+        nothing = ~allowed.any(-1, keepdim=True)
+        allowed = allowed | (nothing & (key == query))
+        if blind is not None:
+            blind.append((kind, int(nothing.sum())))
         mask = torch.zeros(n_tokens, n_tokens).masked_fill(~allowed, torch.finfo(torch.float32).min)
         out[kind] = mask[None, None]
     return {kind: out[kind] for kind in set(config.layer_types)}
 
 
-def reference_token_kl(hf_model, tokens, spans) -> torch.Tensor:
+def reference_token_kl(hf_model, tokens, spans, blind: list | None = None) -> torch.Tensor:
     """``[suppressed sentence, token]`` KL from the definition: token ``t``'s distribution is the logits at
     ``t - 1``; KL(P_base || P_suppressed) at temperature 0.6 over the whole vocabulary, clipped at 0; tokens
     up to and including the suppressed sentence's first are 0 (nothing before it can change) and token 0 NaN."""
@@ -62,7 +67,7 @@ def reference_token_kl(hf_model, tokens, spans) -> torch.Tensor:
         base_lp = torch.log_softmax(base / TEMPERATURE, -1)
         out = torch.full((len(spans), n), float("nan"))
         for j, span in enumerate(spans):
-            logits = hf_model(tokens, attention_mask=layer_masks(hf_model.config, n, span)).logits[0]
+            logits = hf_model(tokens, attention_mask=layer_masks(hf_model.config, n, span, blind)).logits[0]
             lp = torch.log_softmax(logits / TEMPERATURE, -1)
             kl = (base_lp.exp() * (base_lp - lp)).sum(-1).clamp_min(0)
             kl[: span[0]] = 0
@@ -123,4 +128,23 @@ def test_batched_suppression_reuses_one_prefix_for_several_sentences(family):
     expected = reference_token_kl(reference, trace.tokens(), [spans[j] for j in chosen])
     result = suppression_matrix(model, trace, sentences=chosen, max_batch=4, max_waste=100.0,
                                 batch_positions=10_000, progress=False, attention="eager")
+    assert relative_error(result.token_kl[chosen], expected) < 1e-4, name
+
+
+def test_a_sentence_that_fills_a_window_hides_no_future(family):
+    """A sentence of ``WINDOW`` tokens or more leaves some of its own queries no visible key in a sliding layer
+    once it is hidden. Such a query keeps its own key (as at position 0 without a BOS); without that rule the
+    softmax over all-minimum scores spreads over every key, future ones included (it did on OLMo-3 and Gemma 3;
+    gpt-oss's sinks absorbed it). Eager attention (``hook_attn_scores``)."""
+    name, reference, model = family
+    long = "Then we add " + " plus ".join(str(k) for k in range(1, 12)) + " to get 66."
+    trace = Trace.from_text(model, TEXT.replace("Now double it.", long), prompt=PROMPT)
+    spans = [tuple(span) for span in trace.token_spans]
+    longest = max(range(len(spans)), key=lambda j: spans[j][1] - spans[j][0])
+    assert spans[longest][1] - spans[longest][0] > WINDOW
+    chosen = [longest - 1, longest, longest + 1]
+    blind: list = []
+    expected = reference_token_kl(reference, trace.tokens(), [spans[j] for j in chosen], blind)
+    assert dict(blind[2:4])["sliding_attention"] > 0 and dict(blind[2:4])["full_attention"] == 0
+    result = suppression_matrix(model, trace, sentences=chosen, attention="eager", progress=False)
     assert relative_error(result.token_kl[chosen], expected) < 1e-4, name

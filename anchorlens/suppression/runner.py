@@ -24,7 +24,7 @@ from torch import Tensor
 from anchorlens.hooks.fused_attention import hide_keys, is_fused
 from anchorlens.hooks.key_suppression import key_suppression_hooks
 from anchorlens.suppression.matrix import log_probs, position_kl
-from anchorlens.hooks.kv_cache import forward_with_cache, prefix, reusable
+from anchorlens.hooks.kv_cache import forward_with_cache, prefix, reusable, sliding_windows
 from anchorlens.progress import progress_bar
 
 METHODS = ("fast", "naive")
@@ -169,7 +169,8 @@ def suppressed_logits(model, tokens, key_ranges, layers, heads, **forward_kwargs
     if is_fused(model):
         with hide_keys(model, key_ranges, layers, heads):
             return model(tokens, **forward_kwargs)
-    return model.run_with_hooks(tokens, fwd_hooks=key_suppression_hooks(key_ranges, layers, heads), **forward_kwargs)
+    hooks = key_suppression_hooks(key_ranges, layers, heads, windows=sliding_windows(model))
+    return model.run_with_hooks(tokens, fwd_hooks=hooks, **forward_kwargs)
 
 
 @torch.inference_mode()
