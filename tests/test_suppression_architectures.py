@@ -131,11 +131,13 @@ def test_batched_suppression_reuses_one_prefix_for_several_sentences(family):
     assert relative_error(result.token_kl[chosen], expected) < 1e-4, name
 
 
-def test_a_sentence_that_fills_a_window_hides_no_future(family):
+@pytest.mark.parametrize("attention", ["eager", "auto"])
+def test_a_sentence_that_fills_a_window_hides_no_future(family, attention):
     """A sentence of ``WINDOW`` tokens or more leaves some of its own queries no visible key in a sliding layer
     once it is hidden. Such a query keeps its own key (as at position 0 without a BOS); without that rule the
     softmax over all-minimum scores spreads over every key, future ones included (it did on OLMo-3 and Gemma 3;
-    gpt-oss's sinks absorbed it). Eager attention (``hook_attn_scores``)."""
+    gpt-oss's sinks absorbed it). Both attention paths: a fused one must give each layer's window to
+    ``key_suppression_mask`` as the eager hooks do."""
     name, reference, model = family
     long = "Then we add " + " plus ".join(str(k) for k in range(1, 12)) + " to get 66."
     trace = Trace.from_text(model, TEXT.replace("Now double it.", long), prompt=PROMPT)
@@ -146,5 +148,5 @@ def test_a_sentence_that_fills_a_window_hides_no_future(family):
     blind: list = []
     expected = reference_token_kl(reference, trace.tokens(), [spans[j] for j in chosen], blind)
     assert dict(blind[2:4])["sliding_attention"] > 0 and dict(blind[2:4])["full_attention"] == 0
-    result = suppression_matrix(model, trace, sentences=chosen, attention="eager", progress=False)
+    result = suppression_matrix(model, trace, sentences=chosen, attention=attention, progress=False)
     assert relative_error(result.token_kl[chosen], expected) < 1e-4, name
