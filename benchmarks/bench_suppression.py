@@ -7,11 +7,20 @@ data/thought-anchors (DeepSeek-R1-Distill-Llama-8B, problems 330 and 4682), with
     .venv/bin/python benchmarks/bench_suppression.py                 # SmolLM2, ~600 tokens, then 4k tokens
     .venv/bin/python benchmarks/bench_suppression.py --skip-long     # only the ~600-token trace
     .venv/bin/python benchmarks/bench_suppression.py --gpu-1.5b      # randomly initialised 1.5B model on CUDA
+    .venv/bin/python benchmarks/bench_suppression.py --families      # 2k tokens: random gpt-oss, OLMo-3 vs Qwen2
 
 Part 1, ~600 tokens / ~30 sentences: every sentence suppressed, ``--repeats`` alternating pairs.
 Part 2, ~4k tokens: the full matrix would take hours on 2 CPU cores (every 4k forward takes minutes), so a
 spread of ``--long-sentences`` sentences is suppressed with both methods (``sentences=``), and the process's
 peak resident memory is reported.
+
+``--families``: the fast suppression matrix of a spread of ``--family-sentences`` sentences of a ~2k-token trace
+on random models of the same size (4 layers, d_model 512, 8 heads, 2 KV heads) of Qwen2 (the baseline), gpt-oss
+(sliding window 128 on every other layer, attention sinks, 4 experts of which 2 active, each half Qwen2's MLP
+width) and OLMo-3 (window 4096 on three layers of four, QK norms). Each family runs in its own process, in turn,
+twice (ABCABC), and reports its wall time and its peak resident memory above what it held before the matrix
+(``/proc/self/clear_refs`` resets the peak). On the sliding-window families the naive method (what they ran
+before the KV cache kept full-length layers) is timed too.
 """
 
 from __future__ import annotations
@@ -160,6 +169,97 @@ def batching_effect(model, trace) -> dict:
     }
 
 
+def family_model(family: str):
+    """A random model of ``family`` at the benchmark's size (see the module docstring)."""
+    if family == "qwen2":
+        return random_model("qwen2", n_layers=4, d_model=512, n_heads=8, n_kv_heads=2, d_mlp=2048, n_ctx=4096)
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from anchorlens.models import _check, embedded_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
+    kwargs = dict(vocab_size=len(tokenizer), hidden_size=512, num_hidden_layers=4, num_attention_heads=8,
+                  num_key_value_heads=2, head_dim=64, max_position_embeddings=4096, tie_word_embeddings=False,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    if family == "gpt_oss":
+        kwargs |= dict(intermediate_size=1024, num_local_experts=4, num_experts_per_tok=2, sliding_window=128,
+                       layer_types=["sliding_attention", "full_attention"] * 2)
+    elif family == "olmo3":
+        kwargs |= dict(intermediate_size=2048, sliding_window=4096,
+                       layer_types=["sliding_attention"] * 3 + ["full_attention"])
+    else:
+        raise ValueError(f"unknown family {family!r}")
+    config = AutoConfig.for_model(family, **kwargs)
+    torch.manual_seed(0)
+    hf_model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    hf_model.config.architectures = [type(hf_model).__name__]
+    model = TransformerBridge.boot_transformers(family, hf_model=hf_model, tokenizer=tokenizer, device="cpu",
+                                                dtype=torch.float32)
+    model.eval()
+    model.anchorlens_name = f"random-{family}-4x8x512"
+    _check(model, True, True)
+    return model
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def family_worker(family: str, tokens: int, n_sentences: int, naive: bool) -> dict:
+    """One family in this process: time and peak memory (above the resident set before) of the matrix."""
+    import warnings
+
+    warnings.simplefilter("ignore")  # eager-attention notices on the families not fused yet
+    model = family_model(family)
+    trace = trace_with_budget(model, tokens, LONG_SOURCE)
+    n = trace.n_sentences
+    chosen = sorted({round(k * (n - 1) / (n_sentences + 1)) for k in range(1, n_sentences + 1)})
+    with torch.inference_mode():
+        model(trace.tokens()[:, :64])  # warm-up
+    out = {"family": family, "model": model.anchorlens_name, "tokens": trace.n_tokens, "suppressed": chosen}
+    for method in ("fast", "naive") if naive else ("fast",):
+        before = _status_kb("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set (VmHWM)
+        seconds, result = timed(lambda: suppression_matrix(model, trace, sentences=chosen, method=method,
+                                                           progress=False))
+        out[f"{method}_s"] = seconds
+        out[f"{method}_cpu_s"] = CPU_SECONDS[-1]
+        out[f"{method}_peak_above_gb"] = (_status_kb("VmHWM") - before) / 1e6
+        out[f"{method}_kl_sum"] = float(result.token_kl.nan_to_num(0).sum())
+    return out
+
+
+def families(args) -> dict:
+    """Each family in its own process, in turn, ``args.family_rounds`` times; medians and ratios to Qwen2."""
+    import subprocess
+
+    names = ["qwen2", "gpt_oss", "olmo3"]
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for _ in range(args.family_rounds):
+        for name in names:
+            command = [sys.executable, __file__, "--family-worker", name, "--family-tokens", str(args.family_tokens),
+                       "--family-sentences", str(args.family_sentences), "--threads", str(args.threads)]
+            if name != "qwen2":
+                command.append("--family-naive")
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"  {name}: {runs[name][-1]}", flush=True)
+    median = {name: {key: statistics.median(r[key] for r in rows) for key in rows[0] if key.endswith(("_s", "_gb"))}
+              for name, rows in runs.items()}
+    base = median["qwen2"]
+    ratios = {name: {"time_vs_qwen2": m["fast_s"] / base["fast_s"],
+                     "cpu_vs_qwen2": m["fast_cpu_s"] / base["fast_cpu_s"],
+                     "peak_vs_qwen2": m["fast_peak_above_gb"] / base["fast_peak_above_gb"],
+                     "naive_over_fast": m["naive_s"] / m["fast_s"],
+                     "naive_over_fast_cpu": m["naive_cpu_s"] / m["fast_cpu_s"]}
+              for name, m in median.items() if name != "qwen2"}
+    return {"runs": runs, "median": median, "ratios": ratios}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=620, help="token budget of the short trace")
@@ -175,9 +275,25 @@ def main() -> None:
         help="torch CPU threads (default 1: on a shared machine, threads waiting at barriers for descheduled "
         "siblings make timings swing tenfold; one thread measures the work itself)",
     )
+    parser.add_argument("--families", action="store_true", help="2k tokens on random gpt-oss / OLMo-3 vs Qwen2")
+    parser.add_argument("--family-tokens", type=int, default=2048)
+    parser.add_argument("--family-sentences", type=int, default=9)
+    parser.add_argument("--family-rounds", type=int, default=2)
+    parser.add_argument("--family-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--family-naive", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.gpu:
         torch.set_num_threads(args.threads)
+    if args.family_worker:
+        print(json.dumps(family_worker(args.family_worker, args.family_tokens, args.family_sentences,
+                                       args.family_naive)))
+        return
+    if args.families:
+        report = {"torch_threads": torch.get_num_threads(), "families": families(args)}
+        print(json.dumps(report, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1))
+        return
 
     report: dict = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
     if args.gpu:

@@ -21,7 +21,7 @@ from anchorlens import (
     suppression_matrix,
 )
 from anchorlens.hooks.key_suppression import key_suppression_hooks
-from anchorlens.hooks.prefix_cache import prefix_cache
+from anchorlens.hooks.kv_cache import forward_with_cache, prefix
 from anchorlens.suppression.runner import plan_batches
 
 ZORBLAT = (
@@ -69,10 +69,10 @@ def test_hook_removes_the_keys_and_renormalises_the_rest(tiny_llama):
 
 def test_prefix_cache_leaves_the_baseline_cache_untouched(tiny_qwen):
     tokens = Trace.from_text(tiny_qwen, LONGER).tokens()
-    logits, cache = tiny_qwen(tokens, return_type="logits_and_cache")
+    logits, cache = forward_with_cache(tiny_qwen, tokens)
     n = tokens.shape[1]
     keys = cache.layers[0].keys.clone()
-    copy = prefix_cache(cache, 10, rows=3)
+    copy = prefix(cache, 10, rows=3)
     more = tiny_qwen(tokens[:, 10:].expand(3, -1), past_key_values=copy)
     assert cache.get_seq_length() == n and torch.equal(cache.layers[0].keys, keys)
     assert copy.get_seq_length() == n and copy.layers[0].keys.shape[0] == 3

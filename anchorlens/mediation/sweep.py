@@ -188,7 +188,7 @@ def _chunks(n_layers: int, rows_per_layer: int, chunk_size: int, layer_span: int
 def _sweep_group(model, comp: Component, group: EncodedPairs, layers, cell_positions, units, chunk_size,
                  reuse_prefix, reuse_layers, layer_span, out, bar) -> None:
     from anchorlens.hooks.skip_blocks import skipped_blocks
-    from anchorlens.hooks.prefix_cache import prefix_cache, reusable
+    from anchorlens.hooks.kv_cache import forward_with_cache, prefix, reusable
     from anchorlens.models import accepts_logits_to_keep
 
     n, length = group.n_pairs, group.n_positions
@@ -199,7 +199,7 @@ def _sweep_group(model, comp: Component, group: EncodedPairs, layers, cell_posit
     resid_names = {get_act_name("resid_pre", layer) for layer in layers} if reuse_layers else set()
     base_logits, base_resid = model.run_with_cache(group.base_tokens, names_filter=lambda name: name in resid_names)
     if reuse_prefix:
-        _, base_kv = model(group.base_tokens, return_type="logits_and_cache")
+        _, base_kv = forward_with_cache(model, group.base_tokens, keep="full")
         reuse_prefix = reusable(base_kv, length)
     for logits, key in ((base_logits, "base"), (cf_logits, "cf")):
         logprobs, diff = answer_quantities(logits[:, -1], group.base_answer, group.counterfactual_answer)
@@ -226,7 +226,7 @@ def _sweep_group(model, comp: Component, group: EncodedPairs, layers, cell_posit
                 sources[layer] = source_values(comp, cf_cache[comp.hook_name(layer)], pairs[rows], t,
                                                None if row_units is None else row_units[rows])
             hooks = cell_patch_hooks(comp, row_layers, t - start, row_units, sources)
-            kwargs = {"past_key_values": prefix_cache(base_kv, start, pairs)} if start > 0 else {}
+            kwargs = {"past_key_values": prefix(base_kv, start, pairs)} if start > 0 else {}
             kwargs |= last_logits_only
             enter = int(row_layers.min()) if reuse_layers else 0
             if enter > 0:  # enter at block `enter` with the base residual stream; skip the blocks before it

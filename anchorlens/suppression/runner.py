@@ -24,14 +24,19 @@ from torch import Tensor
 from anchorlens.hooks.fused_attention import hide_keys, is_fused
 from anchorlens.hooks.key_suppression import key_suppression_hooks
 from anchorlens.suppression.matrix import log_probs, position_kl
-from anchorlens.hooks.prefix_cache import prefix_cache, reusable
+from anchorlens.hooks.kv_cache import forward_with_cache, prefix, reusable, sliding_windows
 from anchorlens.progress import progress_bar
 
 METHODS = ("fast", "naive")
 
 
 class SuppressionFallbackWarning(UserWarning):
-    """The fast method cannot reuse this model's KV cache and runs the naive method instead (slower, same result)."""
+    """The fast method cannot reuse this model's KV cache and runs the naive method instead (slower, same result).
+
+    Only for caches that hold no per-position keys to cut (linear attention, state-space layers, chunked or
+    shared-cache layers; ``hooks.kv_cache.full_length_cache``). Sliding-window models reuse the prefix: their
+    baseline keeps a full-length cache and the mask applies each layer's window.
+    """
 
 # Positions per fast batch (rows x recomputed positions). Bounds the suppressed logits kept at once:
 # 4096 positions x 49k vocabulary x 4 bytes = 800 MB for SmolLM2.
@@ -102,16 +107,18 @@ class Baseline:
 
 @torch.inference_mode()
 def run_baseline(model, tokens: Int[Tensor, "1 pos"], temperature: float, keep_cache: bool = True) -> Baseline:
-    """One clean forward; keeps log-probs (not logits) and the cache when it can serve prefix reuse.
+    """One clean forward; keeps log-probs (not logits) and a full-length cache when it can serve prefix reuse.
 
     >>> baseline = run_baseline(model, trace.tokens(model.cfg.device), 0.6)   # doctest: +SKIP
     """
     if keep_cache:
-        logits, cache = model(tokens, return_type="logits_and_cache")
+        logits, cache = forward_with_cache(model, tokens, keep="full")
         if not reusable(cache, tokens.shape[1]):
+            layers = sorted({type(layer).__name__ for layer in getattr(cache, "layers", ())})
             warnings.warn(
-                f"the KV cache of this model ({type(cache).__name__}) cannot be truncated to a prefix "
-                "(sliding windows or another cache type); attention suppression falls back to the naive method",
+                f"the KV cache of this model ({type(cache).__name__}: {', '.join(layers) or 'no layers'}) holds "
+                "no per-position keys and values to cut to a prefix (e.g. linear attention's running state); "
+                "attention suppression falls back to the naive method (one full forward per sentence)",
                 SuppressionFallbackWarning,
                 stacklevel=3,
             )
@@ -162,7 +169,8 @@ def suppressed_logits(model, tokens, key_ranges, layers, heads, **forward_kwargs
     if is_fused(model):
         with hide_keys(model, key_ranges, layers, heads):
             return model(tokens, **forward_kwargs)
-    return model.run_with_hooks(tokens, fwd_hooks=key_suppression_hooks(key_ranges, layers, heads), **forward_kwargs)
+    hooks = key_suppression_hooks(key_ranges, layers, heads, windows=sliding_windows(model))
+    return model.run_with_hooks(tokens, fwd_hooks=hooks, **forward_kwargs)
 
 
 @torch.inference_mode()
@@ -221,21 +229,21 @@ def fast_position_kl(
     for batch in plan_batches(starts, n_tokens, max_positions, max_waste, max_batch):
         rows = [order[k] for k in batch]
         ranges = [spans[suppressed[r]] for r in rows]
-        prefix = ranges[0][0]
+        shared = ranges[0][0]  # positions before the batch's first sentence: the baseline's
         size = len(rows)
-        new_tokens = tokens[:, prefix:].expand(size, -1)
-        if prefix > 0:
-            cache = prefix_cache(baseline.cache, prefix, size)
+        new_tokens = tokens[:, shared:].expand(size, -1)
+        if shared > 0:
+            cache = prefix(baseline.cache, shared, size)
             logits = suppressed_logits(model, new_tokens, ranges, layers, heads, past_key_values=cache)
             del cache
         else:
             logits = suppressed_logits(model, new_tokens, ranges, layers, heads)
-        kl = baseline.kl(prefix, logits)
+        kl = baseline.kl(shared, logits)
         del logits
         for k, r in enumerate(rows):
             start = ranges[k][0]
             # Positions before a row's own sentence are unchanged; keep them exactly 0, as the naive method does.
-            out[r, start:] = kl[k, start - prefix :]
+            out[r, start:] = kl[k, start - shared :]
         bar.update(size)
     bar.close()
     return out.cpu()

@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 
 from anchorlens.errors import AnchorlensError
+from anchorlens.hooks.kv_cache import crop, forward_with_cache
 from anchorlens.taxonomy.categories import CATEGORY_DEFINITIONS, SENTENCE_CATEGORIES
 from anchorlens.progress import progress_bar
 
@@ -147,7 +148,8 @@ class _PrefixLabeller:
         self.candidates = _option_ids(model.tokenizer)
         ids = encode_text(model, self.head)
         self.n_shared = len(ids)
-        _, self.cache = model(torch.tensor([ids], device=model.cfg.device), return_type="logits_and_cache")
+        # full length: each prompt's own tokens are cropped off again (a sliding-window layer's own cache could not)
+        _, self.cache = forward_with_cache(model, torch.tensor([ids], device=model.cfg.device), keep="full")
 
     def token_ids(self, own: str) -> list[int]:
         """All the prompt's tokens: the shared ones, then those of ``own`` and the template's end."""
@@ -165,10 +167,8 @@ class _PrefixLabeller:
             return self.model(full, return_type="logits")[0, -1]
         ids = list(self.model.tokenizer(own + self.tail, add_special_tokens=False)["input_ids"])
         tokens = torch.tensor([ids], device=self.model.cfg.device)
-        logits, self.cache = self.model(tokens, past_key_values=self.cache, return_type="logits_and_cache")
-        extra = self.cache.get_seq_length() - self.n_shared
-        if extra > 0:  # back to the shared tokens (a negative count removes tokens in every transformers 4.4x-5.x)
-            self.cache.crop(-extra)
+        logits, self.cache = forward_with_cache(self.model, tokens, past_key_values=self.cache)
+        crop(self.cache, self.n_shared)  # back to the shared tokens
         return logits[0, -1]
 
     def __call__(self, own: str) -> str:

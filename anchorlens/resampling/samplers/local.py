@@ -11,12 +11,12 @@ apply: a run under an intervention samples from the intervened model.
 
 from __future__ import annotations
 
-import copy
 from typing import Iterator, Sequence
 
 import torch
 
 from anchorlens.hooks import active_hook_points
+from anchorlens.hooks.kv_cache import forward_with_cache, keep_rows, repeat_rows
 from anchorlens.hooks.fused_attention import ATTENTION_CHOICES, fused_attention, resolve_attention
 from anchorlens.resampling.samplers.base import (
     Completion,
@@ -138,7 +138,8 @@ class LocalSampler(Sampler):
         """Run the prompt (``rows`` identical copies) once: last-position logits and the KV cache."""
         tokens = torch.tensor([prompt_ids] * rows, dtype=torch.long, device=self.model.cfg.device)
         with torch.inference_mode(), fused_attention(self.model, self._resolved):
-            logits, cache = self.model(tokens, return_type="logits_and_cache")
+            # the model's own cache: rollouts only grow it, so sliding-window layers may keep just their window
+            logits, cache = forward_with_cache(self.model, tokens, keep="window")
         if cache is None:
             raise SamplerError(
                 f"{type(self.model).__name__} returned no KV cache; LocalSampler needs a decoder-only "
@@ -192,9 +193,9 @@ class LocalSampler(Sampler):
                 with torch.inference_mode(), fused_attention(self.model, self._resolved):
                     if len(keep) < len(active):  # drop finished rows: no compute is spent on them
                         kept = torch.tensor(keep, device=next_tokens.device)
-                        cache.batch_select_indices(kept)
+                        keep_rows(cache, kept)
                         next_tokens = next_tokens[kept]
-                    out, cache = self.model(next_tokens[:, None], past_key_values=cache, return_type="logits_and_cache")
+                    out, cache = forward_with_cache(self.model, next_tokens[:, None], past_key_values=cache)
                 logits = out[:, -1, :]
             active = [active[k] for k in keep]
             yield from finished  # outside inference mode: the consumer's code must not run inside it
@@ -226,8 +227,6 @@ def default_rollout_batch(model, n_positions: int) -> int:
 def _expand(last_logits, cache, rows: int):
     """A private copy of a one-row prefix state, repeated over ``rows`` rows (later steps grow the copy)."""
     with torch.inference_mode():
-        cache = copy.deepcopy(cache)
-        cache.batch_repeat_interleave(rows)
-        return last_logits.expand(rows, -1), cache
+        return last_logits.expand(rows, -1), repeat_rows(cache, rows)
 
 
