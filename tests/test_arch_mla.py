@@ -40,16 +40,17 @@ YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max
 
 
 def random_deepseek_v3(seed: int = 0, n_layers: int = 3, rope_interleave: bool = True, sharpen: float = 12.0,
-                       louder: float = 1.0, unembed: float = 1.0):
+                       louder: float = 1.0, unembed: float = 1.0, **sizes):
     """``(bridge, untouched Hugging Face copy)`` of a small random DeepSeek-V3 (layer 0 dense, the rest MoE).
 
-    Local until ``anchorlens.random_model("deepseek_v3")`` lands; booted as ``random_model`` boots.
+    ``sizes`` override ``DeepseekV3Config`` fields (benchmarks/bench_mla.py builds a larger one). Local until
+    ``anchorlens.random_model("deepseek_v3")`` lands; booted as ``random_model`` boots.
     """
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoTokenizer, DeepseekV3Config, DeepseekV3ForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
-    config = DeepseekV3Config(
+    fields = dict(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
         num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=4,
         n_shared_experts=1, n_routed_experts=4, num_experts_per_tok=2, n_group=2, topk_group=1, first_k_dense_replace=1,
@@ -57,6 +58,7 @@ def random_deepseek_v3(seed: int = 0, n_layers: int = 3, rope_interleave: bool =
         max_position_embeddings=2048, rope_parameters=dict(YARN), rope_interleave=rope_interleave,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
     )
+    config = DeepseekV3Config(**{**fields, **sizes})
     config.architectures = ["DeepseekV3ForCausalLM"]
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
@@ -222,6 +224,32 @@ def test_hooks_fire_with_the_eager_values_and_pattern_hooks_are_refused(mla, tok
     assert relative(ablated, model(tokens)) > 1e-3  # control: the ablation mattered
     with pytest.raises(PatternUnavailableError), fused_attention(model):
         model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.attn.hook_pattern", lambda p, hook: None)])
+
+
+@torch.inference_mode()
+def test_sdpa_runs_a_fused_kernel_not_the_quadratic_math_one(mla, tokens, monkeypatch):
+    # Keys [nope | rope] are wider than values; SDPA takes such shapes only in its math kernel, which builds the
+    # [query, key] matrix. The fused forward pads values to the key width, so a fused kernel runs instead.
+    from torch.nn.attention import SDPBackend
+
+    model, _ = mla
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    chosen = []
+
+    def recording(q, k, v, attn_mask=None, is_causal=False, scale=None, **kwargs):
+        chosen.append(torch._fused_sdp_choice(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale))
+        unpadded = v[..., : model.blocks[0].attn.original_component.v_head_dim]
+        chosen.append(("unpadded", torch._fused_sdp_choice(q, k, unpadded, attn_mask=attn_mask, is_causal=is_causal)))
+        return sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+    with fused_attention(model):
+        model(tokens)
+        with hide_keys(model, [(5, 12)], layers=range(3)):
+            model(tokens)
+    fused_choices = [c for c in chosen if not isinstance(c, tuple)]
+    assert len(fused_choices) == 6 and SDPBackend.MATH.value not in fused_choices
+    assert {c[1] for c in chosen if isinstance(c, tuple)} == {SDPBackend.MATH.value}  # control: unpadded would
 
 
 # ------------------------------------------------------------------------------------------------ suppression
