@@ -12,7 +12,8 @@ Rows: ``sentence_attention`` fused (SDPA forward, each layer's pattern rebuilt a
 from the observed queries and keys) and eager (TransformerLens's ``MLAAttentionBridge`` forward, each layer's
 ``[head, T, T]`` pattern reduced at ``hook_pattern``), one plain fused forward (the bound the issue sets:
 peak memory at most 1.5x of it), and Qwen2's fused ``sentence_attention``.
-Time: the methods interleaved, ``--repeats`` rounds after one warm-up, ratios of medians.
+Time: the methods interleaved, ``--repeats`` rounds after one warm-up; wall and process CPU time (the better
+measure on a shared machine), ratios of CPU medians.
 Memory: each cell in a fresh subprocess, the peak resident set above the loaded model (as
 bench_sentence_attention.py measures it).
 """
@@ -97,20 +98,23 @@ def measure_time(n_tokens: int, repeats: int) -> dict:
     traces = {kind: trace_of_length(model, n_tokens) for kind, model in models.items()}
     runs = {m: runner(m, models[m.split()[0]], traces[m.split()[0]]) for m in METHODS}
     times = {m: [] for m in METHODS}
+    cpu = {m: [] for m in METHODS}
     with torch.inference_mode():
         for run in runs.values():  # warm-up
             run()
         for _ in range(repeats):
             for method, run in runs.items():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 run()
                 times[method].append(time.perf_counter() - start)
+                cpu[method].append(time.process_time() - start_cpu)
     fused, eager = al.sentence_attention(models["mla"], traces["mla"], attention="sdpa"), \
         al.sentence_attention(models["mla"], traces["mla"], attention="eager")
     return {
         "tokens": {kind: trace.n_tokens for kind, trace in traces.items()},
         "sentences": traces["mla"].n_sentences,
         "median_s": {m: statistics.median(t) for m, t in times.items()},
+        "median_cpu_s": {m: statistics.median(t) for m, t in cpu.items()},
         "fused_vs_eager_max_abs": float((fused.matrix - eager.matrix).abs().max()),
     }
 
@@ -126,13 +130,14 @@ def main() -> None:
     print(f"torch {torch.__version__}, 1 thread, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     result = measure_time(args.tokens, args.repeats)
     memory = {m: measure_memory(m, args.tokens)["peak_bytes"] for m in METHODS}
-    med = result["median_s"]
+    med, med_cpu = result["median_s"], result["median_cpu_s"]
     print(f"{result['tokens']} tokens, {result['sentences']} sentences (MLA), median of {args.repeats}; "
           f"fused vs eager sentence matrices: max abs difference {result['fused_vs_eager_max_abs']:.1e}")
-    base_t, base_m = med["mla sentence_attention eager"], memory["mla sentence_attention eager"]
+    base_t, base_m = med_cpu["mla sentence_attention eager"], memory["mla sentence_attention eager"]
     plain_m = memory["mla plain forward fused"]
     for m in METHODS:
-        print(f"  {m:32s} {med[m]:7.2f} s  x{med[m] / base_t:.2f} of eager   peak {memory[m] / 2**20:7.0f} MiB"
+        print(f"  {m:32s} {med[m]:7.2f} s wall {med_cpu[m]:7.2f} s CPU  x{med_cpu[m] / base_t:.2f} of eager (CPU)"
+              f"   peak {memory[m] / 2**20:7.0f} MiB"
               f"  x{memory[m] / base_m:.2f} of eager  x{memory[m] / plain_m:.2f} of a plain fused forward")
     print(f"load after: {os.getloadavg()[0]:.1f}")
 

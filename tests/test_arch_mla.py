@@ -40,14 +40,16 @@ YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max
 
 
 def random_deepseek_v3(seed: int = 0, n_layers: int = 3, rope_interleave: bool = True, sharpen: float = 12.0,
-                       louder: float = 1.0, unembed: float = 1.0, **sizes):
+                       louder: float = 1.0, unembed: float = 1.0, family: str = "DeepseekV3", **sizes):
     """``(bridge, untouched Hugging Face copy)`` of a small random DeepSeek-V3 (layer 0 dense, the rest MoE).
 
-    ``sizes`` override ``DeepseekV3Config`` fields (benchmarks/bench_mla.py builds a larger one). Local until
-    ``anchorlens.random_model("deepseek_v3")`` lands; booted as ``random_model`` boots.
+    ``sizes`` override config fields (benchmarks/bench_mla.py builds a larger one); ``family="DeepseekV2"``
+    builds a DeepSeek-V2 (complex-number RoPE) instead. Local until ``anchorlens.random_model("deepseek_v3")``
+    lands; booted as ``random_model`` boots.
     """
+    import transformers
     from transformer_lens.model_bridge import TransformerBridge
-    from transformers import AutoTokenizer, DeepseekV3Config, DeepseekV3ForCausalLM
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
     fields = dict(
@@ -55,18 +57,22 @@ def random_deepseek_v3(seed: int = 0, n_layers: int = 3, rope_interleave: bool =
         num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=4,
         n_shared_experts=1, n_routed_experts=4, num_experts_per_tok=2, n_group=2, topk_group=1, first_k_dense_replace=1,
         q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12,
-        max_position_embeddings=2048, rope_parameters=dict(YARN), rope_interleave=rope_interleave,
+        max_position_embeddings=2048, rope_parameters=dict(YARN),
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
     )
-    config = DeepseekV3Config(**{**fields, **sizes})
-    config.architectures = ["DeepseekV3ForCausalLM"]
+    if family == "DeepseekV3":
+        fields["rope_interleave"] = rope_interleave
+    else:  # V2: greedy routing over all experts, RoPE as complex rotations
+        fields.update(n_group=None, topk_group=None, topk_method="greedy")
+    config = getattr(transformers, f"{family}Config")(**{**fields, **sizes})
+    config.architectures = [f"{family}ForCausalLM"]
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
-    hf_model = DeepseekV3ForCausalLM(config).eval()
+    hf_model = getattr(transformers, f"{family}ForCausalLM")(config).eval()
     with torch.no_grad():
         for layer in hf_model.model.layers:
             attn = layer.self_attn
-            attn.q_b_proj.weight.mul_(sharpen)
+            (attn.q_proj if config.q_lora_rank is None else attn.q_b_proj).weight.mul_(sharpen)
             attn.kv_a_proj_with_mqa.weight[config.kv_lora_rank:].mul_(sharpen)  # the shared rope key
             per_head = attn.kv_b_proj.weight.view(config.num_attention_heads, -1, config.kv_lora_rank)
             per_head[:, : config.qk_nope_head_dim].mul_(sharpen)  # each head's nope key, not its value
@@ -182,6 +188,7 @@ def test_fused_logits_equal_hugging_face_and_eager(mla, tokens):
     mask = torch.ones(2, tokens.shape[1], dtype=torch.long)
     mask[0, :9] = 0  # left padding
     expected_padded = reference(padded, attention_mask=mask).logits
+    eager_padded = model(padded, attention_mask=mask)
     with fused_attention(model):
         assert is_fused(model) and vars(model.blocks[0].attn)["forward"].__func__ is fused_mla_forward
         fused = model(tokens)
@@ -194,16 +201,28 @@ def test_fused_logits_equal_hugging_face_and_eager(mla, tokens):
     assert relative(fused, expected) < 1e-4
     assert relative(fused_cached, expected[:, 25:]) < 1e-4
     assert relative(step[:, 0], expected[:, 25]) < 1e-4
-    assert relative(fused_padded[:, 9:], expected_padded[:, 9:]) < 1e-4  # padding positions are read by nobody
+    assert relative(fused_padded[:, 9:], expected_padded[:, 9:]) < 1e-4
+    assert relative(fused_padded, eager_padded) < 1e-4  # padding positions too (uniform attention, as eager)
     assert relative(expected_padded[0, 9:], expected[0, 9:]) > 1e-2  # control: padding changed the run
     assert not is_fused(model) and "forward" not in vars(model.blocks[0].attn)
 
 
+@pytest.mark.parametrize("variant", [
+    dict(rope_interleave=False),  # RoPE on halves
+    dict(q_lora_rank=None),  # uncompressed queries (q_proj), as DeepSeek-V2-Lite
+    dict(family="DeepseekV2"),  # complex-number RoPE
+])
 @torch.inference_mode()
-def test_fused_halves_rope_equal_hugging_face(one_torch_thread, tokens):
-    model, reference = random_deepseek_v3(seed=5, n_layers=2, rope_interleave=False)
+def test_other_mla_variants_equal_hugging_face(one_torch_thread, tokens, variant):
+    model, reference = random_deepseek_v3(seed=5, n_layers=2, **variant)
+    assert unsupported_reasons(model) == []
+    expected = hf_logits(reference, tokens)
+    with fused_attention(model), hide_keys(model, [(5, 12)], layers=[1]):
+        suppressed = model(tokens)
     with fused_attention(model):
-        assert relative(model(tokens), hf_logits(reference, tokens)) < 1e-4
+        assert relative(model(tokens), expected) < 1e-4
+    mask = additive(hf_allowed(tokens.shape[1], (5, 12)))
+    assert relative(suppressed, hf_logits(reference, tokens, {1: mask})) < 1e-4
 
 
 @torch.inference_mode()
