@@ -14,3 +14,6 @@ def active_hook_points(model) -> list[str]:
     """The names of the hook points with a hook on them right now (sorted)."""
     return sorted(name for name, module in model.named_modules()
                   if type(module).__name__ == "HookPoint" and (module._forward_hooks or module._forward_pre_hooks))
+
+
+from anchorlens.hooks import fused_mla as _fused_mla  # noqa: E402,F401  (registers MLA's fused forward)

@@ -53,6 +53,15 @@ class FusedAttentionFallbackWarning(UserWarning):
 # ---------------------------------------------------------------------------------------------- support
 
 
+#: Fused forwards of other attention bridges: ``(accepts(attn), forward, reasons(layer, attn))``; hooks/fused_mla.py
+#: adds DeepSeek's MLAAttentionBridge (``anchorlens.hooks`` imports it, so it is here before any use).
+OTHER_FORWARDS: list[tuple[Callable, Callable, Callable]] = []
+
+
+def _other_forward(attn):
+    return next((entry for entry in OTHER_FORWARDS if entry[0](attn)), None)
+
+
 def attention_bridges(model) -> list:
     """The attention bridge of every block, in layer order."""
     return [block.attn for block in model.blocks]
@@ -86,6 +95,9 @@ def _layer_reasons(model) -> tuple[str, ...]:
     reasons: list[str] = []
     for layer, attn in enumerate(attention_bridges(model)):
         kind = type(attn)
+        if (other := _other_forward(attn)) is not None:
+            reasons.extend(other[2](layer, attn))
+            continue
         if not isinstance(attn, PositionEmbeddingsAttentionBridge) or kind.forward is not PositionEmbeddingsAttentionBridge.forward:
             reasons.append(f"layer {layer}: attention bridge {kind.__name__} (only PositionEmbeddingsAttentionBridge)")
             continue
@@ -218,7 +230,8 @@ def _install(model, states: list[dict] | None = None) -> None:
     for k, attn in enumerate(attention_bridges(model)):
         # An instance attribute shadows the class's forward. object.__setattr__: the bridge's own
         # __setattr__ would forward the name to the wrapped Hugging Face module.
-        object.__setattr__(attn, "forward", types.MethodType(fused_forward, attn))
+        other = _other_forward(attn)
+        object.__setattr__(attn, "forward", types.MethodType(fused_forward if other is None else other[1], attn))
         object.__setattr__(attn, _STATE, {} if states is None else states[k])
     hf_config._attn_implementation = "sdpa"  # decoder masks: None (is_causal) or boolean, never [q, k] floats
 
