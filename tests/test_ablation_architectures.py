@@ -1,0 +1,82 @@
+"""Head ablation on every family issue 27 names, against the Hugging Face model itself.
+
+Ablating head ``h`` of layer ``l`` must equal the untouched Hugging Face copy's eager forward with the columns
+``h * d_value .. (h + 1) * d_value`` of that layer's ``o_proj`` input set to zero (zero ablation) or to their
+mean over the positions of a clean Hugging Face run (mean ablation): a forward pre-hook on ``o_proj`` written
+here, on the plain ``transformers`` modules.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anchorlens import AnchorlensError
+from anchorlens.hooks.head_ablation import ablate_heads, head_means
+from arch_builders import FAMILIES, build
+
+TEXT = "The quick brown fox jumps over the lazy dog because it can."
+LAYER, HEAD = 1, 2
+
+
+@torch.no_grad()
+def hf_logits_with_columns(hf, tokens, layer: int, head: int, replace=None) -> torch.Tensor:
+    """The Hugging Face forward with head ``head``'s ``o_proj`` input columns replaced (``None``: zeros)."""
+    o_proj = hf.model.layers[layer].self_attn.o_proj
+    width = o_proj.in_features // hf.config.num_attention_heads
+
+    def edit(module, args):
+        z = args[0].clone()
+        z[..., head * width:(head + 1) * width] = 0.0 if replace is None else replace
+        return (z,)
+
+    handle = o_proj.register_forward_pre_hook(edit)
+    try:
+        return hf(tokens).logits
+    finally:
+        handle.remove()
+
+
+@torch.no_grad()
+def hf_head_mean(hf, tokens, layer: int, head: int) -> torch.Tensor:
+    """Head ``head``'s mean ``o_proj`` input over all positions of a clean Hugging Face run."""
+    o_proj = hf.model.layers[layer].self_attn.o_proj
+    width = o_proj.in_features // hf.config.num_attention_heads
+    seen = []
+    handle = o_proj.register_forward_pre_hook(lambda module, args: seen.append(args[0][..., head * width:(head + 1) * width]))
+    try:
+        hf(tokens)
+    finally:
+        handle.remove()
+    return seen[0].reshape(-1, width).mean(0)
+
+
+def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((got - expected).abs().max() / expected.abs().max())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_head_ablation_equals_zeroed_o_proj_columns(family, one_torch_thread):
+    bridge, hf = build(family, seed=4)
+    tokens = bridge.to_tokens(TEXT)
+    clean = hf(tokens).logits
+    expected = hf_logits_with_columns(hf, tokens, LAYER, HEAD)
+    assert relative_error(expected, clean) > 1e-3  # the head matters: the comparison can fail
+    with torch.no_grad(), ablate_heads(bridge, [(LAYER, HEAD)]):
+        got = bridge(tokens)
+    assert relative_error(got, expected) < 1e-4, family
+    # mean ablation: the head's mean output over the positions of the same text
+    means = head_means(bridge, tokens, progress=False)
+    torch.testing.assert_close(means[LAYER, HEAD], hf_head_mean(hf, tokens, LAYER, HEAD), rtol=1e-4, atol=1e-6)
+    expected = hf_logits_with_columns(hf, tokens, LAYER, HEAD, replace=hf_head_mean(hf, tokens, LAYER, HEAD))
+    with torch.no_grad(), ablate_heads(bridge, [(LAYER, HEAD)], method="mean", means=means):
+        got = bridge(tokens)
+    assert relative_error(got, expected) < 1e-4, family
+
+
+def test_mean_ablation_names_the_shape_it_needs(one_torch_thread):
+    """DeepSeek-V3's heads are wider at hook_z (v_head_dim 16) than cfg.d_head (8): the error says so."""
+    bridge, _ = build("deepseek_v3", seed=4)
+    with pytest.raises(AnchorlensError, match=r"\(2, 4, 16\)"):
+        with ablate_heads(bridge, [(1, 0)], method="mean", means=torch.zeros(2, 4, bridge.cfg.d_head)):
+            pass
