@@ -80,3 +80,36 @@ def test_mean_ablation_names_the_shape_it_needs(one_torch_thread):
     with pytest.raises(AnchorlensError, match=r"\(2, 4, 16\)"):
         with ablate_heads(bridge, [(1, 0)], method="mean", means=torch.zeros(2, 4, bridge.cfg.d_head)):
             pass
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_attribution_runs_or_refuses_with_the_reason(family, one_torch_thread):
+    """Families whose replacement model is linear with patterns and pre-norm scales frozen build a graph (the
+    mixture-of-experts MLPs are replaced by transcoders); the others are refused before any work, saying why."""
+    from anchorlens.attribution.attribute import attribution_graph
+    from anchorlens.attribution.transcoders import random_transcoders
+
+    bridge, _ = build(family, seed=5)
+    transcoders = random_transcoders(bridge.cfg.n_layers, bridge.cfg.d_model, 8, seed=1)
+    if family in ("olmo2", "olmo3", "gemma2", "gemma3"):
+        with pytest.raises(AnchorlensError, match="norms after attention"):
+            attribution_graph(bridge, transcoders, "The quick brown fox", progress=False)
+    elif family == "deepseek_v3":
+        with pytest.raises(AnchorlensError, match="latent attention"):
+            attribution_graph(bridge, transcoders, "The quick brown fox", progress=False)
+    else:
+        graph = attribution_graph(bridge, transcoders, "The quick brown fox", progress=False)
+        assert graph.n_layers == bridge.cfg.n_layers and len(graph.logit_token_ids) > 0
+
+
+@pytest.mark.parametrize("family, component, reason", [
+    ("qwen3_moe", "mlp_post", "mixture-of-experts"),
+    ("gpt_oss", "mlp_post", "mixture-of-experts"),
+    ("deepseek_v3", "head_out", "latent attention"),
+])
+def test_mediation_refuses_cells_the_architecture_does_not_have(family, component, reason, one_torch_thread):
+    from anchorlens.mediation import mediation_sweep
+
+    bridge, _ = build(family, seed=5)
+    with pytest.raises(AnchorlensError, match=reason):
+        mediation_sweep(bridge, ["What is 3 plus 4? A:"], ["What is 3 plus 5? A:"], [" 7"], [" 8"], component=component)

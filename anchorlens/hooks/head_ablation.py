@@ -25,6 +25,7 @@ from transformer_lens.utilities import get_act_name
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.heads import check_heads
+from anchorlens.hooks.architecture import head_ablation_refusal, refuse
 from anchorlens.progress import progress_bar
 
 METHODS = ("zero", "mean")
@@ -56,6 +57,7 @@ def head_ablation_hooks(
     model, heads: Iterable[Sequence[int]], method: str = "zero", means: Tensor | None = None
 ) -> list[tuple[str, object]]:
     """The ``(hook name, function)`` pairs that ablate ``heads`` (one hook per layer touched)."""
+    refuse("head ablation", head_ablation_refusal(model))
     cfg = model.cfg
     heads = check_heads(heads, cfg.n_layers, cfg.n_heads)
     if method not in METHODS:
