@@ -33,6 +33,7 @@ from anchorlens.errors import (
     TraceTooLongError,
     UnknownModelError,
     UnsupportedArchitectureError,
+    UnsupportedDtypeError,
 )
 from anchorlens.generation import generate_trace, problem_prompt
 from anchorlens.hooks.fused_attention import FusedAttentionFallbackWarning, PatternUnavailableError, fused_attention
