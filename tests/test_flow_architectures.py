@@ -151,3 +151,23 @@ def test_a_norm_after_attention_that_is_not_an_rmsnorm_is_refused(one_torch_thre
     norm.forward = lambda x: original(x) + 0.5
     with pytest.raises(UnsupportedArchitectureError, match="norm after attention"):
         information_flow(bridge, TEXT, progress=False)
+
+
+@pytest.mark.parametrize("family", ["mistral", "olmo2"])
+def test_sentence_flow_where_the_streamed_flow_cannot_run(family, one_torch_thread):
+    """Mistral runs fused but with a sliding window the streamed flow does not recompute: a FlowFallbackWarning,
+    and the sentence flow of the token-level flow. OLMo-2 (eager attention) takes the token-level flow anyway."""
+    from anchorlens import Trace
+    from anchorlens.flow import FlowFallbackWarning, sentence_flow
+    from anchorlens.flow.sentences import sentence_flow_matrix
+
+    bridge, _ = build(family, seed=3)
+    trace = Trace.from_text(bridge, "First we add the numbers. Then we check the sum. The answer is seven.",
+                            prompt="What is 3 plus 4?")
+    if family == "mistral":
+        with pytest.warns(FlowFallbackWarning, match="sliding windows"):
+            flow = sentence_flow(bridge, trace, progress=False)
+    else:
+        flow = sentence_flow(bridge, trace, progress=False)
+    token_level = information_flow(bridge, trace, progress=False)
+    torch.testing.assert_close(flow.matrix, sentence_flow_matrix(token_level.attention, trace.token_spans))

@@ -28,6 +28,18 @@ def uses_latent_attention(model) -> bool:
     return any(type(block.attn).__name__ in HEAD_MAJOR_VALUES for block in model.blocks)
 
 
+def sliding_window(model) -> int | None:
+    """The sliding window of a model with sliding-window layers (Mistral v0.1, OLMo-3, Gemma 2/3, gpt-oss), else None."""
+    config = hf_config(model)
+    window = getattr(config, "sliding_window", None)
+    if not window or getattr(config, "use_sliding_window", True) is False:
+        return None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and "sliding_attention" not in layer_types:
+        return None
+    return int(window)
+
+
 def has_post_mlp_norm(model) -> bool:
     return "blocks.0.ln2_post.hook_in" in model.hook_dict
 
@@ -47,6 +59,8 @@ def streamed_flow_refusal(model) -> str | None:
         return "the streamed flow does not yet hold a norm after attention at its clean scale"
     if uses_latent_attention(model):
         return "the streamed flow reads values [pos, kv_head, d_head], not multi-head latent attention's"
+    if sliding_window(model) is not None:
+        return f"the streamed flow recomputes full causal patterns, not sliding windows ({sliding_window(model)} tokens)"
     if any(attention_output_bias(model, layer) is not None for layer in range(model.cfg.n_layers)):
         return "the streamed flow has no part for an attention output bias"
     return None
