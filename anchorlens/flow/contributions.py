@@ -17,7 +17,7 @@ higher), so the two rank parts alike but not identically.
 
 A norm after attention (OLMo-2/3, Gemma 2/3) multiplies each target's attention output by
 ``out_scale_i = g / rms_i`` (its gain over the clean root mean square, ``hooks.flow_capture``): the parts are then
-``out_scale_i * A^h_ij (v_j^h W_O^h)``, which sum exactly to the normed output (docs/methods.md 3.2).
+``out_scale_i * A^h_ij (v_j^h W_O^h)``, which sum exactly to the normed output (docs/methods.md 3.1).
 
 The reference measures distances with ``torch.nn.functional.pairwise_distance``, which adds 1e-6 to every
 coordinate of the difference; here the distance is exact (the definition above).
