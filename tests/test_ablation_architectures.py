@@ -19,6 +19,12 @@ TEXT = "The quick brown fox jumps over the lazy dog because it can."
 LAYER, HEAD = 1, 2
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _warm(one_torch_thread):
+    """Import TransformerLens and load the tokenizer once, outside the timed tests."""
+    build("llama")
+
+
 @torch.no_grad()
 def hf_logits_with_columns(hf, tokens, layer: int, head: int, replace=None) -> torch.Tensor:
     """The Hugging Face forward with head ``head``'s ``o_proj`` input columns replaced (``None``: zeros)."""
@@ -113,3 +119,49 @@ def test_mediation_refuses_cells_the_architecture_does_not_have(family, componen
     bridge, _ = build(family, seed=5)
     with pytest.raises(AnchorlensError, match=reason):
         mediation_sweep(bridge, ["What is 3 plus 4? A:"], ["What is 3 plus 5? A:"], [" 7"], [" 8"], component=component)
+
+
+@torch.no_grad()
+def hf_patched_logit_diffs(hf, base, counterfactual, answers) -> torch.Tensor:
+    """``[layer, head]``: logit(r) - logit(r') at the last position of the Hugging Face forward on ``base`` whose
+    ``o_proj`` input columns of one head at the last position hold the counterfactual forward's."""
+    layers = hf.model.layers
+    n_heads = hf.config.num_attention_heads
+    seen = {}
+    handles = [layer.self_attn.o_proj.register_forward_pre_hook(
+        lambda module, args, i=i: seen.__setitem__(i, args[0][0, -1].clone())) for i, layer in enumerate(layers)]
+    try:
+        hf(counterfactual)
+    finally:
+        for handle in handles:
+            handle.remove()
+    out = torch.zeros(len(layers), n_heads)
+    for i, layer in enumerate(layers):
+        width = layer.self_attn.o_proj.in_features // n_heads
+        for h in range(n_heads):
+            def patch(module, args, h=h, i=i):
+                z = args[0].clone()
+                z[0, -1, h * width:(h + 1) * width] = seen[i][h * width:(h + 1) * width]
+                return (z,)
+            handle = layer.self_attn.o_proj.register_forward_pre_hook(patch)
+            try:
+                logits = hf(base).logits[0, -1]
+            finally:
+                handle.remove()
+            out[i, h] = logits[answers[0]] - logits[answers[1]]
+    return out
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "deepseek_v3"])
+def test_mediation_of_head_outputs_equals_patched_o_proj_columns(family, one_torch_thread):
+    """``mediation_sweep(component="head_out")`` patches each head's output at the last position: the Hugging Face
+    model with that head's ``o_proj`` input columns taken from the counterfactual run gives the same logits."""
+    from anchorlens.mediation import mediation_sweep
+
+    bridge, hf = build(family, seed=6)
+    base, counterfactual = "What is 3 plus 4? A: ", "What is 3 plus 5? A: "
+    result = mediation_sweep(bridge, [base], [counterfactual], ["7"], ["8"], component="head_out", progress=False)
+    answers = [bridge.to_tokens(a, prepend_bos=False)[0, 0].item() for a in ("7", "8")]
+    expected = hf_patched_logit_diffs(hf, bridge.to_tokens(base), bridge.to_tokens(counterfactual), answers)
+    got = result.patched_logit_diff[0, :, 0]  # [layer, head] at the last position
+    assert float((got - expected).abs().max() / expected.abs().max()) < 1e-4, family

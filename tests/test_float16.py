@@ -11,9 +11,15 @@ import torch
 
 from anchorlens import UnsupportedDtypeError, load_model
 from anchorlens.cli import main
-from arch_builders import hf_model, tokenizer
+from arch_builders import build, hf_model, tokenizer
 
 TEXT = "The quick brown fox jumps over the lazy dog."
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm(one_torch_thread):
+    """Import TransformerLens and load the tokenizer once, outside the timed tests."""
+    build("llama")
 
 
 def save_folder(folder, scale: float = 1.0):
@@ -25,7 +31,6 @@ def save_folder(folder, scale: float = 1.0):
     return model
 
 
-@pytest.mark.slow
 def test_float16_loads_where_the_activations_fit(tmp_path, one_torch_thread):
     reference = save_folder(tmp_path)
     model = load_model(str(tmp_path), device="cpu", dtype="float16")
@@ -37,7 +42,6 @@ def test_float16_loads_where_the_activations_fit(tmp_path, one_torch_thread):
     assert float((got - expected).abs().max() / expected.abs().max()) < 1e-2  # float16 rounding, not a wrong model
 
 
-@pytest.mark.slow
 def test_float16_is_refused_where_activations_near_its_range(tmp_path, one_torch_thread, capsys):
     save_folder(tmp_path, scale=3e5)
     with pytest.raises(UnsupportedDtypeError, match="bfloat16"):

@@ -26,6 +26,12 @@ TEXT = "The quick brown fox jumps over the lazy dog because it can."
 POST_NORM = {"olmo2": "weight", "olmo3": "weight", "gemma2": "1+weight", "gemma3": "1+weight"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _warm(one_torch_thread):
+    """Import TransformerLens and load the tokenizer once, outside the timed tests."""
+    build("llama")
+
+
 def value_heads(family: str, attn, captured: dict, n_pos: int, n_heads: int) -> torch.Tensor:
     """``[pos, head, d_value]``: the value each query head reads, from the family's own projection output."""
     config = attn.config

@@ -12,6 +12,12 @@ from arch_builders import build
 from conftest import REPO
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _warm(one_torch_thread):
+    """Import TransformerLens and load the tokenizer once, outside the timed tests."""
+    build("llama")
+
+
 @pytest.fixture(scope="module")
 def table():
     with warnings.catch_warnings():
