@@ -33,12 +33,14 @@ from anchorlens.errors import (
     TraceTooLongError,
     UnknownModelError,
     UnsupportedArchitectureError,
+    UnsupportedDtypeError,
 )
 from anchorlens.generation import generate_trace, problem_prompt
 from anchorlens.hooks.fused_attention import FusedAttentionFallbackWarning, PatternUnavailableError, fused_attention
 from anchorlens.models import DEFAULT_MODEL, load_model, random_model, verify_attention_edits, verify_cached_decoding
 from anchorlens.progress import progress_enabled, set_progress
 from anchorlens.results import Result
+from anchorlens.support import support_table
 from anchorlens.sentences import Sentence, split_sentences
 from anchorlens.trace import Trace
 

@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     analyze.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: a GPU if there is one)")
     analyze.add_argument(
-        "--dtype", default="float32", choices=["float32", "bfloat16"],
-        help="weights and activations (default: %(default)s; bfloat16 halves a GPU's memory for long traces)",
+        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+        help="weights and activations (default: %(default)s; bfloat16 or float16 halve a GPU's memory for long "
+             "traces; float16 is refused for a model whose activations come near its range)",
     )
     analyze.add_argument(
         "--rollouts", type=int, default=None,

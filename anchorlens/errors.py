@@ -25,6 +25,10 @@ class UnsupportedArchitectureError(AnchorlensError):
     """Attention edits (hook_attn_scores / hook_pattern / hook_z) do not change this model's output."""
 
 
+class UnsupportedDtypeError(AnchorlensError):
+    """A dtype anchorlens does not run, or float16 for a model whose activations would overflow it."""
+
+
 class TokenizerMismatchError(AnchorlensError):
     """Two models that must share a tokenizer do not."""
 

@@ -37,6 +37,7 @@ from anchorlens.errors import (
     ModelPackageMissingError,
     UnknownModelError,
     UnsupportedArchitectureError,
+    UnsupportedDtypeError,
 )
 from anchorlens.hooks.kv_cache_compat import install_kv_cache_shim
 from anchorlens.versions import version_report
@@ -44,6 +45,8 @@ from anchorlens.versions import version_report
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+DTYPES = ("float32", "bfloat16", "float16")
+FLOAT16_HEADROOM = 16.0  # refuse float16 when activations come within this factor of its largest value
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,9 @@ def load_model(
         name: ``"smollm2-135m-instruct"`` (embedded, offline), a local model folder, or any Hugging Face
             model name (fetched by transformers; e.g. ``"deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"``).
         device: ``"cpu"``, ``"cuda"``, ...; default: CUDA when available.
-        dtype: ``torch.float32`` (default), ``torch.bfloat16``, or their names.
+        dtype: ``torch.float32`` (default), ``torch.bfloat16``, ``torch.float16``, or their names. float16 is
+            refused (``UnsupportedDtypeError``) for a model whose activations on a short text come within 16x of
+            float16's largest value (Gemma's, for one): use bfloat16 there.
         check_attention_edits: refuse a model whose attention edits do not change its output.
         check_cached_decoding: refuse a model whose KV-cached decoding differs from a full recomputation.
         **boot_kwargs: passed to ``TransformerBridge.boot_transformers`` (e.g. ``device_map="auto"``
@@ -189,9 +194,7 @@ def load_model(
     """
     from transformer_lens.model_bridge import TransformerBridge
 
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    dtype = dtype or torch.float32
+    dtype = check_dtype(dtype)
     if device is None and "device_map" not in boot_kwargs:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     source = str(embedded_model_dir(name)) if name in EMBEDDED_MODELS else name
@@ -207,8 +210,38 @@ def load_model(
         ) from error
     bridge.eval()
     bridge.anchorlens_name = name
+    if dtype == torch.float16:
+        verify_float16_range(bridge)
     _check(bridge, check_attention_edits, check_cached_decoding)
     return bridge
+
+
+def check_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    """``dtype`` (a torch dtype or its name; None: float32) as one of ``DTYPES``, or a clear error."""
+    name = str(dtype or "float32").removeprefix("torch.")
+    if name not in DTYPES:
+        raise UnsupportedDtypeError(f"dtype {dtype!r} is not one of {DTYPES}")
+    return getattr(torch, name)
+
+
+@torch.inference_mode()
+def verify_float16_range(model, text: str = "The capital of France is Paris. What is 6 times 7? Let me think.") -> None:
+    """Refuse a float16 model whose residual stream, on a short text, is not finite or comes within
+    ``FLOAT16_HEADROOM`` of float16's largest value (65504): longer texts would overflow it."""
+    peak = [0.0]
+
+    def track(tensor, hook):
+        peak[0] = max(peak[0], float(tensor.float().abs().max()))
+
+    names = [f"blocks.{layer}.hook_resid_post" for layer in range(model.cfg.n_layers)]
+    logits = model.run_with_hooks(model.to_tokens(text), fwd_hooks=[(name, track) for name in names])
+    limit = torch.finfo(torch.float16).max
+    if not torch.isfinite(logits).all() or not peak[0] * FLOAT16_HEADROOM <= limit:
+        raise UnsupportedDtypeError(
+            f"{getattr(model, 'anchorlens_name', 'this model')} in float16: its residual stream reaches "
+            f"{peak[0]:.3g} on a short text (float16 ends at {limit:.0f}; anchorlens wants {FLOAT16_HEADROOM:g}x "
+            "headroom), so long traces would overflow. Load it in bfloat16 (--dtype bfloat16) or float32."
+        )
 
 
 def _check(bridge, check_attention_edits: bool, check_cached_decoding: bool) -> None:

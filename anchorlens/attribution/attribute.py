@@ -24,6 +24,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from anchorlens.errors import AnchorlensError, EmptyTextError, TraceTooLongError
+from anchorlens.hooks.architecture import attribution_refusal, refuse
 from anchorlens.hooks.replacement import bytes_per_copy, replacement_forward
 from anchorlens.attribution.graph import AttributionGraph, partial_influence
 from anchorlens.attribution.targets import resolve_targets
@@ -67,6 +68,7 @@ def prompt_tokens(model, prompt: str | Tensor | list[int]) -> Int[Tensor, " posi
 def prepare(model, transcoders: TranscoderSet, prompt) -> tuple[Int[Tensor, " position"], TranscoderSet]:
     """The prompt's tokens (``prompt_tokens``) and the transcoders, checked against the model and moved to its
     device in float32: the start of every call that runs transcoders on a prompt."""
+    refuse("attribution with transcoders", attribution_refusal(model))
     transcoders.check_model(model)
     device = next(model.parameters()).device
     return prompt_tokens(model, prompt).to(device), transcoders.to(device, torch.float32)

@@ -7,6 +7,7 @@
 - ``sentences``: the flow summed over sentence spans; ``organism``: a planted route to check all of it.
 """
 
+from anchorlens.flow.checks import FlowFallbackWarning
 from anchorlens.flow.information_flow import FlowInputError, InformationFlow, information_flow
 from anchorlens.flow.knockout import KnockoutResult, knockout_experiment
 from anchorlens.flow.routes import Routes, build_routes, token_influence

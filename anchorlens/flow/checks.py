@@ -7,6 +7,10 @@ from anchorlens.errors import AnchorlensError
 DEFAULT_THRESHOLD = 0.04  # the reference tool's default route threshold
 
 
+class FlowFallbackWarning(UserWarning):
+    """Sentence flow computed from the token-level flow (quadratic memory) where the bounded one cannot run."""
+
+
 class FlowInputError(AnchorlensError):
     """Bad input to information flow: empty text, a position or layer out of range, a threshold outside (0, 1)."""
 

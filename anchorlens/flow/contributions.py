@@ -15,6 +15,10 @@ for sources ``j <= i`` (later ones are exactly ``eps``). L2 factors into dot pro
 L2 weighs large coordinates more than L1 does (a part aligned with the whole's biggest coordinates scores
 higher), so the two rank parts alike but not identically.
 
+A norm after attention (OLMo-2/3, Gemma 2/3) multiplies each target's attention output by
+``out_scale_i = g / rms_i`` (its gain over the clean root mean square, ``hooks.flow_capture``): the parts are then
+``out_scale_i * A^h_ij (v_j^h W_O^h)``, which sum exactly to the normed output (docs/methods.md 3.1).
+
 The reference measures distances with ``torch.nn.functional.pairwise_distance``, which adds 1e-6 to every
 coordinate of the difference; here the distance is exact (the definition above).
 """
@@ -27,6 +31,8 @@ import torch
 from einops import einsum, rearrange
 from jaxtyping import Float
 from torch import Tensor
+
+from anchorlens.errors import UnsupportedArchitectureError
 
 EPS = 1e-5
 DISTANCES = ("l1", "l2")
@@ -44,7 +50,10 @@ def head_values_out(
     """
     n_heads, n_kv = W_O.shape[0], v.shape[1]
     if n_heads % n_kv:
-        raise ValueError(f"{n_heads} query heads cannot share {n_kv} key/value heads evenly")
+        raise UnsupportedArchitectureError(
+            f"{n_heads} query heads cannot share {n_kv} key/value heads evenly: the values handed to information flow "
+            "are not laid out [pos, kv_head, d_head]; this attention is not supported by information flow"
+        )
     v = v.repeat_interleave(n_heads // n_kv, dim=1)
     return einsum(v, W_O, "pos head d_head, head d_head d_model -> head pos d_model")
 
@@ -72,16 +81,18 @@ def attention_contributions(
     distance: str = "l1",
     block_bytes: int | None = None,
     fused: bool = False,
+    out_scale: Float[Tensor, "target d_model"] | None = None,
 ) -> tuple[Float[Tensor, "target source head"], Float[Tensor, " target"]]:
     """Normalised contributions of every (source, head) part and of the residual to each ``resid_mid``.
 
     Returns ``(parts [target, source, head], residual [target])``; for each target they sum to 1.
     ``fused`` (L1 only) runs each block through one ``torch.compile``-d kernel that never writes the
     ``[block, source, head, d_model]`` temporary (measured: tens of times faster on CPU; compiling takes
-    about 40 s once per process).
+    about 40 s once per process). ``out_scale``: a norm after attention held at its clean scale (module
+    docstring); each part is multiplied by its target's row.
     """
     if distance == "l2":
-        return _attention_contributions_l2(resid_pre, resid_mid, pattern, values_out)
+        return _attention_contributions_l2(resid_pre, resid_mid, pattern, values_out, out_scale)
     if distance != "l1":
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
     n_heads, n_pos, d_model = values_out.shape
@@ -100,9 +111,12 @@ def attention_contributions(
         stop = min(n_pos, start + max(1, rows))
         n_src = stop
         if fused:
-            proximity = _fused_l1()(resid_mid[start:stop], weights[start:stop, :n_src], values[:n_src]).clamp(min=EPS)
+            scale = None if out_scale is None else out_scale[start:stop]
+            proximity = _fused_l1()(resid_mid[start:stop], weights[start:stop, :n_src], values[:n_src], scale).clamp(min=EPS)
         else:
             block = weights[start:stop, :n_src, :, None] * values[None, :n_src]  # [block, source, head, d_model]
+            if out_scale is not None:
+                block.mul_(out_scale[start:stop, None, None, :])
             whole = resid_mid[start:stop, None, None, :]
             # |whole|_1 - |whole - part|_1 summed coordinate by coordinate: each term is at most |part_d|, so
             # float32 keeps its precision where the difference of the two large norms would not.
@@ -117,11 +131,18 @@ def attention_contributions(
 
 
 def l1_proximity_block(
-    whole: Float[Tensor, "block d_model"], weights: Float[Tensor, "block source head"], values: Float[Tensor, "source head d_model"]
+    whole: Float[Tensor, "block d_model"],
+    weights: Float[Tensor, "block source head"],
+    values: Float[Tensor, "source head d_model"],
+    scale: Float[Tensor, "block d_model"] | None = None,
 ) -> Float[Tensor, "block source head"]:
-    """``sum_d |whole_d| - |whole_d - a v_d|`` for every (target, source, head): the unclamped L1 proximity."""
+    """``sum_d |whole_d| - |whole_d - a v_d|`` for every (target, source, head): the unclamped L1 proximity
+    (``a v_d s_d`` with a norm's frozen ``scale`` after attention)."""
+    part = weights[..., None] * values[None]
+    if scale is not None:
+        part = part * scale[:, None, None, :]
     whole = whole[:, None, None, :]
-    return (whole.abs() - (whole - weights[..., None] * values[None]).abs()).sum(-1)
+    return (whole.abs() - (whole - part).abs()).sum(-1)
 
 
 _COMPILED: dict[str, object] = {}
@@ -134,12 +155,17 @@ def _fused_l1():
     return _COMPILED["l1"]
 
 
-def _attention_contributions_l2(resid_pre, resid_mid, pattern, values_out):
+def _attention_contributions_l2(resid_pre, resid_mid, pattern, values_out, out_scale=None):
     """L2 proximity from dot products (no [.., d_model] blocks): with ``n = |y|^2 - |y - a v|^2 = a (2 y.v - a |v|^2)``,
     ``|y| - |y - a v| = n / (|y| + |y - a v|)``, a form without the cancellation of ``|y|^2 - 2 a y.v + ...``.
-    Computed head-major (the pattern's own layout), in place where possible."""
-    dots = torch.matmul(resid_mid, values_out.transpose(1, 2))  # [head, target, source]: y_i . (v W_O)_j
-    value_sq = (values_out * values_out).sum(-1)[:, None, :]  # [head, 1, source]
+    Computed head-major (the pattern's own layout), in place where possible. With a frozen norm scale ``s_i``
+    the part is ``a (v * s_i)``: ``y.(v * s_i) = (y * s_i).v`` and ``|v * s_i|^2 = (v * v).(s_i * s_i)``."""
+    if out_scale is None:
+        dots = torch.matmul(resid_mid, values_out.transpose(1, 2))  # [head, target, source]: y_i . (v W_O)_j
+        value_sq = (values_out * values_out).sum(-1)[:, None, :]  # [head, 1, source]
+    else:
+        dots = torch.matmul(resid_mid * out_scale, values_out.transpose(1, 2))
+        value_sq = torch.matmul(out_scale * out_scale, (values_out * values_out).transpose(1, 2))  # [head, target, source]
     whole_sq = (resid_mid * resid_mid).sum(-1)[None, :, None]  # [1, target, 1]
     gain = dots.mul_(2).sub_(pattern * value_sq).mul_(pattern)  # a (2 y.v - a |v|^2), in dots' memory
     distance = (whole_sq - gain).clamp_(min=0).sqrt_().add_(whole_sq.sqrt())
@@ -170,11 +196,14 @@ def naive_attention_contributions(
     pattern: Float[Tensor, "head target source"],
     values_out: Float[Tensor, "head source d_model"],
     distance: str = "l1",
+    out_scale: Float[Tensor, "target d_model"] | None = None,
 ) -> tuple[Float[Tensor, "target source head"], Float[Tensor, " target"]]:
     """The definition taken literally, for tests: materialise every part ``[target, source, head, d_model]``,
     append the residual as one more part, measure each against the whole, normalise. Short prompts only."""
     p = {"l1": 1, "l2": 2}[distance]
     parts = einsum(pattern, values_out, "head target source, head source d_model -> target source head d_model")
+    if out_scale is not None:
+        parts = parts * out_scale[:, None, None, :]
     n_pos, _, n_heads, d_model = parts.shape
     flat = torch.cat([parts.reshape(n_pos, -1, d_model), resid_pre[:, None, :]], dim=1)  # [target, part, d]
     whole = resid_mid[:, None, :]

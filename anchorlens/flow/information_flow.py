@@ -15,7 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from anchorlens.errors import EmptyTextError, UnsupportedArchitectureError
-from anchorlens.hooks.flow_capture import check_flow_hooks, run_layerwise
+from anchorlens.hooks.flow_capture import check_flow_hooks, output_weights, run_layerwise
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.flow.checks import DEFAULT_THRESHOLD, FlowInputError, check_threshold  # noqa: F401 (re-exported)
 from anchorlens.flow.contributions import DISTANCES, attention_contributions, head_values_out, mlp_contributions
@@ -182,13 +182,19 @@ def flow_tokens(model, text_or_trace) -> torch.Tensor:
 
 
 def check_decomposition(layer: int, tensors: dict, values_out: Tensor, tolerance: float = 1e-3, rows: int = 16) -> None:
-    """The parts must add up: ``resid_pre + sum_h pattern_h @ (v W_O)_h == resid_mid``, or the model's attention
-    output holds something else (a bias, a norm after attention) that the per-head parts do not explain.
+    """The parts must add up: ``resid_pre + out_scale * (sum_h pattern_h @ (v W_O)_h + b_O) == resid_mid`` (no
+    ``out_scale`` without a norm after attention, no ``b_O`` without an output bias), or the model's attention
+    output holds something else that the per-head parts do not explain.
     Checked on the first and last ``rows`` positions (an architecture that breaks it breaks it everywhere)."""
     n_pos = tensors["resid_mid"].shape[0]
     picked = torch.unique(torch.cat([torch.arange(min(rows, n_pos)), torch.arange(max(0, n_pos - rows), n_pos)]))
     pattern = tensors["pattern"][:, picked].to(values_out.dtype)
-    rebuilt = tensors["resid_pre"][picked] + torch.einsum("hts,hsd->td", pattern, values_out)
+    update = torch.einsum("hts,hsd->td", pattern, values_out)
+    if tensors.get("attn_bias") is not None:
+        update = update + tensors["attn_bias"].to(update.dtype)
+    if tensors.get("out_scale") is not None:
+        update = update * tensors["out_scale"][picked]
+    rebuilt = tensors["resid_pre"][picked] + update
     refuse_undecomposable(layer, rebuilt, tensors["resid_mid"][picked], tolerance)
 
 
@@ -199,8 +205,8 @@ def refuse_undecomposable(layer: int, rebuilt: Tensor, whole: Tensor, tolerance:
     if not error <= tolerance:
         raise UnsupportedArchitectureError(
             f"layer {layer}: resid_mid is not resid_pre plus the per-head attention parts (relative error {float(error):.2e}); "
-            "this architecture's attention output cannot be decomposed per head (a norm after attention, an output "
-            "bias, or parallel blocks), so information flow does not apply to it"
+            "this architecture's attention output cannot be decomposed per head (parallel blocks, or a norm after "
+            "attention that is not an RMSNorm), so information flow does not apply to it"
         )
 
 
@@ -238,7 +244,7 @@ def information_flow(
     if keep_heads is None:
         keep_heads = n_layers * n_pos * n_pos * n_heads * 4 <= HEADS_AUTO_BYTES
     use_fused = [distance == "l1" and (n_pos >= FUSED_FROM_TOKENS if fused is None else bool(fused))]
-    W_O = model.W_O.detach()  # [layer, head, d_head, d_model]
+    W_O = output_weights(model)  # [layer, head, d_head, d_model]
     attention = torch.zeros(n_layers, n_pos, n_pos)
     residual_attention = torch.zeros(n_layers, n_pos)
     mlp = torch.zeros(n_layers, n_pos)
@@ -251,14 +257,15 @@ def information_flow(
         values_out = head_values_out(t["v"], W_O[layer].float())
         check_decomposition(layer, t, values_out)
         args = (t["resid_pre"], t["resid_mid"], t["pattern"], values_out, distance)
+        scale = t.get("out_scale")
         try:
-            parts, resid = attention_contributions(*args, fused=use_fused[0])
+            parts, resid = attention_contributions(*args, fused=use_fused[0], out_scale=scale)
         except Exception as error:  # torch.compile needs a C compiler; without one, the unfused blocks
             if not use_fused[0]:
                 raise
             warnings.warn(f"fused L1 kernel unavailable ({type(error).__name__}: {error}); computing unfused")
             use_fused[0] = False
-            parts, resid = attention_contributions(*args)
+            parts, resid = attention_contributions(*args, out_scale=scale)
         attention[layer] = parts.sum(-1).cpu()
         residual_attention[layer] = resid.cpu()
         if heads is not None:

@@ -14,6 +14,7 @@ result for short texts.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.spans import membership_matrix
+from anchorlens.flow.checks import FlowFallbackWarning
 from anchorlens.flow.information_flow import FlowInputError, information_flow
 from anchorlens.results import Result
 
@@ -105,6 +107,7 @@ def sentence_flow(
     >>> sentences = sentence_flow(model, trace, distance="l2")   # doctest: +SKIP
     >>> sentences.to_answer, sentences.matrix                      # doctest: +SKIP
     """
+    from anchorlens.hooks.architecture import streamed_flow_refusal
     from anchorlens.hooks.fused_attention import resolve_attention
     from anchorlens.flow.contributions import DISTANCES
 
@@ -114,7 +117,13 @@ def sentence_flow(
         raise FlowInputError("the trace has no sentences: nothing to aggregate")
     if distance not in DISTANCES:
         raise FlowInputError(f"distance must be one of {DISTANCES}, got {distance!r}")
-    if flow is None and resolve_attention(model, "auto") == "sdpa":
+    streamable = flow is None and resolve_attention(model, "auto") == "sdpa"
+    refusal = streamed_flow_refusal(model) if streamable else None
+    if refusal is not None:
+        warnings.warn(f"sentence flow from the token-level flow (memory quadratic in the trace length): {refusal}",
+                      FlowFallbackWarning, stacklevel=2)
+        streamable = False
+    if streamable:
         from anchorlens.flow.stream import DEFAULT_BLOCK_TOKENS, streamed_sentence_flow
 
         tokens = trace.tokens(model.cfg.device)

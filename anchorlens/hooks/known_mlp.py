@@ -6,7 +6,9 @@ through the MLP. Computing it again for 64 copies is most of the forward's arith
 Llama layer's 4.x d_model^2-sized matrices, x4 wide) and its [batch, position, d_mlp] intermediates are the
 forward's largest transient tensors. Inside ``known_mlp_outputs`` the wrapped Hugging Face MLP returns the known
 value expanded over the batch; the bridge's hooks around it (``mlp.hook_in``, ``mlp.hook_out``) still fire.
-A bridge that does not call the wrapped module (processed-weights mode) computes the MLP as before.
+A bridge that does not call the wrapped module (processed-weights mode) computes the MLP as before. An MLP that
+returns a tuple (gpt-oss's mixture of experts returns its router scores too, which its block discards) gets
+``(output, None)``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,16 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
+
+
+@torch.no_grad()
+def _returns_tuple(module, output: Tensor) -> bool:
+    """Whether ``module``'s own forward returns a tuple (probed on one zero token)."""
+    probe = output.new_zeros(1, 1, output.shape[-1]).to(next(module.parameters()).dtype)
+    return isinstance(type(module).forward(module, probe), tuple)
 
 
 @contextmanager
@@ -27,8 +37,9 @@ def known_mlp_outputs(model, outputs: list[Float[Tensor, "position d_model"]]) -
         if module is None or output is None:
             continue
 
-        def known(x, *args, _output=output, **kwargs):
-            return _output.to(x.dtype).expand(*x.shape[:-2], *_output.shape)
+        def known(x, *args, _output=output, _tuple=_returns_tuple(module, output), **kwargs):
+            value = _output.to(x.dtype).expand(*x.shape[:-2], *_output.shape)
+            return (value, None) if _tuple else value
 
         module.__dict__["forward"] = known  # an instance attribute, found before the class's forward
         replaced.append(module)

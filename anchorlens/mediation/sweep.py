@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 from transformer_lens.utilities import get_act_name
 
+from anchorlens.hooks.architecture import mediation_refusal, refuse
 from anchorlens.hooks.cell_patch import COMPONENTS, Component, cell_patch_hooks, source_values
 from anchorlens.hooks.fused_attention import ATTENTION_CHOICES, fused_attention
 from anchorlens.mediation.errors import MediationInputError, PositionError, UnknownComponentError
@@ -120,6 +121,7 @@ def mediation_sweep(
     ``head_out``, ``head_pattern``, ``mlp_out_dim``, ``mlp_post``), the mean over pairs.
     """
     comp = get_component(component)
+    refuse(f"mediation of {component}", mediation_refusal(model, component))
     attention = resolve_sweep_attention(comp, attention)
     if metric not in METRICS:
         raise MediationInputError(f"unknown metric {metric!r}; choose one of {METRICS}")

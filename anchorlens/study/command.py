@@ -55,7 +55,7 @@ def add_study_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--server-model", default=None,
                         help="the model name the server expects (default: asked from its /v1/models)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: a GPU if there is one)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--out", type=Path, default=Path("anchorlens-study"),
                         help="the study's folder, resumed if it exists (default: %(default)s)")
     parser.add_argument("--aggregate", action="store_true",
