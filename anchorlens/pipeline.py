@@ -357,8 +357,9 @@ def analyze(
                 f"under the same settings, {info.get('generated', 0)} generated")
     targets = _top_sentences(analysis.importance, resilience_top) if analysis.importance is not None else []
     if "resilience" in steps and not targets:
-        notes["resilience"] = ("Resilience was asked for, but no sentence has a counterfactual importance to pick "
-                               "the top ones by (no answered rollouts): nothing measured.")
+        notes["importance"] = notes.get("importance", "") + (
+            " Resilience was asked for, but no sentence has a counterfactual importance to pick the top ones by "
+            "(no answered rollouts): nothing measured.").lstrip()
     if "resilience" in steps and targets:
         settings = {"sampler": _sampler_key(identity, sampler), "rollouts": n_rollouts,
                     "rollout_tokens": rollout_max_tokens, "temperature": temperature, "top_p": top_p,
@@ -375,12 +376,12 @@ def analyze(
         if analysis.steps["resilience"] != "reused" and info:
             say(f"resilience completions: {info.get('chain_reused', 0) + info.get('plain_reused', 0)} found in "
                 f"{Path(info.get('store', '')).name}, {info.get('generated', 0)} generated")
-        notes["resilience"] = (
-            f"Resilience (Thought Branches) of sentences {targets}, the top {len(targets)} by "
+        notes["importance"] = notes.get("importance", "") + (
+            f" Resilience (Thought Branches) of sentences {targets}, the top {len(targets)} by "
             "counterfactual_importance_kl: each of n_rollouts chains removes the sentence, continues, and follows "
             "its content wherever it comes back (cosine >= 0.6), up to "
             f"{resilience_iterations} iterations; Counterfactual++ is accuracy kept minus accuracy when the content "
-            "was finally abandoned (the opposite sign of counterfactual importance).")
+            "was finally abandoned (the opposite sign of counterfactual importance).").lstrip()
     if "flow" in steps:
         position = analysis.answer_position
         path = step("flow", FLOW_FILE, {"distance": "l2", "answer_position": position},

@@ -173,3 +173,28 @@ def test_bad_settings_are_refused_before_sampling(tmp_path):
     with pytest.raises(BranchSettingsError, match="cosine"):
         resilience(sampler, trace(), [1], similarity_threshold=2, store=tmp_path / "r.sqlite")
     assert sampler.calls == 0
+
+
+@pytest.mark.slow  # loads MiniLM
+def test_analyze_resilience_step_is_keyed_and_reused(tmp_path):
+    sampler = PlantedSampler(CONTENT, 0.6)
+    model = al.random_model("llama", n_layers=1, d_model=32, n_heads=2, n_kv_heads=1, seed=0)
+    lines = []
+    run = lambda **kw: al.analyze(model, tmp_path, trace=trace(), sampler=sampler, steps=("resampling",),  # noqa: E731
+                                  n_rollouts=10, reference_answer="42", say=lines.append, progress=False, **kw)
+    first = run(resilience_top=2)
+    frame = first.to_dataframe()
+    measured = frame.index[frame["resilience"].notna()].tolist()
+    kl = frame["counterfactual_importance_kl"].to_numpy()
+    assert measured == sorted(np.argsort(-np.nan_to_num(kl, nan=-np.inf), kind="stable")[:2].tolist())
+    assert "resilience" in (tmp_path / "sentences_columns.md").read_text()
+    calls, lines[:] = sampler.calls, []
+    run(resilience_top=2)
+    assert lines == ["trace: reused", "resampling: reused", "resilience: reused"] and sampler.calls == calls
+    lines[:] = []
+    run(resilience_top=2, resilience_iterations=3)
+    assert "resilience: recomputed (max_iterations 20 -> 3)" in lines
+    loaded = al.Analysis.load(tmp_path)
+    assert loaded.resilience.settings["max_iterations"] == 3
+    with pytest.raises(al.AnchorlensError, match="resampling"):
+        al.analyze(model, tmp_path / "other", trace=trace(), sampler=sampler, steps=("categories",), resilience_top=1)
