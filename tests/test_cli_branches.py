@@ -48,16 +48,17 @@ def test_resilience_step_killed_resumed_and_reused(tmp_path):
 
     result = ResilienceResult.load(out / "resilience.npz")
     frame = result.to_dataframe()
-    assert len(frame) == 2 and (frame["n_chains"] == 3).all()
+    # the top sentences by counterfactual importance (those with a value), as the importance step saved it
+    importance = Analysis.load(out).importance.counterfactual_importance_kl.numpy()
+    top = sorted(i for i in np.argsort(-np.nan_to_num(importance, nan=-np.inf), kind="stable")[:2].tolist()
+                 if np.isfinite(importance[i]))
+    assert sorted(frame["sentence"]) == top and len(top) >= 1
+    assert (frame["n_chains"] == 3).all()
     assert ((frame["resilience"] >= 0) & (frame["resilience"] <= 4)).all()
     table = pd.read_csv(out / "sentences.csv")
     measured = table["resilience"].notna()
     assert sorted(table.index[measured]) == sorted(frame["sentence"])
     assert np.allclose(table.loc[frame["sentence"], "resilience"], frame["resilience"])
-    # the top sentences by counterfactual importance, as the importance step saved it
-    importance = Analysis.load(out).importance.counterfactual_importance_kl.numpy()
-    top = sorted(np.argsort(-np.nan_to_num(importance, nan=-np.inf), kind="stable")[:2].tolist())
-    assert sorted(frame["sentence"]) == top
     # iteration 1 of every chain is a plain resampling rollout: the chains' trace holds only later iterations
     chains = after[after["trace_id"].str.endswith(":resilience")]
     assert len(chains) == sum(max(0, n - 1) for n in result.chains_dataframe()["iterations"])

@@ -1,4 +1,4 @@
-"""Thought Branches (Macar, Bogdan, Nanda, Conmy et al. 2025): what resampling one sentence misses.
+"""Thought Branches (arXiv 2510.27484, the follow-up to Thought Anchors): what resampling one sentence misses.
 
 - ``resilience``: does a removed sentence's content come back later, and how often; with Counterfactual++
   (the outcome when it is abandoned for good) from the same rollouts;

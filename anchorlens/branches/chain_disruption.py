@@ -28,13 +28,13 @@ import numpy as np
 
 from anchorlens.branches.intervals import compare_outcomes
 from anchorlens.branches.keyed import (BranchSettingsError, Outcome, check_count, check_fraction, check_sentence,
-                                       continue_from, keyed_sampler, outcome_name, seed_of)
+                                       continue_from, keyed_sampler, open_run, outcome_name, seed_of)
 from anchorlens.branches.resilience import _sentences, embedder_name
 from anchorlens.embeddings import cosine_similarity, default_embedder
 from anchorlens.progress import progress_bar
 from anchorlens.resampling.metrics import KL_ALPHA
 from anchorlens.resampling.rollout import RESAMPLE
-from anchorlens.resampling.runner import as_sampler, reread_answers, rollout_seed, run_rollouts
+from anchorlens.resampling.runner import reread_answers, rollout_seed, run_rollouts
 from anchorlens.resampling.samplers.base import SamplingParams
 from anchorlens.resampling.store import RolloutStore
 from anchorlens.results import Result
@@ -161,12 +161,7 @@ def chain_disruption(
     if not 0 < confidence < 1:
         raise BranchSettingsError(f"confidence must lie in (0, 1), e.g. 0.95; got {confidence!r}")
     started = time.perf_counter()
-    sampler = as_sampler(model_or_sampler, batch_size=batch_size, progress=False)
-    if store is None:
-        from anchorlens.models import cache_dir
-
-        store = cache_dir() / "rollouts.sqlite"
-    store = store if isinstance(store, RolloutStore) else RolloutStore(store)
+    sampler, store = open_run(model_or_sampler, store, batch_size)
     embed = embed or default_embedder()
 
     summary = run_rollouts(sampler, trace, store, trace_id=trace_id, n_rollouts=n_rollouts, sentences=[sentence + 1],
@@ -212,8 +207,9 @@ def chain_disruption(
         c = int(per_candidate.argmax())
         s = int(cos[c].argmax())
         value = float(cos[c, s])
-        search.append({"iteration": t, "best_candidate": replacements[c], "next_sentence": nexts[c * n_continuations + s][0],
-                       "cosine": value, "candidate_cosines": [float(v) for v in per_candidate]})
+        search.append({"iteration": t, "best_candidate": replacements[c],
+                       "next_sentence": nexts[c * n_continuations + s][0], "cosine": value,
+                       "candidate_cosines": [float(v) for v in per_candidate]})
         if value > best["cosine"]:
             best = {"cosine": value, "replacement": replacements[c], "next": nexts[c * n_continuations + s]}
         if value >= success_threshold:

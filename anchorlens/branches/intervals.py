@@ -65,7 +65,8 @@ def compare_outcomes(treated: Sequence[Rollout], base: Sequence[Rollout], *, alp
         both = canonical_answers(list(treated) + list(base), reference)
         treated, base = both[: len(treated)], both[len(treated):]
     ids: dict = {}
-    groups = [make_group([normalize_answer(r.answer) for r in g], [r.is_correct for r in g], ids) for g in (treated, base)]
+    groups = [make_group([normalize_answer(r.answer) for r in g], [r.is_correct for r in g], ids)
+              for g in (treated, base)]
     k = len(ids)
     point = [np.arange(len(g))[None, :] for g in groups]
     acc_t, acc_b = (_accuracy(g, ix)[0] for g, ix in zip(groups, point))

@@ -81,7 +81,8 @@ class KeyedSampler:
         wanted = {(i, s): p for i, s, p in jobs}
         stored = {(r.sentence_index, r.seed): r
                   for i in sorted({i for i, _ in wanted})
-                  for r in self.store.rollouts(self.trace_id, sentence_index=i, kind=RESAMPLE, settings_id=self.settings_id)
+                  for r in self.store.rollouts(self.trace_id, sentence_index=i, kind=RESAMPLE,
+                                               settings_id=self.settings_id)
                   if (r.sentence_index, r.seed) in wanted}
         self.reused += len(stored)
         requests = [SampleRequest(p, s, tag=(i, RESAMPLE, s)) for (i, s), p in wanted.items() if (i, s) not in stored]
@@ -95,6 +96,20 @@ class KeyedSampler:
         out = list(stored.values())
         out = reread_answers(out, self.reader, None, self.reference)
         return {(r.sentence_index, r.seed): r for r in out}
+
+
+def open_run(model_or_sampler, store: RolloutStore | str | None,
+             batch_size: int | None) -> tuple[Sampler, RolloutStore]:
+    """The sampler (``as_sampler``: a model, a ``Sampler`` or a URL) and the store (default: the anchorlens cache's
+    ``rollouts.sqlite``) of one call."""
+    from anchorlens.resampling.runner import as_sampler
+
+    sampler = as_sampler(model_or_sampler, batch_size=batch_size, progress=False)
+    if store is None:
+        from anchorlens.models import cache_dir
+
+        store = cache_dir() / "rollouts.sqlite"
+    return sampler, (store if isinstance(store, RolloutStore) else RolloutStore(store))
 
 
 def keyed_sampler(sampler: Sampler, store: RolloutStore, trace, trace_id: str | None, method: str, part: str,

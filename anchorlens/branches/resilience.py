@@ -29,14 +29,14 @@ import torch
 
 from anchorlens.branches.intervals import compare_outcomes, mean_with_interval
 from anchorlens.branches.keyed import (BranchSettingsError, Outcome, check_count, check_fraction, check_sentence,
-                                       continue_from, keyed_sampler, outcome_name, seed_of)
+                                       continue_from, keyed_sampler, open_run, outcome_name, seed_of)
 from anchorlens.branches.scores import chain_score
 from anchorlens.embeddings import cosine_similarity, default_embedder, embed_unique
 from anchorlens.errors import EmptyTextError
 from anchorlens.progress import progress_bar
 from anchorlens.resampling.metrics import KL_ALPHA
 from anchorlens.resampling.rollout import RESAMPLE
-from anchorlens.resampling.runner import as_sampler, reread_answers, rollout_seed, run_rollouts
+from anchorlens.resampling.runner import reread_answers, rollout_seed, run_rollouts
 from anchorlens.resampling.samplers.base import SamplingParams
 from anchorlens.resampling.store import RolloutStore
 from anchorlens.results import Result
@@ -184,19 +184,15 @@ def resilience(
     check_fraction("similarity_threshold", similarity_threshold)
     if not 0 < confidence < 1:
         raise BranchSettingsError(f"confidence must lie in (0, 1), e.g. 0.95; got {confidence!r}")
-    targets = list(range(trace.n_sentences)) if sentences is None else sorted({check_sentence(trace, i) for i in sentences})
+    targets = (list(range(trace.n_sentences)) if sentences is None
+               else sorted({check_sentence(trace, i) for i in sentences}))
     if not targets:
         raise BranchSettingsError("no target sentence: pass sentence indices, or None for all")
     if not trace.prompt.strip():
         raise BranchSettingsError("the trace has no prompt, so continuations would not know the problem: build it "
                                   "with Trace.from_text(model, text, prompt=...)")
     started = time.perf_counter()
-    sampler = as_sampler(model_or_sampler, batch_size=batch_size, progress=False)
-    if store is None:
-        from anchorlens.models import cache_dir
-
-        store = cache_dir() / "rollouts.sqlite"
-    store = store if isinstance(store, RolloutStore) else RolloutStore(store)
+    sampler, store = open_run(model_or_sampler, store, batch_size)
     embed = embed or default_embedder()
 
     # Iteration 1 of every chain, and the kept side of Counterfactual++: plain resampling rollouts.
@@ -243,8 +239,8 @@ def resilience(
         position, still = 0, []
         for key in active:
             n = len(split[key])
-            cos = (cosine_similarity(original_vectors[original_index[key[0]]][None], vectors[where[position:position + n]])[0]
-                   if n else torch.zeros(0))
+            mine = vectors[where[position:position + n]] if n else None
+            cos = cosine_similarity(original_vectors[original_index[key[0]]][None], mine)[0] if n else torch.zeros(0)
             position += n
             j = int(torch.argmax(cos)) if n else -1
             value = float(cos[j]) if n else float("nan")

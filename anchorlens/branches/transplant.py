@@ -20,10 +20,9 @@ import numpy as np
 from anchorlens.answers import check_answer
 from anchorlens.branches.intervals import mean_with_interval
 from anchorlens.branches.keyed import (BranchSettingsError, Outcome, check_count, continue_from, keyed_sampler,
-                                       outcome_name, seed_of)
+                                       open_run, outcome_name, seed_of)
 from anchorlens.progress import progress_bar
 from anchorlens.resampling.metrics import _answered, canonical_answers
-from anchorlens.resampling.runner import as_sampler
 from anchorlens.resampling.samplers.base import SamplingParams
 from anchorlens.resampling.store import RolloutStore
 from anchorlens.results import Result
@@ -132,12 +131,7 @@ def transplant_resampling(
     if reference_answer is None:
         reference_answer = trace.metadata.get("reference_answer")
     started = time.perf_counter()
-    sampler = as_sampler(model_or_sampler, batch_size=batch_size, progress=False)
-    if store is None:
-        from anchorlens.models import cache_dir
-
-        store = cache_dir() / "rollouts.sqlite"
-    store = store if isinstance(store, RolloutStore) else RolloutStore(store)
+    sampler, store = open_run(model_or_sampler, store, batch_size)
     keyed = keyed_sampler(sampler, store, trace, trace_id, "transplant", "completions",
                           {"target_prompt": target_prompt}, SamplingParams(temperature, top_p, max_tokens), outcome,
                           reference_answer)
