@@ -198,3 +198,27 @@ def test_analyze_resilience_step_is_keyed_and_reused(tmp_path):
     assert loaded.resilience.settings["max_iterations"] == 3
     with pytest.raises(al.AnchorlensError, match="resampling"):
         al.analyze(model, tmp_path / "other", trace=trace(), sampler=sampler, steps=("categories",), resilience_top=1)
+
+
+@pytest.mark.slow  # loads MiniLM and the taxonomy classifier
+def test_a_study_aggregates_resilience_by_category(tmp_path):
+    from anchorlens.study.collect import trace_dir
+
+    sampler = PlantedSampler(CONTENT, 0.6)
+    model = al.random_model("llama", n_layers=1, d_model=32, n_heads=2, n_kv_heads=1, seed=0)
+    other = al.Trace.from_text(model, "First we list the stops. " + CONTENT + " So the answer is 42.", prompt=PROMPT,
+                               metadata={"name": "other"})
+    named = al.Trace.from_text(model, COT, prompt=PROMPT, metadata={"name": "train"})
+    options = dict(views=("categories",), importance="rollouts", n_rollouts=6, sampler=sampler, n_boot=50,
+                   progress=False)
+    al.study(model, [named, other], out_dir=tmp_path, **options)
+    for t in (named, other):  # the resilience step on each trace's folder, sharing the study's rollouts
+        al.analyze(model, trace_dir(tmp_path, t.metadata["name"]), trace=t, sampler=sampler,
+                   steps=("categories", "resampling"), n_rollouts=6, extractor="boxed", resilience_top=2,
+                   progress=False)
+    result = al.study(model, [named, other], out_dir=tmp_path, **options)
+    assert result.sentences["resilience"].notna().sum() == 4
+    table = result.by_category(["resilience", "counterfactual_pp_accuracy"])
+    assert {"resilience", "counterfactual_pp_accuracy"} <= set(table.columns)
+    measured = result.sentences.dropna(subset=["resilience"]).groupby("category")["resilience"].mean()
+    assert np.allclose(table.set_index("category").loc[measured.index, "resilience"], measured)
