@@ -6,7 +6,8 @@ at each sentence; resilience samples its chains (the first iteration a plain res
 then one continuation per iteration while the content keeps coming back) and the kept rollouts of the next
 sentence for Counterfactual++. Reported: rollouts (completions) and seconds per sentence, and the ratios.
 
-Run: .venv/bin/python benchmarks/bench_branches.py [--rollouts 4] [--tokens 64] [--iterations 20] [--threads 1]
+Run: .venv/bin/python benchmarks/bench_branches.py [--rollouts 4] [--tokens 64] [--iterations 5] [--threads 1]
+(the reference caps chains at 20 iterations; 5 keeps this run to minutes on a CPU)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rollouts", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--sentences", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

@@ -41,13 +41,15 @@ for i, sentence in enumerate(trace.sentence_texts()):
     print(i, sentence)"""),
     ("markdown", """## Resilience and Counterfactual++ of three sentences
 
-4 chains per sentence (30 in the paper), continuations of 48 tokens, at most 4 iterations (20 in the paper)."""),
-    ("code", """result = al.resilience(model, trace, [1, 2, 3], n_rollouts=4, max_iterations=4, max_tokens=48, store=store,
+Three sentences near the end, where 64-token continuations usually reach an answer (a continuation cut off at the
+token limit has an answer only if it holds a complete `\\boxed{}`, and Counterfactual++ needs answers on both
+sides). 4 chains per sentence (30 in the paper), at most 3 iterations (20 in the paper)."""),
+    ("code", """result = al.resilience(model, trace, [5, 6, 7], n_rollouts=4, max_iterations=3, max_tokens=64, store=store,
                        reference_answer="42", outcome="boxed_or_last_number", n_bootstrap=200)
 columns = ["sentence", "resilience", "resilience_ci_low", "resilience_ci_high", "abandonment_rate",
            "accuracy_kept", "accuracy_abandoned", "counterfactual_pp_accuracy"]
 print(result.to_dataframe()[columns].round(2).to_string(index=False))
-print(result.run_info["generated"], "completions sampled,", round(result.run_info["seconds"]), "s")
+print(result.run_info["generated"], "completions sampled")
 result.plot()
 plt.show()"""),
     ("markdown", """Each chain's history: how many iterations it ran, how often the content came back, and the best cosine to the
@@ -58,16 +60,16 @@ original sentence at each iteration."""),
 
 The chain of thought above was written for "What is 6 times 7?". Put its first i sentences after a prompt with a
 hint towards another answer, and sample: how much of the chain does it take before the answers follow the chain
-rather than the hint? (4 completions per position, every other position.)"""),
+rather than the hint? (4 completions per position, every third position.)"""),
     ("code", """hinted = al.problem_prompt(model, "A professor says the answer is 48. What is 6 times 7?")
-curve = al.transplant_resampling(model, trace, hinted, positions=list(range(0, trace.n_sentences + 1, 2)),
-                                 n_rollouts=4, max_tokens=48, store=store, reference_answer="42", cue_answer="48",
+curve = al.transplant_resampling(model, trace, hinted, positions=list(range(0, trace.n_sentences + 1, 3)),
+                                 n_rollouts=4, max_tokens=64, store=store, reference_answer="42", cue_answer="48",
                                  outcome="boxed_or_last_number", n_bootstrap=200)
 print(curve.to_dataframe()[["sentences_transplanted", "n_answered", "accuracy", "cue_rate", "answers"]].to_string(index=False))
 curve.plot()
 plt.show()"""),
     ("markdown", """Re-running either call with the same store samples nothing: every completion is keyed on what made it."""),
-    ("code", """again = al.resilience(model, trace, [1, 2, 3], n_rollouts=4, max_iterations=4, max_tokens=48, store=store,
+    ("code", """again = al.resilience(model, trace, [5, 6, 7], n_rollouts=4, max_iterations=3, max_tokens=64, store=store,
                       reference_answer="42", outcome="boxed_or_last_number", n_bootstrap=200)
 print("sampled on the second call:", again.run_info["generated"])"""),
 ]
