@@ -155,6 +155,10 @@ from anchorlens.mediation.organism import arithmetic_organism
 from anchorlens.mediation.overlap import NeuronOverlap, neuron_overlap
 from anchorlens.mediation.findings import MediationPicture, mediation_picture
 
+# Thought Branches: resilience and Counterfactual++, on- and off-policy chain disruption, transplant resampling
+from anchorlens.branches import (BranchSettingsError, ChainDisruptionResult, PlantedSampler, ResilienceResult,
+                                 TransplantResult, chain_disruption, resilience, transplant_resampling)
+
 # Everything into one report
 from anchorlens.pipeline import Analysis, analyze
 from anchorlens.report import ReportData, build_report
@@ -202,6 +206,9 @@ __all__ = [
     "TranscoderSet", "TranscoderError",
     "CustomTarget", "TargetError", "logit_difference_target",
     "feature_intervention", "InterventionResult", "feature_intervention_generate", "GenerationResult",
+    # thought branches
+    "resilience", "ResilienceResult", "chain_disruption", "ChainDisruptionResult", "transplant_resampling",
+    "TransplantResult", "PlantedSampler", "BranchSettingsError",
     # the report
     "analyze", "Analysis", "build_report", "ReportData",
     # studies over many traces

@@ -84,6 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         help="leave an analysis out (repeatable; flow: information flow routes aggregated to sentences)",
     )
     analyze.add_argument(
+        "--resilience", type=int, default=None, metavar="TOP",
+        help="adds the resilience step (Thought Branches): resilience and Counterfactual++ of the TOP sentences by "
+             "counterfactual importance, --rollouts chains each, sharing the resampling rollouts (off by default: "
+             "each chain can run up to --resilience-iterations continuations)",
+    )
+    analyze.add_argument(
+        "--resilience-iterations", type=int, default=None,
+        help="the cap on iterations of one resilience chain (default: 20, as in Thought Branches; needs --resilience)",
+    )
+    analyze.add_argument(
         "--transcoders", type=Path, default=None,
         help="a transcoder folder (circuit-tracer's or sparsify's layout, or anchorlens train_transcoders'): adds "
              "the attribution step, the final answer's logit attributed back to sentences (off by default)",
@@ -205,7 +215,7 @@ def _check_analyze(args) -> dict:
     skip = set(args.skip)
     given = {name: getattr(args, name) is not None for name in
              ("rollouts", "rollout_tokens", "extractor", "heads", "attribution_features", "max_new_tokens", "seed",
-              "style", "server", "server_model", "problem", "answer")}
+              "style", "server", "server_model", "problem", "answer", "resilience", "resilience_iterations")}
 
     def needs(option: str, name: str, other: str, why: str) -> None:
         if given[name]:
@@ -215,6 +225,12 @@ def _check_analyze(args) -> dict:
         for option, name in [("--rollouts", "rollouts"), ("--rollout-tokens", "rollout_tokens"),
                              ("--extractor", "extractor"), ("--server", "server")]:
             needs(option, name, "leave it out, or drop --skip resampling", "with --skip resampling")
+    if "resampling" in skip:
+        needs("--resilience", "resilience", "drop --skip resampling (resilience shares its rollouts and picks the "
+              "top sentences by its counterfactual importance), or leave --resilience out", "with --skip resampling")
+    if args.resilience is None:
+        needs("--resilience-iterations", "resilience_iterations", "add --resilience TOP, or leave it out",
+              "without --resilience")
     if "receivers" in skip:
         needs("--heads", "heads", "leave it out, or drop --skip receivers", "with --skip receivers")
     if args.transcoders is None:
@@ -260,9 +276,14 @@ def _check_analyze(args) -> dict:
         "transcoders": args.transcoders,
         "attribution_features": args.attribution_features if args.attribution_features is not None else 1024,
         "steps": steps,
+        "resilience_top": args.resilience if args.resilience is not None else 0,
+        "resilience_iterations": args.resilience_iterations if args.resilience_iterations is not None else 20,
     }
     names = {"n_rollouts": "--rollouts", "rollout_max_tokens": "--rollout-tokens", "top_k_heads": "--heads",
-             "max_new_tokens": "--max-new-tokens", "attribution_features": "--attribution-features"}
+             "max_new_tokens": "--max-new-tokens", "attribution_features": "--attribution-features",
+             "resilience_iterations": "--resilience-iterations"}
+    if args.resilience is not None and args.resilience < 1:
+        raise OptionError(f"--resilience must be at least 1 (the number of top sentences), not {args.resilience}")
     for name, option in names.items():
         if settings[name] < 1:
             raise OptionError(f"{option} must be at least 1, not {settings[name]}")

@@ -10,6 +10,9 @@ steps whose key is unchanged and a killed run resumes where it stopped:
 4. attention suppression: the sentence-to-sentence KL matrix -> ``suppression.npz``;
 5. resampling importance: rollouts in ``rollouts.sqlite`` (resumable), metrics -> ``importance.npz``;
 5b. information flow (L2 routes, Ferrando and Voita 2024) into the answer token, by sentence -> ``flow.npz``;
+5b'. only with ``resilience_top``: resilience and Counterfactual++ (Thought Branches) of the top sentences by
+    counterfactual importance, from the same rollout store (their first iteration and kept side are the
+    resampling step's rollouts) -> ``resilience.npz``;
 5c. only with ``transcoders``: the same answer token's logit attributed back to sentences through an attribution
     graph (circuit tracing) -> ``attribution.npz`` (per sentence) and ``attribution_graph.npz`` (pruned graph);
 6. the report: ``report.html``, ``report.json``, PNGs; ``sentences.csv`` with every per-sentence number and
@@ -44,8 +47,13 @@ from anchorlens.results import Result, expect_kind
 TRACE_FILE, CATEGORIES_FILE = "trace.json", "categories.json"
 RECEIVERS_FILE, SUPPRESSION_FILE, IMPORTANCE_FILE = "receivers.npz", "suppression.npz", "importance.npz"
 FLOW_FILE = "flow.npz"
+RESILIENCE_FILE = "resilience.npz"
+# what analyze's table takes from the resilience step (per sentence; NaN for sentences it did not measure)
+RESILIENCE_COLUMNS = ("resilience", "resilience_ci_low", "resilience_ci_high", "abandonment_rate",
+                      "counterfactual_pp_accuracy", "counterfactual_pp_accuracy_ci_low",
+                      "counterfactual_pp_accuracy_ci_high", "counterfactual_pp_kl")
 ATTRIBUTION_FILE, ATTRIBUTION_GRAPH_FILE = "attribution.npz", "attribution_graph.npz"
-STEPS = ("categories", "receivers", "suppression", "resampling", "flow", "attribution")
+STEPS = ("categories", "receivers", "suppression", "resampling", "flow", "attribution", "resilience")
 DEFAULT_STEPS = ("categories", "receivers", "suppression", "resampling", "flow")
 STYLES = ("default", "thought-anchors")
 EXTRACTORS = ("boxed", "boxed_or_last_number", "last_number")
@@ -70,6 +78,7 @@ class Analysis(Result):
     head_attention: torch.Tensor | None = None  # sentence attention of the top receiver head
     suppression_kl: torch.Tensor | None = None
     importance: object | None = None  # ImportanceResult
+    resilience: object | None = None  # ResilienceResult (Thought Branches), of the top sentences only
     flow_to_answer: torch.Tensor | None = None  # information flow: how much each sentence feeds the answer token
     flow_matrix: torch.Tensor | None = None  # information flow [target sentence, source sentence]
     attribution_to_answer: torch.Tensor | None = None  # paths from each sentence's tokens to the answer's logit
@@ -114,6 +123,10 @@ class Analysis(Result):
             _read_attribution(path, analysis)
         if (path := saved(IMPORTANCE_FILE, "resampling")) is not None:
             analysis.importance = ImportanceResult.load(path)
+        if (path := saved(RESILIENCE_FILE, "resilience")) is not None:
+            from anchorlens.branches import ResilienceResult
+
+            analysis.resilience = ResilienceResult.load(path)
         position = [k.get("answer_position") for k in analysis.keys.values() if k.get("answer_position") is not None]
         analysis.answer_position = position[0] if position else None
         return analysis
@@ -140,6 +153,9 @@ class Analysis(Result):
         if self.importance is not None:
             importance = self.importance.to_dataframe().drop(columns=["chunk", "chunk_idx"], errors="ignore")
             frame = pd.concat([frame, importance.reset_index(drop=True)], axis=1)
+        if self.resilience is not None:
+            for column in RESILIENCE_COLUMNS:
+                frame[column] = self.resilience.column(column, self.trace.n_sentences)
         return frame
 
     def save(self, folder: str | Path) -> Path:
@@ -198,6 +214,8 @@ def analyze(
     transcoders=None,
     attribution_features: int = 1024,
     answer_equivalence: bool = True,
+    resilience_top: int = 0,
+    resilience_iterations: int = 20,
     say: Callable[[str], None] | None = None,
 ) -> Analysis:
     """Find the thought anchors of one chain of thought three ways and write an interactive report.
@@ -223,6 +241,10 @@ def analyze(
         attribution_features: at most this many feature nodes in that graph (those of largest influence).
         answer_equivalence: count answers that ``check_answer`` deems equal (``42``, ``42.0``) as one answer in
             every answer distribution (default); False keeps the published string-level computation.
+        resilience_top: adds the resilience step (Thought Branches): resilience and Counterfactual++ of this many
+            sentences, those of highest counterfactual_importance_kl, with ``n_rollouts`` chains each (off: 0).
+            It needs the resampling step, whose rollouts it shares.
+        resilience_iterations: the cap on iterations of one chain (20 as in the reference).
         say: where the one line per step goes (``trace: reused``, ``receivers: recomputed (heads 16 -> 4)``);
             default: standard error when ``progress`` is on.
 
@@ -235,6 +257,12 @@ def analyze(
     check_settings(n_rollouts=n_rollouts, rollout_max_tokens=rollout_max_tokens, max_new_tokens=max_new_tokens,
                    top_k_heads=top_k_heads, attribution_features=attribution_features, temperature=temperature,
                    top_p=top_p, style=style, extractor=extractor, steps=steps)
+    if resilience_top:
+        check_settings(resilience_top=resilience_top, resilience_iterations=resilience_iterations)
+        if "resampling" not in steps:
+            raise OptionError("resilience_top picks the top sentences by counterfactual importance and shares the "
+                              "resampling step's rollouts: keep the resampling step, or set resilience_top=0")
+        steps = (*steps, "resilience") if "resilience" not in steps else steps
     if problem is None and trace is None:
         raise OptionError("pass a problem to reason about, or an existing trace")
     say = say if say is not None else (_to_stderr if progress else (lambda line: None))  # not the bar switch: a re-run always says what it reused
@@ -327,6 +355,33 @@ def analyze(
         if analysis.steps["resampling"] != "reused" and info:
             say(f"resampling rollouts: {info.get('already_done', 0)} found in {Path(info.get('store', '')).name} "
                 f"under the same settings, {info.get('generated', 0)} generated")
+    targets = _top_sentences(analysis.importance, resilience_top) if analysis.importance is not None else []
+    if "resilience" in steps and not targets:
+        notes["importance"] = notes.get("importance", "") + (
+            " Resilience was asked for, but no sentence has a counterfactual importance to pick the top ones by "
+            "(no answered rollouts): nothing measured.").lstrip()
+    if "resilience" in steps and targets:
+        settings = {"sampler": _sampler_key(identity, sampler), "rollouts": n_rollouts,
+                    "rollout_tokens": rollout_max_tokens, "temperature": temperature, "top_p": top_p,
+                    "extractor": extractor if isinstance(extractor, str) else getattr(extractor, "__name__", "custom"),
+                    "answer": answer, "answer_equivalence": answer_equivalence, "sentences": targets,
+                    "max_iterations": resilience_iterations}
+        path = step("resilience", RESILIENCE_FILE, settings | {"model": None}, lambda path: _resilience(
+            model if sampler is None else sampler, trace, path, targets, answer, n_rollouts, rollout_max_tokens,
+            temperature, top_p, extractor, answer_equivalence, resilience_iterations, progress))
+        from anchorlens.branches import ResilienceResult
+
+        analysis.resilience = ResilienceResult.load(path)
+        info = analysis.resilience.run_info
+        if analysis.steps["resilience"] != "reused" and info:
+            say(f"resilience completions: {info.get('chain_reused', 0) + info.get('plain_reused', 0)} found in "
+                f"{Path(info.get('store', '')).name}, {info.get('generated', 0)} generated")
+        notes["importance"] = notes.get("importance", "") + (
+            f" Resilience (Thought Branches) of sentences {targets}, the top {len(targets)} by "
+            "counterfactual_importance_kl: each of n_rollouts chains removes the sentence, continues, and follows "
+            "its content wherever it comes back (cosine >= 0.6), up to "
+            f"{resilience_iterations} iterations; Counterfactual++ is accuracy kept minus accuracy when the content "
+            "was finally abandoned (the opposite sign of counterfactual importance).").lstrip()
     if "flow" in steps:
         position = analysis.answer_position
         path = step("flow", FLOW_FILE, {"distance": "l2", "answer_position": position},
@@ -386,11 +441,12 @@ def analyze(
 def check_settings(*, n_rollouts: int = 1, rollout_max_tokens: int = 1, max_new_tokens: int = 1,
                    top_k_heads: int = 1, attribution_features: int = 1, temperature: float = 0.6,
                    top_p: float = 0.95, style: str = "default", extractor="boxed",
-                   steps: tuple[str, ...] = ()) -> None:
+                   steps: tuple[str, ...] = (), resilience_top: int = 1, resilience_iterations: int = 1) -> None:
     """Refuse settings out of range before any work starts (the command line checks the same, before loading)."""
     for name, value in [("n_rollouts", n_rollouts), ("rollout_max_tokens", rollout_max_tokens),
                         ("max_new_tokens", max_new_tokens), ("top_k_heads", top_k_heads),
-                        ("attribution_features", attribution_features)]:
+                        ("attribution_features", attribution_features), ("resilience_top", resilience_top),
+                        ("resilience_iterations", resilience_iterations)]:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise OptionError(f"{name} must be a whole number of at least 1, not {value!r}")
     if not 0 <= temperature <= 10:
@@ -632,3 +688,22 @@ def _resampling(model_or_sampler, trace, path: Path, answer, n_rollouts, max_tok
         progress=progress,
     )
     importance.save(path)
+
+
+def _top_sentences(importance, top: int) -> list[int]:
+    """The ``top`` sentences of highest counterfactual_importance_kl (the reference's choice of sentences to
+    test), in trace order; sentences without a value are left out."""
+    values = importance.counterfactual_importance_kl.double().numpy()
+    order = [int(i) for i in np.argsort(-np.nan_to_num(values, nan=-np.inf), kind="stable") if np.isfinite(values[i])]
+    return sorted(order[:top])
+
+
+def _resilience(model_or_sampler, trace, path: Path, targets, answer, n_rollouts, max_tokens, temperature, top_p,
+                extractor, answer_equivalence, max_iterations, progress) -> None:
+    from anchorlens.branches import resilience
+
+    result = resilience(model_or_sampler, trace, targets, n_rollouts=n_rollouts, max_iterations=max_iterations,
+                        store=path.with_name("rollouts.sqlite"), reference_answer=answer, outcome=extractor,
+                        temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                        answer_equivalence=answer_equivalence, progress=progress)
+    result.save(path)

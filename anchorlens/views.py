@@ -48,6 +48,15 @@ VIEW_DEFINITIONS = {
     "forced_importance_accuracy": "As resampling_importance_accuracy, on answers forced right after the prefix "
                                   "instead of reasoned to.",
     "forced_importance_kl": "As resampling_importance_kl, on forced answers.",
+    "resilience": "Thought Branches (measured for the top sentences only): mean over chains of the number of times "
+                  "the sentence's content came back (cosine >= 0.6 to it) after being removed again and again, up to "
+                  "the iteration cap.",
+    "abandonment_rate": "Share of resilience chains whose last iteration no longer brought the content back.",
+    "counterfactual_pp_accuracy": "Counterfactual++: accuracy with the sentence kept (rollouts from the next one) "
+                                  "minus accuracy of the chains that abandoned its content for good; the opposite "
+                                  "sign of counterfactual_importance_accuracy.",
+    "counterfactual_pp_kl": "Counterfactual++ as a KL divergence: answers of the chains that abandoned the content "
+                            "against answers with the sentence kept.",
     "n_truncated": "Rollouts from this sentence that hit the token limit before finishing (answered only when "
                    "they hold a complete \\boxed{}).",
 }

@@ -23,7 +23,7 @@ from test_readme import FENCE, Block
 DOCS = REPO / "docs"
 # Pages whose examples load a real model (SmolLM2, MiniLM): slow. The others use random models and organisms
 # only and stay in the fast tier (each under 2 s on the idle 2-core machine, after imports).
-SLOW_PAGES = {"analyze.md", "taxonomy.md", "resampling.md"}
+SLOW_PAGES = {"analyze.md", "taxonomy.md", "resampling.md", "branches.md"}
 # Pages whose code is not meant to run here, and why.
 NOT_RUN = {"upstream-kv-cache.md": "a reproduction for TransformerLens under transformers 5.24 and a Hub model"}
 # The method families, each with its page (issue 22), and the methods page the docstrings cite.

@@ -115,7 +115,27 @@ BUILDERS = {
     "Explained": lambda tmp: al.study(None, REPO / "data" / "thought-anchors", out_dir=tmp / "published", views=(),
                                       importance="published", progress=False).explain(n_boot=20),
     "RolloutStore": lambda tmp: _store(tmp),
+    "ResilienceResult": lambda tmp: al.resilience(_planted(), _prompted(), [1, 5], n_rollouts=4, max_iterations=3,
+                                                  store=tmp / "b.sqlite", reference_answer="42",
+                                                  n_bootstrap=20, progress=False),
+    "ChainDisruptionResult": lambda tmp: al.chain_disruption(_planted(), _prompted(), 1, "Let me check the product.",
+                                                             n_candidates=2, n_continuations=2, max_iterations=1,
+                                                             n_rollouts=3, store=tmp / "b.sqlite",
+                                                             reference_answer="42", n_bootstrap=20, progress=False),
+    "TransplantResult": lambda tmp: al.transplant_resampling(_planted(), _prompted(), "Another prompt.\n",
+                                                             positions=[0, 3, 6], n_rollouts=3, store=tmp / "b.sqlite",
+                                                             reference_answer="42", cue_answer="41", n_bootstrap=20,
+                                                             progress=False),
 }
+
+
+def _planted():
+    return al.PlantedSampler("Six sevens make 42.", 0.5)
+
+
+@cache
+def _prompted():
+    return al.Trace.from_text(model(), TEXT, prompt="What is 6 times 7?\n")
 
 
 def _store(tmp):
