@@ -2,7 +2,7 @@
 
 ``support_table()`` boots each family's small random model and asks every method's own check (the same
 functions the methods call before their work: ``hooks.fused_attention.unsupported_reasons``,
-``hooks.prefix_cache.reusable``, ``hooks.architecture``), so the table cannot drift from what the code does.
+``hooks.kv_cache.reusable``, ``hooks.architecture``), so the table cannot drift from what the code does.
 Each cell is ``fused`` (no ``[tokens, tokens]`` array beyond one block of queries), ``eager`` (a layer's
 ``T x T`` pattern at a time), ``fallback`` (runs, more slowly, with a warning) or ``refused`` (an
 ``UnsupportedArchitectureError``), followed by the reason.
@@ -34,10 +34,10 @@ def _reasons(model) -> str:
 
 @torch.inference_mode()
 def _prefix_reusable(model) -> bool:
-    from anchorlens.hooks.prefix_cache import reusable
+    from anchorlens.hooks.kv_cache import forward_with_cache, reusable
 
     tokens = torch.arange(1, PROBE_TOKENS + 1, device=model.cfg.device)[None]
-    _, cache = model(tokens, return_type="logits_and_cache")
+    _, cache = forward_with_cache(model, tokens, keep="full")  # as suppression builds its baseline
     return cache is not None and reusable(cache, PROBE_TOKENS)
 
 

@@ -27,7 +27,7 @@ from anchorlens.hooks.fused_attention import (
 )
 from anchorlens.hooks.fused_mla import fused_mla_forward
 from anchorlens.hooks.kv_cache_compat import install_kv_cache_shim
-from anchorlens.hooks.prefix_cache import prefix_cache, reusable
+from anchorlens.hooks.kv_cache import prefix, reusable
 from anchorlens.models import embedded_model_dir
 
 COT = (
@@ -333,7 +333,7 @@ def test_the_bridge_cache_holds_full_keys_and_values_and_serves_prefix_reuse(mla
         for layer in cache.layers:
             assert layer.keys.shape == (1, n_heads, n_tokens, attn.qk_head_dim)
             assert layer.values.shape == (1, n_heads, n_tokens, attn.v_head_dim)
-        continued = model(tokens[:, 17:].expand(3, -1), past_key_values=prefix_cache(cache, 17, 3))
+        continued = model(tokens[:, 17:].expand(3, -1), past_key_values=prefix(cache, 17, 3))
     expected = hf_logits(reference, tokens)
     for row in range(3):
         assert relative(continued[row], expected[0, 17:]) < 1e-4
