@@ -243,6 +243,7 @@ def random_model(
     n_experts: int | None = None,
     n_active_experts: int | None = None,
     config_overrides: dict | None = None,
+    edit_weights=None,
     check_fused: bool = True,
 ):
     """A randomly initialised model of any family in ``anchorlens.random_models.FAMILIES``, as a bridge.
@@ -254,6 +255,8 @@ def random_model(
     ``n_kv_heads < n_heads``. The tokenizer defaults to the embedded SmolLM2 tokenizer, so texts tokenize as they
     would for the real model. Use it for fast tests, model organisms, and timing real-size configurations on a
     GPU (e.g. ``random_model("qwen3", size="real", dtype=torch.bfloat16, device="cuda")``).
+    ``config_overrides``: raw Hugging Face config fields; ``edit_weights``: a function called with the Hugging
+    Face model before it is booted (plant weights, sharpen attention, keep an untouched copy for a test).
     """
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoTokenizer
@@ -271,6 +274,9 @@ def random_model(
     hf_model = model_class(config).to(dtype=dtype).eval()
     if device is not None:
         hf_model = hf_model.to(device)
+    if edit_weights is not None:
+        with torch.no_grad():
+            edit_weights(hf_model)
     bridge = TransformerBridge.boot_transformers(
         f"random-{architecture}", hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
     )

@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "anchorlens"
 #: Leaf modules hooks/ may import: they import nothing of anchorlens but each other.
 FOUNDATION = {"anchorlens.errors", "anchorlens.versions", "anchorlens.heads", "anchorlens.progress"}
 #: Modules that may read model internals: the hook layer and the model loader.
-INTERNALS_ALLOWED = ("anchorlens.hooks", "anchorlens.models")
+INTERNALS_ALLOWED = ("anchorlens.hooks", "anchorlens.models", "anchorlens.random_models")
 #: TransformerLens's public utilities and tools, which any module may use (kept libraries, issue 22).
 PUBLIC_TL = ("transformer_lens.utilities", "transformer_lens.tools")
 #: The bridge's attributes that hand out the Hugging Face modules behind it.
