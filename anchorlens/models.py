@@ -7,12 +7,15 @@ Three sources, one entry point (``load_model``):
   ``~/.cache/anchorlens``), then booted from there in a few seconds;
 - any Hugging Face model name or local folder, through ``TransformerBridge.boot_transformers``
   (which forces eager attention so that attention hooks see and edit the real pattern);
-- small randomly initialised Llama / Qwen2 models (``random_model``) for fast tests and GPU timing.
+- small (or real-size) randomly initialised models of every supported family (``random_model``,
+  ``anchorlens.random_models``) for fast tests and GPU timing.
 
 Every loaded model is checked once: an edit at ``hook_attn_scores`` and ``hook_pattern`` must change
 the output, or the model is refused (``UnsupportedArchitectureError``), since every attention method in
 anchorlens depends on those edits taking effect; and a few tokens decoded with the KV cache must equal a
-full recomputation (``CachedDecodingError``), since sampling and fast suppression reuse the cache. Where the
+full recomputation (``CachedDecodingError``), since sampling and fast suppression reuse the cache; and fused
+(SDPA) attention must give the eager bridge's logits, or it is refused for that model with a warning
+(``hooks.fused_attention.verify_fused_attention``). Where the
 installed transformers passes the cache under a name TransformerLens does not read, a shim renames it
 (``anchorlens.hooks.kv_cache_compat``).
 """
@@ -170,6 +173,7 @@ def load_model(
     dtype: torch.dtype | str | None = None,
     check_attention_edits: bool = True,
     check_cached_decoding: bool = True,
+    check_fused_attention: bool = True,
     **boot_kwargs,
 ):
     """Load a model as a TransformerLens ``TransformerBridge``.
@@ -181,6 +185,8 @@ def load_model(
         dtype: ``torch.float32`` (default), ``torch.bfloat16``, or their names.
         check_attention_edits: refuse a model whose attention edits do not change its output.
         check_cached_decoding: refuse a model whose KV-cached decoding differs from a full recomputation.
+        check_fused_attention: check once that fused (SDPA) attention gives the eager bridge's logits; on a
+            mismatch fused attention is refused for this model, with a ``FusedAttentionFallbackWarning``.
         **boot_kwargs: passed to ``TransformerBridge.boot_transformers`` (e.g. ``device_map="auto"``
             for models that span several GPUs; then leave ``device`` unset).
 
@@ -208,7 +214,7 @@ def load_model(
         ) from error
     bridge.eval()
     bridge.anchorlens_name = name
-    _check(bridge, check_attention_edits, check_cached_decoding)
+    _check(bridge, check_attention_edits, check_cached_decoding, check_fused_attention)
     return bridge
 
 

@@ -8,7 +8,12 @@ runs ``fused_forward`` instead: the same projections through the same ``LinearBr
 ``hook_q`` / ``hook_k`` / ``hook_v`` / ``hook_z`` / ``hook_rot_q`` / ``hook_rot_k`` fire and edits there
 apply), the same RoPE, the same KV cache update, the same output projection, and one
 ``scaled_dot_product_attention`` call in place of the matmul / mask / softmax / matmul (flash attention
-on a GPU when no mask is needed). Nothing is copied: the bridge's bound ``forward`` is replaced on the
+on a GPU when no mask is needed). Families: Llama, Qwen2, Mistral, Qwen3(-MoE), OLMo-2/3, Gemma 2/3,
+gpt-oss (``PositionEmbeddingsAttentionBridge``) and Phi-3/4 (``JointQKVPositionEmbeddingsAttentionBridge``):
+QK norms, per-layer sliding windows and RoPE bases, query pre-attention scalars and sinks stay in SDPA;
+Gemma 2's logit softcapping runs blocked eager (``layer_attention_modes`` says which layer runs how).
+A check at load (``verify_fused_attention``) compares the fused logits with the eager bridge's once per
+model and refuses fused attention on a mismatch. Nothing is copied: the bridge's bound ``forward`` is replaced on the
 instance and deleted again on exit, and the Hugging Face config's attention implementation is set to
 ``"sdpa"`` for the block so that the decoder builds no ``[query, key]`` float mask when none is needed.
 
@@ -182,6 +187,32 @@ def verify_fused_attention(model, n_tokens: int = FUSED_CHECK_TOKENS) -> str:
         warnings.warn(f"{verdict}: anchorlens runs eager attention on this model (report it, with the versions)",
                       FusedAttentionFallbackWarning, stacklevel=2)
     return verdict
+
+
+def layer_attention_modes(model) -> list[str]:
+    """How each layer's attention runs under ``fused_attention``, in words (for support tables and reports).
+
+    ``"sdpa"``; ``"sdpa, sliding window W"`` (blocks of queries over only their window's keys at long
+    lengths); ``"sdpa with a sink key"``; ``"blocked eager (softcapping)"``: SDPA cannot softcap, so the
+    layer computes the bridge's own softmax a block of queries at a time (exact, memory bounded by one block);
+    or ``"eager: <reason>"`` when the model is refused.
+    """
+    reasons = unsupported_reasons(model)
+    if reasons:
+        return [f"eager: {reasons[0]}"] * model.cfg.n_layers
+    modes = []
+    for attn in attention_bridges(model):
+        hf = attn.original_component
+        features = scoring_features(hf)
+        if "softcap" in features:
+            mode = "blocked eager (softcapping)"
+        else:
+            mode = "sdpa with a sink key" if "sinks" in features else "sdpa"
+            window = layer_window(hf)
+            if window is not None:
+                mode += f", sliding window {window}"
+        modes.append(mode)
+    return modes
 
 
 def check_supported(model) -> None:
@@ -579,6 +610,21 @@ def fused_joint_reconstruct(self, q: Tensor, k: Tensor, v: Tensor, **kwargs):
     return self._apply_output_projection(attn_output), None
 
 
+def layer_window(hf_attn) -> int | None:
+    """The layer's sliding window (HF: query ``q`` sees keys ``q - window < k <= q``), or None.
+
+    The attention module's own ``sliding_window`` (None on full layers) where it has one; else the config's,
+    when the config has no per-layer ``layer_types`` (Mistral: every layer slides). Only used to skip keys
+    the decoder's window mask hides anyway, so a window missed here costs time, never exactness.
+    """
+    if hasattr(hf_attn, "sliding_window"):
+        return hf_attn.sliding_window
+    config = getattr(hf_attn, "config", None)
+    if getattr(config, "layer_types", None) is None:
+        return getattr(config, "sliding_window", None)
+    return None
+
+
 def scoring_features(hf_attn) -> dict:
     """What the softmax of one layer adds to plain ``Q K^T * scale``: ``sinks`` (a per-head logit that joins the
     denominator, gpt-oss) and ``softcap`` (``cap * tanh(scores / cap)`` before masking, Gemma 2); only those set."""
@@ -621,7 +667,7 @@ def _attend(self, query_states, key_states, value_states, attention_mask, scalin
         observer(layer=self._layer_idx, queries=query_states, keys=key_states, scale=scaling, allowed=allowed, **features)
     if "softcap" in features:
         return _blocked_eager(query_states, key_states, value_states, allowed, scaling, features)
-    window = getattr(self.original_component, "sliding_window", None)
+    window = layer_window(self.original_component)
     if "sinks" in features:
         query_states, key_states, value_states, allowed = _with_sink_key(
             query_states, key_states, value_states, allowed, scaling, features["sinks"]
