@@ -184,6 +184,22 @@ def test_hidden_keys_equal_eager_suppression(built, family):
     assert relative(plain, eager) > 1e-3  # suppression matters
 
 
+@pytest.mark.parametrize("family", ["gpt_oss", "gemma3", "gemma2", "phi3"])
+@torch.inference_mode()
+def test_fused_cached_decoding_equals_hugging_face(built, family):
+    """A fused forward over a prefix past the window, then tokens one at a time from the KV cache."""
+    model, reference = built(family)
+    tokens = tokens_for(40)
+    expected = reference(tokens).logits[:, 29:]
+    with fused_attention(model, "sdpa"):
+        logits, cache = model(tokens[:, :30], return_type="logits_and_cache")
+        steps = [logits[:, -1:]]
+        for position in range(30, 40):
+            logits, cache = model(tokens[:, position:position + 1], past_key_values=cache, return_type="logits_and_cache")
+            steps.append(logits[:, -1:])
+    assert relative(torch.cat(steps, dim=1), expected) <= 1e-4
+
+
 # ------------------------------------------------------------------------------------------- load checks
 
 

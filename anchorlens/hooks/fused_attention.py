@@ -695,8 +695,8 @@ def _attend(self, query_states, key_states, value_states, attention_mask, scalin
         attn_output = torch.nn.functional.scaled_dot_product_attention(
             query_states, key_states, value_states, attn_mask=allowed, scale=scaling, **sdpa_kwargs
         )
-    if "sinks" in features and attn_output.shape[-2] != n_queries:
-        attn_output = attn_output[..., 1:, :]  # the dummy first query
+    if "sinks" in features:
+        attn_output = attn_output[..., -n_queries:, :-SINK_PAD]  # without the dummy first query and the padding
     return attn_output
 
 
@@ -722,7 +722,9 @@ def _with_sink_key(queries, keys, values, allowed, scale: float, sinks: Tensor):
     sink_key = keys.new_zeros(batch, n_kv, 1, d_head + SINK_PAD)
     sink_key[..., d_head] = 1.0
     keys = torch.cat([sink_key, keys], dim=-2)
-    values = torch.cat([values.new_zeros(batch, n_kv, 1, values.shape[-1]), values], dim=-2)
+    # Values padded to the same width: GPU flash kernels take one head size for queries, keys and values.
+    values = torch.cat([values, values.new_zeros(batch, n_kv, values.shape[2], SINK_PAD)], dim=-1)
+    values = torch.cat([values.new_zeros(batch, n_kv, 1, d_head + SINK_PAD), values], dim=-2)
     if allowed is None:
         if n_queries > 1:  # square causal: a dummy query first keeps SDPA's is_causal exact
             queries = torch.cat([queries.new_zeros(batch, n_heads, 1, queries.shape[-1]), queries], dim=-2)
