@@ -167,7 +167,9 @@ def verify_fused_attention(model, n_tokens: int = FUSED_CHECK_TOKENS) -> str:
     if reasons:
         return "; ".join(reasons[:4])
     bos = model.tokenizer.bos_token_id if getattr(model, "tokenizer", None) is not None else None
-    ids = [bos if bos is not None else 0] + [11 + (7 * i) % 500 for i in range(n_tokens - 1)]
+    n_tokens = min(n_tokens, int(getattr(model.cfg, "n_ctx", None) or n_tokens))
+    vocab = int(getattr(model.cfg, "d_vocab", None) or 500)
+    ids = [bos if bos is not None else 0] + [(11 + 7 * i) % min(vocab, 500) for i in range(n_tokens - 1)]
     tokens = torch.tensor([ids], device=model.cfg.device)
     eager = model(tokens).float()
     verdict = ""
