@@ -235,3 +235,26 @@ def test_unknown_family_and_size_are_clear_errors():
         al.random_model("falcon")
     with pytest.raises(al.errors.AnchorlensError, match="size must be"):
         al.random_model("qwen3", size="huge")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from anchorlens.models import embedded_model_dir
+
+    return AutoTokenizer.from_pretrained(embedded_model_dir())
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_real_size_configs(family, tokenizer):
+    """``size="real"`` gives the released model's shape (config only: the weights would be gigabytes)."""
+    from anchorlens.random_models import REAL_SIZES, random_config
+
+    config, model_class = random_config(family, tokenizer, size="real")
+    real = REAL_SIZES[family]
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (
+        real["n_layers"], real["d_model"], real["n_heads"])
+    assert config.architectures == [model_class.__name__]
+    if "sliding_window" in real:
+        assert config.sliding_window == real["sliding_window"]
