@@ -4,7 +4,8 @@
 
 Models: ``random_model(family, n_layers=4, d_model=512, n_heads=8, n_kv_heads=2)`` for Qwen2 (the baseline),
 Qwen3, OLMo-3, Gemma 3 and gpt-oss, with each family's released sliding window (OLMo-3 4096, Gemma 3 1024,
-gpt-oss 128; ``random_models.REAL_SIZES``) and its default small mixture of experts. The trace: a real chain of
+gpt-oss 128; ``random_models.REAL_SIZES``). gpt-oss's mixture of experts routes each token to one of 4 experts
+of Qwen2's MLP width, so both do the same MLP work per token and the ratio measures attention. The trace: a real chain of
 thought (``benchmarks/data``) cut to the largest whole-sentence prefix of at most ``--tokens`` tokens.
 
 Each measurement runs in a fresh process (peak resident memory only grows), one torch thread:
@@ -46,7 +47,8 @@ SIZE = dict(n_layers=4, d_model=512, n_heads=8, n_kv_heads=2)
 
 def build(family: str, n_tokens: int):
     window = REAL_SIZES[family].get("sliding_window")
-    return al.random_model(family, **SIZE, sliding_window=window, n_ctx=max(8192, 2 * n_tokens),
+    experts = {"n_active_experts": 1} if family == "gpt_oss" else {}  # one expert a token: Qwen2's MLP work
+    return al.random_model(family, **SIZE, sliding_window=window, n_ctx=max(8192, 2 * n_tokens), **experts,
                            check_attention_edits=False, check_cached_decoding=False)
 
 

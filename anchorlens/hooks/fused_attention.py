@@ -775,14 +775,18 @@ def attention_rows(
     n_kv = keys.shape[1]
     groups = queries.shape[1] // n_kv
     q = rearrange(queries, "b (kv g) r d -> b kv (g r) d", kv=n_kv)
-    scores = torch.matmul(q, keys[:, :, :n_keys].transpose(-1, -2)) * scale
+    # In place from here on: the block's scores are the largest tensor, so no second copy of them is made.
+    scores = torch.matmul(q, keys[:, :, :n_keys].transpose(-1, -2)).mul_(scale)
     scores = rearrange(scores, "b kv (g r) k -> b (kv g) r k", g=groups)
     if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+        scores.div_(softcap).tanh_().mul_(softcap)
+    scores.masked_fill_(~allowed, torch.finfo(scores.dtype).min)
     if sinks is None:
         return torch.softmax(scores, dim=-1, dtype=torch.float32).to(queries.dtype)
-    sink = sinks.reshape(1, -1, 1, 1).to(scores.dtype).expand(scores.shape[0], -1, scores.shape[2], 1)
-    combined = torch.cat([scores, sink], dim=-1)
-    combined = combined - combined.max(dim=-1, keepdim=True).values
-    return torch.softmax(combined, dim=-1, dtype=torch.float32).to(queries.dtype)[..., :-1]
+    # The sink logit joins the denominator: softmax over [scores, sink] without its column, computed in place.
+    scores = scores.float()
+    sink = sinks.to(queries.dtype).float().reshape(1, -1, 1, 1)
+    top = torch.maximum(scores.amax(dim=-1, keepdim=True), sink)
+    scores.sub_(top).exp_()
+    total = scores.sum(dim=-1, keepdim=True).add_((sink - top).exp_())
+    return scores.div_(total).to(queries.dtype)
