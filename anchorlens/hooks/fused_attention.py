@@ -692,7 +692,7 @@ def _attend(self, query_states, key_states, value_states, attention_mask, scalin
     lead = 1 if "sinks" in features else 0  # the sink key, first, seen by every query
     if allowed is not None and n_queries >= 2 * block and (hidden is not None or window is not None):
         attn_output = _causal_blocks(query_states, key_states, value_states, allowed, scaling, sdpa_kwargs, block,
-                                     window=window, lead=lead)
+                                     window, lead)
     else:
         attn_output = torch.nn.functional.scaled_dot_product_attention(
             query_states, key_states, value_states, attn_mask=allowed, scale=scaling, **sdpa_kwargs
