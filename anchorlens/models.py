@@ -7,12 +7,15 @@ Three sources, one entry point (``load_model``):
   ``~/.cache/anchorlens``), then booted from there in a few seconds;
 - any Hugging Face model name or local folder, through ``TransformerBridge.boot_transformers``
   (which forces eager attention so that attention hooks see and edit the real pattern);
-- small randomly initialised Llama / Qwen2 models (``random_model``) for fast tests and GPU timing.
+- small (or real-size) randomly initialised models of every supported family (``random_model``,
+  ``anchorlens.random_models``) for fast tests and GPU timing.
 
 Every loaded model is checked once: an edit at ``hook_attn_scores`` and ``hook_pattern`` must change
 the output, or the model is refused (``UnsupportedArchitectureError``), since every attention method in
 anchorlens depends on those edits taking effect; and a few tokens decoded with the KV cache must equal a
-full recomputation (``CachedDecodingError``), since sampling and fast suppression reuse the cache. Where the
+full recomputation (``CachedDecodingError``), since sampling and fast suppression reuse the cache; and fused
+(SDPA) attention must give the eager bridge's logits, or it is refused for that model with a warning
+(``hooks.fused_attention.verify_fused_attention``). Where the
 installed transformers passes the cache under a name TransformerLens does not read, a shim renames it
 (``anchorlens.hooks.kv_cache_compat``).
 """
@@ -39,6 +42,7 @@ from anchorlens.errors import (
     UnsupportedArchitectureError,
     UnsupportedDtypeError,
 )
+from anchorlens.hooks.fused_attention import verify_fused_attention
 from anchorlens.hooks.kv_cache_compat import install_kv_cache_shim
 from anchorlens.versions import version_report
 
@@ -172,6 +176,7 @@ def load_model(
     dtype: torch.dtype | str | None = None,
     check_attention_edits: bool = True,
     check_cached_decoding: bool = True,
+    check_fused_attention: bool = True,
     **boot_kwargs,
 ):
     """Load a model as a TransformerLens ``TransformerBridge``.
@@ -185,6 +190,8 @@ def load_model(
             float16's largest value (Gemma's, for one): use bfloat16 there.
         check_attention_edits: refuse a model whose attention edits do not change its output.
         check_cached_decoding: refuse a model whose KV-cached decoding differs from a full recomputation.
+        check_fused_attention: check once that fused (SDPA) attention gives the eager bridge's logits; on a
+            mismatch fused attention is refused for this model, with a ``FusedAttentionFallbackWarning``.
         **boot_kwargs: passed to ``TransformerBridge.boot_transformers`` (e.g. ``device_map="auto"``
             for models that span several GPUs; then leave ``device`` unset).
 
@@ -212,7 +219,7 @@ def load_model(
     bridge.anchorlens_name = name
     if dtype == torch.float16:
         verify_float16_range(bridge)
-    _check(bridge, check_attention_edits, check_cached_decoding)
+    _check(bridge, check_attention_edits, check_cached_decoding, check_fused_attention)
     return bridge
 
 
@@ -244,19 +251,21 @@ def verify_float16_range(model, text: str = "The capital of France is Paris. Wha
         )
 
 
-def _check(bridge, check_attention_edits: bool, check_cached_decoding: bool) -> None:
+def _check(bridge, check_attention_edits: bool, check_cached_decoding: bool, check_fused: bool = True) -> None:
     install_kv_cache_shim(bridge)
     if check_attention_edits:
         verify_attention_edits(bridge)
     if check_cached_decoding:
         verify_cached_decoding(bridge)
+    if check_fused:
+        verify_fused_attention(bridge)
 
 
 def random_model(
     architecture: str = "llama",
-    n_layers: int = 2,
-    d_model: int = 64,
-    n_heads: int = 4,
+    n_layers: int | None = None,
+    d_model: int | None = None,
+    n_heads: int | None = None,
     n_kv_heads: int | None = None,
     d_mlp: int | None = None,
     n_ctx: int = 2048,
@@ -266,50 +275,55 @@ def random_model(
     dtype: torch.dtype = torch.float32,
     check_attention_edits: bool = True,
     check_cached_decoding: bool = True,
+    *,
+    size: str = "small",
+    head_dim: int | None = None,
+    sliding_window: int | None = None,
+    n_experts: int | None = None,
+    n_active_experts: int | None = None,
+    config_overrides: dict | None = None,
+    edit_weights=None,
+    check_fused: bool = True,
 ):
-    """A randomly initialised Llama- or Qwen2-style model (GQA when ``n_kv_heads < n_heads``) as a bridge.
+    """A randomly initialised model of any family in ``anchorlens.random_models.FAMILIES``, as a bridge.
 
-    The tokenizer defaults to the embedded SmolLM2 tokenizer, so texts tokenize as they would for the
-    real model. Use it for fast tests, model organisms, and timing real-size configurations on a GPU
-    (e.g. ``random_model("qwen2", n_layers=28, d_model=1536, n_heads=12, n_kv_heads=2, d_mlp=8960)``).
+    Families: llama, qwen2, mistral, qwen3, qwen3_moe, olmo2, olmo3, gemma2, gemma3, gpt_oss, phi3,
+    deepseek_v3, each with its own attention features on (QK norms, sliding-window layers, sinks, softcapping,
+    joint QKV, latent attention). ``size="small"`` (default: 2 layers, width 64, 4 heads, 16-token windows) or
+    ``"real"`` (a released model's sizes, ``random_models.REAL_SIZES``); the other sizes override it. GQA when
+    ``n_kv_heads < n_heads``. The tokenizer defaults to the embedded SmolLM2 tokenizer, so texts tokenize as they
+    would for the real model. Use it for fast tests, model organisms, and timing real-size configurations on a
+    GPU (e.g. ``random_model("qwen3", size="real", dtype=torch.bfloat16, device="cuda")``).
+    ``config_overrides``: raw Hugging Face config fields; ``edit_weights``: a function called with the Hugging
+    Face model before it is booted (plant weights, sharpen attention, keep an untouched copy for a test).
     """
     from transformer_lens.model_bridge import TransformerBridge
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoTokenizer
 
-    classes = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
-    if architecture not in classes:
-        raise ValueError(f"unknown architecture {architecture!r}; choose one of {sorted(classes)}")
-    if d_model % n_heads:
-        raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-    n_kv_heads = n_kv_heads or n_heads
-    if n_heads % n_kv_heads:
-        raise ValueError(f"n_heads ({n_heads}) must be a multiple of n_kv_heads ({n_kv_heads})")
+    from anchorlens.random_models import random_config
+
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
-    config_class, model_class = classes[architecture]
-    config = config_class(
-        vocab_size=len(tokenizer),
-        hidden_size=d_model,
-        intermediate_size=d_mlp or 4 * d_model,
-        num_hidden_layers=n_layers,
-        num_attention_heads=n_heads,
-        num_key_value_heads=n_kv_heads,
-        max_position_embeddings=n_ctx,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
+    config, model_class = random_config(
+        architecture, tokenizer, size=size, n_ctx=n_ctx, overrides=config_overrides, n_layers=n_layers,
+        d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads, d_mlp=d_mlp, head_dim=head_dim,
+        sliding_window=sliding_window, n_experts=n_experts, n_active_experts=n_active_experts,
     )
-    config._attn_implementation = "eager"
     torch.manual_seed(seed)
     hf_model = model_class(config).to(dtype=dtype).eval()
     if device is not None:
         hf_model = hf_model.to(device)
+    if edit_weights is not None:
+        with torch.no_grad():
+            edit_weights(hf_model)
     bridge = TransformerBridge.boot_transformers(
         f"random-{architecture}", hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
     )
     bridge.eval()
-    bridge.anchorlens_name = f"random-{architecture}-{n_layers}x{n_heads}x{d_model}-seed{seed}"
-    _check(bridge, check_attention_edits, check_cached_decoding)
+    bridge.anchorlens_name = (
+        f"random-{architecture}-{config.num_hidden_layers}x{config.num_attention_heads}x{config.hidden_size}-seed{seed}"
+    )
+    _check(bridge, check_attention_edits, check_cached_decoding, check_fused)
     return bridge
 
 

@@ -2,7 +2,7 @@
 
 - ``anchorlens/hooks/`` (the hook plumbing) imports nothing above it: only other ``hooks`` modules and the leaf
   modules in ``FOUNDATION``;
-- Hugging Face / TransformerLens internals are read only in ``hooks/`` and ``models.py``: no other module imports
+- Hugging Face / TransformerLens internals are read only in ``hooks/``, ``models.py`` and ``random_models.py``: no other module imports
   ``transformers`` or a TransformerLens module outside its public utilities (``PUBLIC_TL``), and none reads the
   bridge's gateways to the Hugging Face modules (``INTERNAL_ATTRIBUTES``);
 - no import cycle between modules (every import counts, those inside functions too; only imports under
@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "anchorlens"
 #: Leaf modules hooks/ may import: they import nothing of anchorlens but each other.
 FOUNDATION = {"anchorlens.errors", "anchorlens.versions", "anchorlens.heads", "anchorlens.progress"}
 #: Modules that may read model internals: the hook layer and the model loader.
-INTERNALS_ALLOWED = ("anchorlens.hooks", "anchorlens.models")
+INTERNALS_ALLOWED = ("anchorlens.hooks", "anchorlens.models", "anchorlens.random_models")
 #: TransformerLens's public utilities and tools, which any module may use (kept libraries, issue 22).
 PUBLIC_TL = ("transformer_lens.utilities", "transformer_lens.tools")
 #: The bridge's attributes that hand out the Hugging Face modules behind it.

@@ -8,21 +8,22 @@ import warnings
 import pytest
 
 from anchorlens.support import FAMILIES, METHODS, PAGE_END, PAGE_START, support_markdown, support_table
-from arch_builders import build
 from conftest import REPO
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _warm(one_torch_thread):
     """Import TransformerLens and load the tokenizer once, outside the timed tests."""
-    build("llama")
+    from anchorlens import random_model
+
+    random_model("llama")
 
 
 @pytest.fixture(scope="module")
 def table():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return support_table(lambda family: build(family)[0])
+        return support_table()
 
 
 @pytest.mark.slow

@@ -179,8 +179,12 @@ def _capture(
     def keep(tensor, hook, layer, key):
         stash.setdefault(layer, {})[key] = tensor[0].detach()
 
-    def observe(layer, queries, keys, scale, allowed):
+    def observe(layer, queries, keys, scale, allowed, **features):
         if first <= layer < stop:
+            if features:  # sinks, softcap: the streamed pattern below is a plain softmax
+                raise UnsupportedArchitectureError(
+                    f"streamed information flow recomputes plain softmax patterns, not {sorted(features)}: "
+                    "use information_flow (layer by layer) on this model")
             if allowed is not None:
                 raise UnsupportedArchitectureError("streamed information flow takes one unpadded sequence (no attention mask)")
             stash.setdefault(layer, {}).update(queries=queries.detach(), keys=keys.detach(), scale=scale)

@@ -63,6 +63,11 @@ def streamed_flow_refusal(model) -> str | None:
         return f"the streamed flow recomputes full causal patterns, not sliding windows ({sliding_window(model)} tokens)"
     if any(attention_output_bias(model, layer) is not None for layer in range(model.cfg.n_layers)):
         return "the streamed flow has no part for an attention output bias"
+    from anchorlens.hooks.fused_attention import scoring_features
+
+    features = sorted({name for block in model.blocks for name in scoring_features(block.attn.original_component)})
+    if features:
+        return f"the streamed flow recomputes plain softmax patterns, not {', '.join(features)}"
     return None
 
 

@@ -8,7 +8,12 @@ runs ``fused_forward`` instead: the same projections through the same ``LinearBr
 ``hook_q`` / ``hook_k`` / ``hook_v`` / ``hook_z`` / ``hook_rot_q`` / ``hook_rot_k`` fire and edits there
 apply), the same RoPE, the same KV cache update, the same output projection, and one
 ``scaled_dot_product_attention`` call in place of the matmul / mask / softmax / matmul (flash attention
-on a GPU when no mask is needed). Nothing is copied: the bridge's bound ``forward`` is replaced on the
+on a GPU when no mask is needed). Families: Llama, Qwen2, Mistral, Qwen3(-MoE), OLMo-2/3, Gemma 2/3,
+gpt-oss (``PositionEmbeddingsAttentionBridge``) and Phi-3/4 (``JointQKVPositionEmbeddingsAttentionBridge``):
+QK norms, per-layer sliding windows and RoPE bases, query pre-attention scalars and sinks stay in SDPA;
+Gemma 2's logit softcapping runs blocked eager (``layer_attention_modes`` says which layer runs how).
+A check at load (``verify_fused_attention``) compares the fused logits with the eager bridge's once per
+model and refuses fused attention on a mismatch. Nothing is copied: the bridge's bound ``forward`` is replaced on the
 instance and deleted again on exit, and the Hugging Face config's attention implementation is set to
 ``"sdpa"`` for the block so that the decoder builds no ``[query, key]`` float mask when none is needed.
 
@@ -31,7 +36,8 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 import torch
-from jaxtyping import Bool
+from einops import rearrange
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from anchorlens.errors import AnchorlensError, UnsupportedArchitectureError
@@ -70,9 +76,13 @@ def attention_bridges(model) -> list:
 def unsupported_reasons(model) -> list[str]:
     """Why ``fused_attention`` cannot reproduce this model's attention (empty: it can).
 
-    Supported: the plain RoPE attention of Llama / Qwen2-style models (any grouped-query layout, q/k/v
-    biases, partial rotary); refused: every feature the bridge handles that the fused forward does not
-    re-implement (QK norms, softcapping, attention sinks, sliding windows, gated or split inputs, ...).
+    Supported: RoPE attention through ``PositionEmbeddingsAttentionBridge`` (Llama, Qwen2, Mistral, Qwen3,
+    Qwen3-MoE, OLMo-2/3, Gemma 2/3, gpt-oss: grouped-query layouts, q/k/v biases, partial rotary, QK norms
+    before or after the head reshape, per-layer sliding windows and RoPE bases, attention sinks, logit
+    softcapping, a query pre-attention scalar) and ``JointQKVPositionEmbeddingsAttentionBridge`` (Phi-3/4).
+    Refused: every feature the bridge handles that the fused forward does not re-implement (gated or split
+    inputs, key multipliers, clipped QKV, QK norms after RoPE, llama-4 query scaling, other bridges), and a
+    model whose fused logits failed the check at load (``verify_fused_attention``).
     """
     reasons: list[str] = list(_layer_reasons(model))
     cfg = model.cfg
@@ -80,11 +90,28 @@ def unsupported_reasons(model) -> list[str]:
                  "rotary_interleaved_cos_sin", "rotary_adjacent_pairs", "qk_norm_after_rope"):
         if getattr(cfg, flag, False):
             reasons.append(f"cfg.{flag} is set")
+    verdict = vars(model).get(_VERDICT)
+    if verdict:
+        reasons.append(verdict)
     return reasons
+
+
+_VERDICT = "_anchorlens_fused_verdict"  # set by verify_fused_attention: None / "" (passed) / why it failed
+
+
+def _is_joint(attn) -> bool:
+    from transformer_lens.model_bridge.generalized_components.joint_qkv_position_embeddings_attention import (
+        JointQKVPositionEmbeddingsAttentionBridge,
+    )
+
+    return isinstance(attn, JointQKVPositionEmbeddingsAttentionBridge)
 
 
 def _layer_reasons(model) -> tuple[str, ...]:
     """The per-layer part of ``unsupported_reasons``, computed once per model (its modules do not change)."""
+    from transformer_lens.model_bridge.generalized_components.joint_qkv_position_embeddings_attention import (
+        JointQKVPositionEmbeddingsAttentionBridge as Joint,
+    )
     from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (
         PositionEmbeddingsAttentionBridge,
     )
@@ -95,23 +122,28 @@ def _layer_reasons(model) -> tuple[str, ...]:
     reasons: list[str] = []
     for layer, attn in enumerate(attention_bridges(model)):
         kind = type(attn)
-        if (other := _other_forward(attn)) is not None:
+        if (other := _other_forward(attn)) is not None:  # e.g. MLA (hooks/fused_mla.py)
             reasons.extend(other[2](layer, attn))
             continue
-        if not isinstance(attn, PositionEmbeddingsAttentionBridge) or kind.forward is not PositionEmbeddingsAttentionBridge.forward:
-            reasons.append(f"layer {layer}: attention bridge {kind.__name__} (only PositionEmbeddingsAttentionBridge)")
+        hf = attn.original_component
+        if _is_joint(attn):
+            if kind._reconstruct_attention is not Joint._reconstruct_attention or kind.forward is not Joint.forward:
+                reasons.append(f"layer {layer}: {kind.__name__} changes the joint-QKV attention")
+        elif not isinstance(attn, PositionEmbeddingsAttentionBridge) or kind.forward is not PositionEmbeddingsAttentionBridge.forward:
+            reasons.append(f"layer {layer}: attention bridge {kind.__name__} (only PositionEmbeddingsAttentionBridge "
+                           "and JointQKVPositionEmbeddingsAttentionBridge)")
             continue
-        if kind._pre_output_projection is not PositionEmbeddingsAttentionBridge._pre_output_projection:
-            reasons.append(f"layer {layer}: {kind.__name__} transforms the output before o_proj")
+        else:
+            if kind._pre_output_projection is not PositionEmbeddingsAttentionBridge._pre_output_projection:
+                reasons.append(f"layer {layer}: {kind.__name__} transforms the output before o_proj")
+            if "gate" in attn.submodules:
+                reasons.append(f"layer {layer}: gate")
+            if "q_norm" not in attn.submodules and "k_norm" in attn.submodules:
+                reasons.append(f"layer {layer}: k_norm without q_norm")
         if getattr(attn, "compatibility_mode", False):
             reasons.append(f"layer {layer}: compatibility mode (enable_compatibility_mode) is on")
-        for sub in ("q_norm", "k_norm", "gate"):
-            if sub in attn.submodules:
-                reasons.append(f"layer {layer}: {sub}")
-        hf = attn.original_component
-        for attr in ("key_multiplier", "attn_logit_softcapping", "sinks", "sliding_window"):
-            if getattr(hf, attr, None) is not None:
-                reasons.append(f"layer {layer}: {attr}")
+        if getattr(hf, "key_multiplier", None) is not None:
+            reasons.append(f"layer {layer}: key_multiplier")
         hf_config = getattr(hf, "config", None)
         if getattr(hf_config, "clip_qkv", None) is not None:
             reasons.append(f"layer {layer}: clip_qkv")
@@ -124,6 +156,100 @@ def _layer_reasons(model) -> tuple[str, ...]:
             break
     object.__setattr__(model, "_anchorlens_fused_layer_reasons", tuple(reasons))
     return tuple(reasons)
+
+
+FUSED_CHECK_TOKENS = 48  # longer than random_model's small sliding windows
+FUSED_CHECK_TEXT = (
+    "The capital of France is Paris. The capital of Germany is Berlin. Two plus two is four, and six times "
+    "seven is forty-two, so the answer is 42."
+)
+FUSED_CHECK_TOLERANCE = 1e-4  # float32: max |difference| / max |logit|
+# Half precision rounds the two paths differently, and the differences compound over layers (SmolLM2 in bfloat16:
+# 0.02-0.05 of the logits' standard deviation on average); hiding one key from every layer moves it by 0.3.
+FUSED_CHECK_TOLERANCE_HALF = 0.1  # mean |difference| / std of the logits
+
+
+def _check_tokens(model, n_tokens: int) -> Tensor:
+    """A short natural text (synthetic ids where the tokenizer cannot give one inside the vocabulary and context)."""
+    n_tokens = min(n_tokens, int(getattr(model.cfg, "n_ctx", None) or n_tokens))
+    vocab = int(getattr(model.cfg, "d_vocab", None) or 500)
+    try:
+        tokens = model.to_tokens(FUSED_CHECK_TEXT)[:, :n_tokens]
+        if int(tokens.max()) < vocab and tokens.shape[1] > 1:
+            return tokens
+    except Exception:  # noqa: BLE001 - no tokenizer, or one that cannot encode this: fall back to plain ids
+        pass
+    bos = model.tokenizer.bos_token_id if getattr(model, "tokenizer", None) is not None else None
+    ids = [bos if bos is not None else 0] + [(11 + 7 * i) % min(vocab, 500) for i in range(n_tokens - 1)]
+    return torch.tensor([ids], device=model.cfg.device)
+
+
+@torch.inference_mode()
+def verify_fused_attention(model, n_tokens: int = FUSED_CHECK_TOKENS) -> str:
+    """Check once that the fused forward gives the model's own (eager) logits; refuse fused attention if not.
+
+    Runs a short text through the eager bridge and through ``fused_attention``; on a mismatch the verdict
+    (stored on the model, read by ``unsupported_reasons``) names the family and the difference, and a
+    ``FusedAttentionFallbackWarning`` says so at once: every later ``attention="auto"`` call runs eager (and
+    warns), ``attention="sdpa"`` raises. float32: max difference / max logit within 1e-4; half precision:
+    mean difference / the logits' standard deviation within 0.1 (rounding alone, not a wrong feature).
+    Returns the verdict ("" when fused attention matched, or the reasons it was not tried). Cached on the
+    model: the check runs once.
+    """
+    cached = vars(model).get(_VERDICT)
+    if cached is not None:
+        return cached
+    reasons = unsupported_reasons(model)
+    if reasons:
+        return "; ".join(reasons[:4])
+    tokens = _check_tokens(model, n_tokens)
+    eager = model(tokens).float()
+    verdict = ""
+    try:
+        with fused_attention(model, "sdpa"):
+            fused = model(tokens).float()
+        if next(model.parameters()).dtype == torch.float32:
+            error = ((fused - eager).abs().max() / eager.abs().max().clamp_min(1e-12)).item()
+            tolerance, measure = FUSED_CHECK_TOLERANCE, "max difference / max logit"
+        else:
+            error = ((fused - eager).abs().mean() / eager.std().clamp_min(1e-12)).item()
+            tolerance, measure = FUSED_CHECK_TOLERANCE_HALF, "mean difference / logit std"
+        if not error <= tolerance:
+            verdict = (f"the fused forward's logits differ from the eager bridge's on this "
+                       f"{type(model.original_model).__name__}: {measure} {error:.2g} (tolerance {tolerance:g})")
+    except Exception as error:  # noqa: BLE001 - any failure means fused attention must not be trusted
+        verdict = f"the fused forward failed on this {type(model.original_model).__name__}: {type(error).__name__}: {error}"
+    object.__setattr__(model, _VERDICT, verdict)
+    if verdict:
+        warnings.warn(f"{verdict}: anchorlens runs eager attention on this model (report it, with the versions)",
+                      FusedAttentionFallbackWarning, stacklevel=2)
+    return verdict
+
+
+def layer_attention_modes(model) -> list[str]:
+    """How each layer's attention runs under ``fused_attention``, in words (for support tables and reports).
+
+    ``"sdpa"``; ``"sdpa, sliding window W"`` (blocks of queries over only their window's keys at long
+    lengths); ``"sdpa with a sink key"``; ``"blocked eager (softcapping)"``: SDPA cannot softcap, so the
+    layer computes the bridge's own softmax a block of queries at a time (exact, memory bounded by one block);
+    or ``"eager: <reason>"`` when the model is refused.
+    """
+    reasons = unsupported_reasons(model)
+    if reasons:
+        return [f"eager: {reasons[0]}"] * model.cfg.n_layers
+    modes = []
+    for attn in attention_bridges(model):
+        hf = attn.original_component
+        features = scoring_features(hf)
+        if "softcap" in features:
+            mode = "blocked eager (softcapping)"
+        else:
+            mode = "sdpa with a sink key" if "sinks" in features else "sdpa"
+            window = layer_window(hf)
+            if window is not None:
+                mode += f", sliding window {window}"
+        modes.append(mode)
+    return modes
 
 
 def check_supported(model) -> None:
@@ -149,7 +275,7 @@ def active_pattern_hooks(model) -> list[str]:
 
 def is_fused(model) -> bool:
     """Whether ``model``'s attention currently runs fused (inside a ``fused_attention`` block)."""
-    return bool(model.blocks) and "forward" in vars(model.blocks[0].attn)
+    return "_anchorlens_attn_impl" in vars(model)
 
 
 def resolve_attention(model, attention: str) -> str:
@@ -231,7 +357,12 @@ def _install(model, states: list[dict] | None = None) -> None:
         # An instance attribute shadows the class's forward. object.__setattr__: the bridge's own
         # __setattr__ would forward the name to the wrapped Hugging Face module.
         other = _other_forward(attn)
-        object.__setattr__(attn, "forward", types.MethodType(fused_forward if other is None else other[1], attn))
+        if other is not None:  # e.g. MLA (hooks/fused_mla.py)
+            object.__setattr__(attn, "forward", types.MethodType(other[1], attn))
+        elif _is_joint(attn):  # Phi-3/4: the bridge's forward splits QKV; only its attention is replaced
+            object.__setattr__(attn, "_reconstruct_attention", types.MethodType(fused_joint_reconstruct, attn))
+        else:
+            object.__setattr__(attn, "forward", types.MethodType(fused_forward, attn))
         object.__setattr__(attn, _STATE, {} if states is None else states[k])
     hf_config._attn_implementation = "sdpa"  # decoder masks: None (is_causal) or boolean, never [q, k] floats
 
@@ -243,6 +374,7 @@ def _uninstall(model) -> list[dict]:
     states = []
     for attn in attention_bridges(model):
         vars(attn).pop("forward", None)
+        vars(attn).pop("_reconstruct_attention", None)
         states.append(vars(attn).pop(_STATE, {}))
     return states
 
@@ -285,11 +417,13 @@ def hide_keys(
     n_heads = model.cfg.n_heads
     cached: dict[tuple, Tensor] = {}  # one mask per (shape, device), shared by all layers of a forward
 
-    def build(n_queries: int, n_keys: int, device: torch.device) -> Tensor:
-        key = (n_queries, n_keys, device)
+    def build(n_queries: int, n_keys: int, device: torch.device, window: int | None = None) -> Tensor:
+        # window: the layer's sliding window, for the "blind query keeps itself" exception (key_suppression_mask)
+        key = (n_queries, n_keys, device, window)
         if key not in cached:
-            cached.clear()
-            mask = key_suppression_mask(ranges, n_queries, n_keys, device=device)  # [batch, 1, query, key]
+            if len(cached) > 1:  # one mask per layer kind (full, windowed) of a forward
+                cached.clear()
+            mask = key_suppression_mask(ranges, n_queries, n_keys, device=device, window=window)  # [batch, 1, query, key]
             if head_list is not None:
                 mask = mask & head_selection(n_heads, head_list, device)[None, :, None, None]
             cached[key] = mask
@@ -302,12 +436,16 @@ def hide_keys(
 
 @contextmanager
 def observe_queries_keys(model, observer: QueryKeyObserver, layers: Sequence[int] | None = None) -> Iterator:
-    """Call ``observer(layer=, queries=, keys=, scale=, allowed=)`` in each fused layer forward.
+    """Call ``observer(layer=, queries=, keys=, scale=, allowed=, **features)`` in each fused layer forward.
+
+    ``features`` (``scoring_features``): ``sinks`` (per-head sink logits, gpt-oss) and ``softcap`` (Gemma 2),
+    passed only on layers that have them; an observer that recomputes the pattern must apply them
+    (``attention_rows`` does).
 
     ``queries``: ``[batch, head, query, d_head]`` after RoPE; ``keys``: ``[batch, kv_head, key, d_head]``
     after RoPE and the KV cache update (not repeated to query heads); ``allowed``: the boolean mask
-    ``[batch, 1 or head, query, key]`` the layer attends with, or None for plain causal attention
-    (then ``n_queries`` is 1 or ``n_keys``). An exception raised by the observer ends the
+    ``[batch, 1 or head, query, key]`` the layer attends with (sliding windows included), or None for plain
+    causal attention (then ``n_queries`` is 1 or ``n_keys``). An exception raised by the observer ends the
     forward pass (``sentence_attention`` uses that to skip the last layer's MLP).
     """
     layer_list = range(model.cfg.n_layers) if layers is None else [int(layer) for layer in layers]
@@ -374,41 +512,58 @@ QUERY_BLOCK = 128  # queries per SDPA call in suppressed forwards on a CPU (see 
 QUERY_BLOCK_GPU = 1024  # larger on a GPU, where each call costs a kernel launch (not measured yet)
 
 
-def _causal_blocks(queries, keys, values, allowed, scale, sdpa_kwargs, block: int = QUERY_BLOCK):
+def _causal_blocks(queries, keys, values, allowed, scale, sdpa_kwargs, block: int = QUERY_BLOCK,
+                   window: int | None = None, lead: int = 0):
     """SDPA a block of ``block`` queries at a time, each over only the keys it can see.
 
     With a mask, SDPA computes every (query, key) pair, the masked half of a causal square too; a block
-    of queries ending at absolute position ``p`` sees no key after ``p``, so those keys are cut off
-    instead (about a third less attention work in a suppressed forward over a cached prefix). Exact:
-    the cut keys have zero weight. Only for ``hide_keys`` forwards, whose rows are unpadded: the mask is
-    lower-right causal with no all-False row (``key_suppression_mask`` keeps a blind query's own key).
+    of queries ending at absolute position ``p`` sees no key after ``p``, and on a sliding-window layer
+    (``window``: HF's convention, query ``q`` sees keys ``q - window < k <= q``) none before its first
+    query's window, so those keys are cut off instead (about a third less attention work in a suppressed
+    forward over a cached prefix; on a window layer, work linear in the length). Exact: the cut keys have
+    zero weight. ``lead`` keys at the front (the sink key) are kept for every block. The mask is
+    lower-right causal with no all-False row (``key_suppression_mask`` keeps a blind query's own key; an
+    unpadded sequence's window always holds the query itself).
     """
-    n_queries, n_keys = queries.shape[-2], keys.shape[-2]
+    n_queries, n_keys = queries.shape[-2], keys.shape[-2] - lead
     offset = n_keys - n_queries
     blocks = []
     for lo in range(0, n_queries, block):
         hi = min(lo + block, n_queries)
-        end = offset + hi  # keys 0 .. end - 1: up to the block's last query
+        end = lead + offset + hi  # keys up to the block's last query
+        start = 0 if window is None else lead + max(0, offset + lo - window + 1)
+        k, v, mask = keys[..., start:end, :], values[..., start:end, :], allowed[..., lo:hi, start:end]
+        if lead and start > 0:
+            k = torch.cat([keys[..., :lead, :], k], dim=-2)
+            v = torch.cat([values[..., :lead, :], v], dim=-2)
+            mask = torch.cat([allowed[..., lo:hi, :lead], mask], dim=-1)
         blocks.append(torch.nn.functional.scaled_dot_product_attention(
-            queries[..., lo:hi, :], keys[..., :end, :], values[..., :end, :], attn_mask=allowed[..., lo:hi, :end],
-            scale=scale, **sdpa_kwargs,
+            queries[..., lo:hi, :], k, v, attn_mask=mask, scale=scale, **sdpa_kwargs,
         ))
     return torch.cat(blocks, dim=-2)
+
+
+def _refuse_active_pattern_hooks(self) -> None:
+    for name in _PATTERN_HOOKS:
+        point = getattr(self, name, None)
+        if point is not None and point._forward_hooks:
+            _refuse_pattern_hooks([f"blocks.{self._layer_idx}.attn.{name}"])
 
 
 def fused_forward(self, *args, **kwargs):
     """``PositionEmbeddingsAttentionBridge.forward`` with SDPA in place of the explicit pattern.
 
-    Follows the bridge's forward step by step for the features ``unsupported_reasons`` admits.
+    Follows the bridge's forward step by step for the features ``unsupported_reasons`` admits: QK norms
+    before the head reshape (OLMo-2/3: one RMS norm over all heads) or per head after it (Qwen3, Gemma 3),
+    RoPE with the per-layer ``position_embeddings`` the decoder hands each layer (Gemma 3's local and global
+    bases), the per-layer mask the decoder builds (sliding windows), the query pre-attention scalar (through
+    ``hf_attn.scaling``), attention sinks and logit softcapping (see ``_attend``).
     """
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
     from transformer_lens.utilities.hf_utils import get_rotary_pct_from_config
 
-    for name in _PATTERN_HOOKS:
-        if getattr(self, name)._forward_hooks:
-            _refuse_pattern_hooks([f"blocks.{self._layer_idx}.attn.{name}"])
+    _refuse_active_pattern_hooks(self)
     hf_attn = self.original_component
-    state = vars(self).get(_STATE, {})
     if "hidden_states" in kwargs:
         hidden_states = kwargs.pop("hidden_states")
     elif args and isinstance(args[0], Tensor):
@@ -423,9 +578,25 @@ def fused_forward(self, *args, **kwargs):
     head_dim = hf_attn.head_dim
     hidden_shape = (*input_shape, -1, head_dim)
     # Through the LinearBridges, so hook_q / hook_k / hook_v fire as in the eager forward.
-    query_states = self.q(hidden_states).view(hidden_shape).transpose(1, 2)
-    key_states = self.k(hidden_states).view(hidden_shape).transpose(1, 2)
-    value_states = self.v(hidden_states).view(hidden_shape).transpose(1, 2)
+    query_states, key_states, value_states = self.q(hidden_states), self.k(hidden_states), self.v(hidden_states)
+    has_k_norm = "k_norm" in self.submodules
+    norm_phase = self._qk_norm_phase if "q_norm" in self.submodules else None
+    if norm_phase == "pre_reshape":  # OLMo-2/3: RMS over all heads' queries (keys) at once
+        query_states = self.hook_q_normed(self.q_norm(query_states))
+        if has_k_norm:
+            key_states = self.hook_k_normed(self.k_norm(key_states))
+    query_states = query_states.view(hidden_shape).transpose(1, 2)
+    key_states = key_states.view(hidden_shape).transpose(1, 2)
+    value_states = value_states.view(hidden_shape).transpose(1, 2)
+    if norm_phase == "post_reshape":  # Qwen3 / Gemma 3: per head, before RoPE
+        if self._qk_norm_per_head:
+            query_states = self.hook_q_normed(self.q_norm(query_states.transpose(1, 2)).transpose(1, 2))
+            if has_k_norm:
+                key_states = self.hook_k_normed(self.k_norm(key_states.transpose(1, 2)).transpose(1, 2))
+        else:
+            query_states = self.hook_q_normed(self.q_norm(query_states))
+            if has_k_norm:
+                key_states = self.hook_k_normed(self.k_norm(key_states))
 
     if position_embeddings is not None:
         cos, sin = self._apply_position_embedding_hooks(position_embeddings)
@@ -440,7 +611,7 @@ def fused_forward(self, *args, **kwargs):
             query_states, key_states = torch.cat([q_rot, q_pass], dim=-1), torch.cat([k_rot, k_pass], dim=-1)
         else:
             query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
-    elif getattr(self.config, "positional_embedding_type", None) == "rotary":
+    elif getattr(self.config, "positional_embedding_type", None) == "rotary" and not getattr(self, "rope_optional", False):
         raise UnsupportedArchitectureError(
             f"{self.name}: no position_embeddings reached the attention of a rotary model; run it with attention='eager'"
         )
@@ -450,43 +621,8 @@ def fused_forward(self, *args, **kwargs):
         key_states = self.hook_rot_k(key_states)
 
     key_states, value_states = self._update_kv_cache(key_states, value_states, **kwargs)
-
-    n_queries, n_keys = query_states.shape[-2], key_states.shape[-2]
-    hidden_keys = state.get("hidden_keys")
-    hidden = None
-    if hidden_keys is not None:
-        if hidden_keys.n_rows != query_states.shape[0]:
-            raise AnchorlensError(
-                f"hide_keys got {hidden_keys.n_rows} key ranges for a batch of {query_states.shape[0]} rows: pass one per row"
-            )
-        hidden = hidden_keys(n_queries, n_keys, query_states.device)
-    allowed, blind = _layer_mask(attention_mask, n_queries, n_keys, hidden, query_states.device)
-    if blind is not None:
-        query_states = query_states.masked_fill(blind, 0.0)
     scaling = getattr(hf_attn, "scaling", head_dim**-0.5)
-    observer = state.get("observer")
-    if observer is not None:
-        observer(layer=self._layer_idx, queries=query_states, keys=key_states, scale=scaling, allowed=allowed)
-
-    groups = query_states.shape[1] // key_states.shape[1]
-    sdpa_kwargs = {}
-    if allowed is None:
-        # No mask: the flash / fused kernels apply; grouped-query heads are expanded by the kernel.
-        sdpa_kwargs["is_causal"] = n_queries > 1
-        sdpa_kwargs["enable_gqa"] = groups > 1
-    elif groups > 1 and query_states.device.type == "cpu":
-        sdpa_kwargs["enable_gqa"] = True  # the CPU flash kernel takes a mask and grouped heads together
-    elif groups > 1:
-        # With a mask, the GPU memory-efficient kernel takes no grouped-query layout: repeat K/V (cheap: no
-        # [query, key] tensor per head) rather than let SDPA fall back to the quadratic math kernel.
-        key_states, value_states = repeat_kv(key_states, groups), repeat_kv(value_states, groups)
-    block = QUERY_BLOCK if query_states.device.type == "cpu" else QUERY_BLOCK_GPU
-    if hidden is not None and n_queries >= 2 * block:
-        attn_output = _causal_blocks(query_states, key_states, value_states, allowed, scaling, sdpa_kwargs, block)
-    else:
-        attn_output = torch.nn.functional.scaled_dot_product_attention(
-            query_states, key_states, value_states, attn_mask=allowed, scale=scaling, **sdpa_kwargs
-        )
+    attn_output = _attend(self, query_states, key_states, value_states, attention_mask, scaling)
     attn_output = attn_output.transpose(1, 2).reshape(*input_shape, -1)
 
     o_weight = getattr(getattr(self.o, "original_component", None), "weight", None)
@@ -494,3 +630,203 @@ def fused_forward(self, *args, **kwargs):
         attn_output = attn_output.to(dtype=o_weight.dtype)
     attn_output = self.hook_out(self.o(attn_output))  # hook_z is o.hook_in
     return attn_output, None
+
+
+def fused_joint_reconstruct(self, q: Tensor, k: Tensor, v: Tensor, **kwargs):
+    """``JointQKVPositionEmbeddingsAttentionBridge._reconstruct_attention`` (Phi-3 / Phi-4) with SDPA.
+
+    The bridge's own forward still splits the joint QKV projection (``hook_q`` / ``hook_k`` / ``hook_v`` fire)
+    and applies ``hook_out``; only the attention itself runs fused.
+    """
+    _refuse_active_pattern_hooks(self)
+    n_heads = self.config.n_heads
+    n_kv_heads = getattr(self.config, "n_key_value_heads", None) or n_heads
+    q, k, v, batch_size, seq_len, head_dim = self._reshape_qkv_to_heads(q, k, v, n_heads, n_kv_heads)
+    position_embeddings = kwargs.get("position_embeddings", None)
+    if isinstance(position_embeddings, tuple):
+        cos, sin = self._apply_position_embedding_hooks(position_embeddings)
+        q, k = self._apply_rotary_pos_emb(q, k, cos, sin)
+    k, v = self._update_kv_cache(k, v, **kwargs)
+    attn_output = _attend(self, q, k, v, kwargs.get("attention_mask"), head_dim**-0.5)
+    attn_output = self._reshape_attn_output(attn_output, batch_size, seq_len, n_heads, head_dim)
+    return self._apply_output_projection(attn_output), None
+
+
+def layer_window(hf_attn) -> int | None:
+    """The layer's sliding window (HF: query ``q`` sees keys ``q - window < k <= q``), or None.
+
+    The attention module's own ``sliding_window`` (None on full layers) where it has one; else the config's,
+    when the config has no per-layer ``layer_types`` (Mistral: every layer slides). Only used to skip keys
+    the decoder's window mask hides anyway, so a window missed here costs time, never exactness.
+    """
+    if hasattr(hf_attn, "sliding_window"):
+        return hf_attn.sliding_window
+    config = getattr(hf_attn, "config", None)
+    if getattr(config, "layer_types", None) is None:
+        return getattr(config, "sliding_window", None)
+    return None
+
+
+def scoring_features(hf_attn) -> dict:
+    """What the softmax of one layer adds to plain ``Q K^T * scale``: ``sinks`` (a per-head logit that joins the
+    denominator, gpt-oss) and ``softcap`` (``cap * tanh(scores / cap)`` before masking, Gemma 2); only those set."""
+    features = {}
+    sinks = getattr(hf_attn, "sinks", None)
+    if isinstance(sinks, Tensor):
+        features["sinks"] = sinks
+    softcap = getattr(hf_attn, "attn_logit_softcapping", None)
+    if softcap is not None:
+        features["softcap"] = float(softcap)
+    return features
+
+
+def _attend(self, query_states, key_states, value_states, attention_mask, scaling):
+    """Attention output ``[batch, head, query, d_head]`` of one layer, without a ``[head, query, key]`` pattern.
+
+    Plain layers: one SDPA call (flash kernels where no mask is needed). Sliding-window layers: the decoder's
+    boolean window mask (HF semantics: query ``q`` sees keys ``q - window < k <= q``), computed by SDPA a
+    block of queries at a time over only the keys inside the window. Sinks (gpt-oss): exact through SDPA
+    with one extra key whose score is the sink logit and whose value is zero (``_sink_attention``).
+    Softcapping (Gemma 2): SDPA cannot apply ``tanh`` to scores, so the layer runs blocked eager
+    (``_blocked_eager``): a block of queries at a time, the bridge's own arithmetic.
+    """
+    state = vars(self).get(_STATE, {})
+    features = scoring_features(self.original_component)
+    n_queries, n_keys = query_states.shape[-2], key_states.shape[-2]
+    window = layer_window(self.original_component)
+    hidden_keys = state.get("hidden_keys")
+    hidden = None
+    if hidden_keys is not None:
+        if hidden_keys.n_rows != query_states.shape[0]:
+            raise AnchorlensError(
+                f"hide_keys got {hidden_keys.n_rows} key ranges for a batch of {query_states.shape[0]} rows: pass one per row"
+            )
+        hidden = hidden_keys(n_queries, n_keys, query_states.device, window=window)
+    allowed, blind = _layer_mask(attention_mask, n_queries, n_keys, hidden, query_states.device)
+    if blind is not None:
+        query_states = query_states.masked_fill(blind, 0.0)
+    observer = state.get("observer")
+    if observer is not None:
+        observer(layer=self._layer_idx, queries=query_states, keys=key_states, scale=scaling, allowed=allowed, **features)
+    if "softcap" in features:
+        return _blocked_eager(query_states, key_states, value_states, allowed, scaling, features)
+    if "sinks" in features:
+        query_states, key_states, value_states, allowed = _with_sink_key(
+            query_states, key_states, value_states, allowed, scaling, features["sinks"]
+        )
+    groups = query_states.shape[1] // key_states.shape[1]
+    sdpa_kwargs = {}
+    if allowed is None:
+        # No mask: the flash / fused kernels apply; grouped-query heads are expanded by the kernel.
+        sdpa_kwargs["is_causal"] = query_states.shape[-2] > 1
+        sdpa_kwargs["enable_gqa"] = groups > 1
+    elif groups > 1 and query_states.device.type == "cpu":
+        sdpa_kwargs["enable_gqa"] = True  # the CPU flash kernel takes a mask and grouped heads together
+    elif groups > 1:
+        # With a mask, the GPU memory-efficient kernel takes no grouped-query layout: repeat K/V (cheap: no
+        # [query, key] tensor per head) rather than let SDPA fall back to the quadratic math kernel.
+        from transformers.models.llama.modeling_llama import repeat_kv
+
+        key_states, value_states = repeat_kv(key_states, groups), repeat_kv(value_states, groups)
+    block = QUERY_BLOCK if query_states.device.type == "cpu" else QUERY_BLOCK_GPU
+    lead = 1 if "sinks" in features else 0  # the sink key, first, seen by every query
+    if allowed is not None and n_queries >= 2 * block and (hidden is not None or window is not None):
+        attn_output = _causal_blocks(query_states, key_states, value_states, allowed, scaling, sdpa_kwargs, block,
+                                     window, lead)
+    else:
+        attn_output = torch.nn.functional.scaled_dot_product_attention(
+            query_states, key_states, value_states, attn_mask=allowed, scale=scaling, **sdpa_kwargs
+        )
+    if "sinks" in features:
+        attn_output = attn_output[..., -n_queries:, :-SINK_PAD]  # without the dummy first query and the padding
+    return attn_output
+
+
+SINK_PAD = 8  # extra query/key dimensions for the sink score (a multiple of 8 keeps GPU kernels eligible)
+
+
+def _with_sink_key(queries, keys, values, allowed, scale: float, sinks: Tensor):
+    """Queries, keys, values and mask with gpt-oss's sink as one more key, first: exact sinks through SDPA.
+
+    The sink joins the softmax denominator with logit ``s_h`` (one per query head) and adds nothing to the
+    output. Queries get ``s_h / scale`` in an extra dimension and keys a 1 there (0 for real keys), so the
+    sink key's score is ``s_h`` for every query and every real score is unchanged; its value is zero. Without
+    a mask, a dummy query goes first too, so SDPA's top-left causal alignment gives query ``i`` the sink and
+    keys ``0..i`` (``_attend`` drops the dummy's row); with one, the mask gets an all-True first column.
+    """
+    batch, n_heads, n_queries, d_head = queries.shape
+    n_kv = keys.shape[1]
+    sink_dim = (sinks.to(torch.float32) / scale).to(queries.dtype).reshape(1, n_heads, 1, 1)
+    q_extra = torch.zeros(batch, n_heads, n_queries, SINK_PAD, dtype=queries.dtype, device=queries.device)
+    q_extra[..., :1] = sink_dim
+    queries = torch.cat([queries, q_extra], dim=-1)
+    keys = torch.cat([keys, keys.new_zeros(batch, n_kv, keys.shape[2], SINK_PAD)], dim=-1)
+    sink_key = keys.new_zeros(batch, n_kv, 1, d_head + SINK_PAD)
+    sink_key[..., d_head] = 1.0
+    keys = torch.cat([sink_key, keys], dim=-2)
+    # Values padded to the same width: GPU flash kernels take one head size for queries, keys and values.
+    values = torch.cat([values, values.new_zeros(batch, n_kv, values.shape[2], SINK_PAD)], dim=-1)
+    values = torch.cat([values.new_zeros(batch, n_kv, 1, d_head + SINK_PAD), values], dim=-2)
+    if allowed is None:
+        if n_queries > 1:  # square causal: a dummy query first keeps SDPA's is_causal exact
+            queries = torch.cat([queries.new_zeros(batch, n_heads, 1, queries.shape[-1]), queries], dim=-2)
+    else:
+        allowed = torch.nn.functional.pad(allowed, (1, 0), value=True)
+    return queries, keys, values, allowed
+
+
+def _blocked_eager(queries, keys, values, allowed, scale: float, features: dict, block: int = QUERY_BLOCK):
+    """The eager bridge's attention (scores, softcap, mask, sinks, float32 softmax) a block of queries at a time.
+
+    For what SDPA cannot compute (logit softcapping): exact, at most ``heads x block x keys`` scores at once.
+    """
+    n_queries, n_keys = queries.shape[-2], keys.shape[-2]
+    offset = n_keys - n_queries
+    groups = queries.shape[1] // keys.shape[1]
+    blocks = []
+    for lo in range(0, n_queries, block):
+        hi = min(lo + block, n_queries)
+        rows_allowed = causal_allowed(hi - lo, offset + hi, queries.device) if allowed is None else allowed[..., lo:hi, :]
+        pattern = attention_rows(queries[..., lo:hi, :], keys, scale, offset + hi, rows_allowed[..., :offset + hi],
+                                 **features)
+        v = values[..., :offset + hi, :]
+        v = v.repeat_interleave(groups, dim=1) if groups > 1 else v
+        blocks.append(torch.matmul(pattern, v))
+    return torch.cat(blocks, dim=-2)
+
+
+def attention_rows(
+    queries: Float[Tensor, "batch head rows d_head"],
+    keys: Float[Tensor, "batch kv_head key d_head"],
+    scale: float,
+    n_keys: int,
+    allowed: Bool[Tensor, "batch head_or_1 rows n_keys"],
+    sinks: Tensor | None = None,
+    softcap: float | None = None,
+) -> Float[Tensor, "batch head rows n_keys"]:
+    """Softmax attention of some query rows over keys ``[0, n_keys)``, with the eager bridge's arithmetic.
+
+    Scores ``Q K^T * scale`` in the model's dtype (grouped-query aware: no repeated keys), then
+    ``softcap * tanh(scores / softcap)`` if set, masked with the dtype's minimum where ``allowed`` is False,
+    softmax in float32 (with each head's sink logit as one more column of the denominator, if set), rounded
+    to the model's dtype. Pure math: the one definition that blocked sentence attention and blocked eager
+    attention share.
+    """
+    n_kv = keys.shape[1]
+    groups = queries.shape[1] // n_kv
+    q = rearrange(queries, "b (kv g) r d -> b kv (g r) d", kv=n_kv)
+    # In place from here on: the block's scores are the largest tensor, so no second copy of them is made.
+    scores = torch.matmul(q, keys[:, :, :n_keys].transpose(-1, -2)).mul_(scale)
+    scores = rearrange(scores, "b kv (g r) k -> b (kv g) r k", g=groups)
+    if softcap is not None:
+        scores.div_(softcap).tanh_().mul_(softcap)
+    scores.masked_fill_(~allowed, torch.finfo(scores.dtype).min)
+    if sinks is None:
+        return torch.softmax(scores, dim=-1, dtype=torch.float32).to(queries.dtype)
+    # The sink logit joins the denominator: softmax over [scores, sink] without its column, computed in place.
+    scores = scores.float()
+    sink = sinks.to(queries.dtype).float().reshape(1, -1, 1, 1)
+    top = torch.maximum(scores.amax(dim=-1, keepdim=True), sink)
+    scores.sub_(top).exp_()
+    total = scores.sum(dim=-1, keepdim=True).add_((sink - top).exp_())
+    return scores.div_(total).to(queries.dtype)

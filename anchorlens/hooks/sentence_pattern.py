@@ -67,7 +67,7 @@ class SentencePatternRecorder:
 class BlockedPatternRecorder(SentencePatternRecorder):
     """The fused-attention counterpart of ``SentencePatternRecorder``: an ``observe_queries_keys`` observer.
 
-    ``reduce`` maps ``(queries, keys, scale, allowed)`` of a layer to ``[batch, head, sentence, sentence]``
+    ``reduce`` maps ``(queries, keys, scale, allowed, **features)`` of a layer to ``[batch, head, sentence, sentence]``
     (``anchorlens.receivers.query_blocks.blocked_sentence_attention`` with its reducer bound), so the pattern
     is rebuilt a block of queries at a time instead of being materialised by the attention bridge.
 
@@ -78,9 +78,10 @@ class BlockedPatternRecorder(SentencePatternRecorder):
     def fwd_hooks(self) -> list[tuple[str, object]]:
         raise TypeError("BlockedPatternRecorder is an observe_queries_keys observer, not a set of hooks")
 
-    def __call__(self, layer: int, queries: Tensor, keys: Tensor, scale: float, allowed: Tensor | None) -> None:
+    def __call__(self, layer: int, queries: Tensor, keys: Tensor, scale: float, allowed: Tensor | None,
+                 **features) -> None:
         if layer not in self.layers:
             return
-        self.results[layer] = self.reducer(queries, keys, scale, allowed)
+        self.results[layer] = self.reducer(queries, keys, scale, allowed, **features)  # features: sinks, softcap
         if self.stop_early and len(self.results) == len(self.layers):
             raise PatternsRecorded

@@ -204,8 +204,8 @@ def sentence_attention(
     tokens = trace.tokens(model.cfg.device)
     layers = range(model.cfg.n_layers)
     if resolve_attention(model, attention) == "sdpa":
-        def reduce(queries, keys, scale, allowed):
-            return blocked_sentence_attention(queries, keys, scale, reducer, allowed, block_tokens)
+        def reduce(queries, keys, scale, allowed, sinks=None, softcap=None):
+            return blocked_sentence_attention(queries, keys, scale, reducer, allowed, block_tokens, sinks=sinks, softcap=softcap)
 
         recorder = BlockedPatternRecorder(reduce, layers, stop_early=stop_early)
         with fused_attention(model), observe_queries_keys(model, recorder):

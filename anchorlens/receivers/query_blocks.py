@@ -12,10 +12,10 @@ dtype's minimum, softmax in float32, rounded to the model's dtype, then reduced 
 from __future__ import annotations
 
 import torch
-from einops import rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from anchorlens.hooks.fused_attention import attention_rows
 from anchorlens.receivers.reduce import SentenceReducer, SentenceSpanError
 
 DEFAULT_BLOCK_TOKENS = 512
@@ -28,26 +28,23 @@ def pattern_rows(
     rows: slice,
     n_keys: int,
     allowed: Bool[Tensor, "batch head_or_1 query key"] | None = None,
+    sinks: Tensor | None = None,
+    softcap: float | None = None,
 ) -> Float[Tensor, "batch head rows keys"]:
     """Softmax attention of query positions ``rows`` over keys ``[0, n_keys)``, grouped-query aware.
 
     ``allowed`` (True: attend) defaults to causal masking with queries and keys aligned (query ``q`` sees
-    keys ``<= q``). Keys at or past ``n_keys`` must be masked for every row (true under causal masking
-    when ``n_keys >= rows.stop``); they are left out, which changes no probability.
+    keys ``<= q``); a sliding-window layer passes its window mask. Keys at or past ``n_keys`` must be masked
+    for every row (true under causal masking when ``n_keys >= rows.stop``); they are left out, which changes
+    no probability. ``sinks`` (gpt-oss) and ``softcap`` (Gemma 2): see ``attention_rows``, which does the
+    arithmetic.
     """
-    n_kv = keys.shape[1]
-    groups = queries.shape[1] // n_kv
-    # [batch, kv_head, group * rows, d]: each key/value head's query heads side by side, no repeated keys.
-    q = rearrange(queries[:, :, rows], "b (kv g) r d -> b kv (g r) d", kv=n_kv)
-    scores = torch.matmul(q, keys[:, :, :n_keys].transpose(-1, -2)) * scale
-    scores = rearrange(scores, "b kv (g r) k -> b (kv g) r k", g=groups)
     if allowed is None:
-        positions = torch.arange(rows.start, rows.stop, device=scores.device)[:, None]
-        hidden = torch.arange(n_keys, device=scores.device)[None, :] > positions
+        positions = torch.arange(rows.start, rows.stop, device=queries.device)[:, None]
+        row_allowed = torch.arange(n_keys, device=queries.device)[None, :] <= positions
     else:
-        hidden = ~allowed[..., rows, :n_keys]
-    scores = scores.masked_fill(hidden, torch.finfo(scores.dtype).min)
-    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(queries.dtype)
+        row_allowed = allowed[..., rows, :n_keys]
+    return attention_rows(queries[:, :, rows], keys, scale, n_keys, row_allowed, sinks=sinks, softcap=softcap)
 
 
 def blocked_sentence_attention(
@@ -57,13 +54,16 @@ def blocked_sentence_attention(
     reducer: SentenceReducer,
     allowed: Bool[Tensor, "batch head_or_1 token token"] | None = None,
     block_tokens: int = DEFAULT_BLOCK_TOKENS,
+    sinks: Tensor | None = None,
+    softcap: float | None = None,
 ) -> Float[Tensor, "batch head sentence sentence"]:
     """``M.T @ softmax(Q K^T) @ M`` (see ``SentenceReducer``) without the ``[head, T, T]`` pattern.
 
     Works through the reducer's sentence-aligned query blocks, each split into chunks of at most
     ``block_tokens`` query rows; each chunk's pattern covers only the keys before its block's end
     (causal), and is reduced to ``[head, block sentences, keys]`` at once. Peak memory: about
-    ``batch x heads x block_tokens x T`` floats. Equal to reducing the eager pattern (to float rounding).
+    ``batch x heads x block_tokens x T`` floats. Equal to reducing the eager pattern (to float rounding);
+    ``allowed`` (sliding windows), ``sinks`` and ``softcap`` as the layer's fused forward reports them.
 
     >>> q, k = torch.randn(1, 4, 6, 8), torch.randn(1, 2, 6, 8)
     >>> reducer = SentenceReducer([(0, 2), (2, 6)], n_tokens=6)
@@ -88,7 +88,7 @@ def blocked_sentence_attention(
         rows = torch.zeros(batch, n_heads, last - first, b, device=queries.device)  # [.., block sentences, keys]
         for lo in range(a, b, block_tokens):
             hi = min(lo + block_tokens, b)
-            pattern = pattern_rows(queries, keys, scale, slice(lo, hi), b, allowed)
+            pattern = pattern_rows(queries, keys, scale, slice(lo, hi), b, allowed, sinks=sinks, softcap=softcap)
             rows += m[lo:hi, first:last].T @ pattern.float()
         out[..., first:last, :last] = rows @ m[:b, :last]
     return out
