@@ -25,9 +25,7 @@ from anchorlens.hooks.fused_attention import FusedAttentionFallbackWarning, fuse
 from anchorlens.hooks.key_suppression import key_suppression_hooks
 from anchorlens.random_models import FAMILIES
 
-MLA_SKIP = pytest.mark.skip(reason="DeepSeek-V3 multi-head latent attention is fused by h-mla "
-                                   "(anchorlens/hooks/fused_mla.py), which removes this skip")
-FUSED_FAMILIES = [f for f in FAMILIES if f != "deepseek_v3"] + [pytest.param("deepseek_v3", marks=MLA_SKIP)]
+FUSED_FAMILIES = list(FAMILIES)  # DeepSeek-V3's latent attention: hooks/fused_mla.py
 WINDOWED = ("mistral", "olmo3", "gemma2", "gemma3", "gpt_oss")
 COT = (
     "We need 6 times 7. Six sevens are 7 + 7 + 7 + 7 + 7 + 7. That is 14, then 21, 28, 35 and 42. "
@@ -50,6 +48,8 @@ def sharpen(hf) -> None:
         elif hasattr(attn, "qkv_proj"):  # Phi-3: rows [queries | keys | values]
             n_qk = (attn.config.num_attention_heads + attn.config.num_key_value_heads) * attn.head_dim
             attn.qkv_proj.weight[:n_qk].mul_(4.0)
+        elif getattr(attn, "q_proj", None) is None:  # DeepSeek-V3: queries through a low-rank pair
+            attn.q_b_proj.weight.mul_(16.0)
         else:
             attn.q_proj.weight.mul_(4.0)
             attn.k_proj.weight.mul_(4.0)

@@ -120,7 +120,11 @@ def _layer_reasons(model) -> tuple[str, ...]:
     if cached is not None:
         return cached
     reasons: list[str] = []
-    for layer, attn in enumerate(attention_bridges(model)):
+    for layer, block in enumerate(model.blocks):
+        if "attn" not in block._modules and not hasattr(block, "attn"):  # e.g. Qwen3-Next's linear-attention layers
+            reasons.append(f"layer {layer}: no softmax attention ({type(block).__name__} without attn)")
+            continue
+        attn = block.attn
         kind = type(attn)
         if (other := _other_forward(attn)) is not None:  # e.g. MLA (hooks/fused_mla.py)
             reasons.extend(other[2](layer, attn))
