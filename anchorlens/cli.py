@@ -25,6 +25,29 @@ ANCHOR_METRIC = "resampling_importance_accuracy"
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from anchorlens.errors import AnchorlensError, ModelPackageMissingError
+
+    try:
+        if args.command == "split":
+            return _split(args)
+        if args.command == "mediate":
+            from anchorlens.mediation.command import run_mediate
+
+            return run_mediate(args)
+        if args.command == "study":
+            from anchorlens.study.command import run_study
+
+            return run_study(args)
+        return _analyze(args)
+    except (AnchorlensError, ModelPackageMissingError) as error:
+        # bad input, said in one line; anything else is a bug and keeps its traceback
+        print(f"anchorlens: error: {error}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``anchorlens`` parser and its subcommands; builds without importing torch."""
     parser = argparse.ArgumentParser(
         prog="anchorlens", description="Find the thought anchors of a chain of thought."
     )
@@ -120,26 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     split.add_argument("--style", default=settings.STYLE, choices=list(settings.STYLES))
     add_mediate_parser(commands)  # causal mediation analysis
     add_study_parser(commands)  # many traces, aggregated
-
-    args = parser.parse_args(argv)
-    from anchorlens.errors import AnchorlensError, ModelPackageMissingError
-
-    try:
-        if args.command == "split":
-            return _split(args)
-        if args.command == "mediate":
-            from anchorlens.mediation.command import run_mediate
-
-            return run_mediate(args)
-        if args.command == "study":
-            from anchorlens.study.command import run_study
-
-            return run_study(args)
-        return _analyze(args)
-    except (AnchorlensError, ModelPackageMissingError) as error:
-        # bad input, said in one line; anything else is a bug and keeps its traceback
-        print(f"anchorlens: error: {error}", file=sys.stderr)
-        return 2
+    return parser
 
 
 class _Version(argparse.Action):
