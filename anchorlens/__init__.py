@@ -372,7 +372,8 @@ __all__ = [
     "study", "Study", "StudyInputError", "Explained",
     # causal mediation analysis
     "mediation_sweep", "MediationResult", "MediationInputError", "PromptPair", "arithmetic_pairs", "retrieval_pairs",
-    "factual_pairs", "filter_pairs", "arithmetic_organism", "neuron_overlap", "NeuronOverlap", "MediationPicture", "mediation_picture",
+    "factual_pairs", "filter_pairs", "arithmetic_organism", "neuron_overlap", "NeuronOverlap", "MediationPicture",
+    "mediation_picture",
 ]
 
 lazy_exports(__name__, _EXPORTS)

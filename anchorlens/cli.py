@@ -75,10 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder, resumed if it exists (default: %(default)s)",
     )
     analyze.add_argument(
-        "--max-new-tokens", type=int, default=None, help=f"length limit of a generated trace (default: {settings.MAX_NEW_TOKENS})"
+        "--max-new-tokens", type=int, default=None,
+        help=f"length limit of a generated trace (default: {settings.MAX_NEW_TOKENS})",
     )
     analyze.add_argument(
-        "--seed", type=int, default=None, help=f"sampling seed of the trace (default: {settings.SEED}; for the sample: {SAMPLE_SEED})"
+        "--seed", type=int, default=None,
+        help=f"sampling seed of the trace (default: {settings.SEED}; for the sample: {SAMPLE_SEED})",
     )
     analyze.add_argument(
         "--style", default=None, choices=list(settings.STYLES),
@@ -96,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument(
         "--rollout-tokens", type=int, default=None,
-        help=f"max tokens per continuation (default: {settings.ROLLOUT_MAX_TOKENS}; a rollout cut off there has an answer only if it holds a "
-             "complete \\boxed{}; raise it when many are cut off)"
+        help=f"max tokens per continuation (default: {settings.ROLLOUT_MAX_TOKENS}; a rollout cut off there has an "
+             "answer only if it holds a complete \\boxed{}; raise it when many are cut off)",
     )
     analyze.add_argument("--answer", default=None, help="the correct answer (default: the trace's own answer)")
     analyze.add_argument(
@@ -110,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--server-model", default=None, help="the model name the server expects (default: asked from its /v1/models)"
     )
-    analyze.add_argument("--heads", type=int, default=None, help=f"number of receiver heads (default: {settings.TOP_K_HEADS})")
+    analyze.add_argument("--heads", type=int, default=None,
+                         help=f"number of receiver heads (default: {settings.TOP_K_HEADS})")
     analyze.add_argument(
         "--skip", action="append", default=[],
         choices=list(settings.DEFAULT_STEPS),

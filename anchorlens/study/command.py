@@ -41,7 +41,8 @@ def add_study_parser(commands) -> argparse.ArgumentParser:
                         help="per-sentence views, computed as analyze computes them (default: categories receivers); "
                              "none (or --views with nothing after it) with --importance published loads no model "
                              "and reads the published files alone")
-    parser.add_argument("--heads", type=int, default=settings.STUDY_TOP_K, help="number of receiver heads (default: %(default)s)")
+    parser.add_argument("--heads", type=int, default=settings.STUDY_TOP_K,
+                        help="number of receiver heads (default: %(default)s)")
     parser.add_argument("--shard", default=None, help="i/n: run only the traces whose index is i modulo n")
     parser.add_argument("--model", default=settings.DEFAULT_MODEL_NAME,
                         help="the white-box model (default: %(default)s), a Hugging Face name or a local folder")
