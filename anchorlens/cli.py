@@ -1,10 +1,19 @@
-"""The ``anchorlens`` command line."""
+"""The ``anchorlens`` command line.
+
+Importing this module, ``--help`` and refused arguments import no torch, transformers or TransformerLens (the
+package's exports are lazy, the defaults come from the light ``anchorlens.settings``): every option and path is
+checked first, and a command imports the heavy modules only when it starts its work.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from anchorlens import settings
+from anchorlens.mediation.command import add_mediate_parser
+from anchorlens.study.command import add_study_parser
 
 # The sample problem: the embedded 135M model answers it right about half the time, and with this seed its
 # chain of thought computes 42, takes a wrong detour, and comes back: resampling then shows the anchor.
@@ -16,6 +25,29 @@ ANCHOR_METRIC = "resampling_importance_accuracy"
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from anchorlens.errors import AnchorlensError, ModelPackageMissingError
+
+    try:
+        if args.command == "split":
+            return _split(args)
+        if args.command == "mediate":
+            from anchorlens.mediation.command import run_mediate
+
+            return run_mediate(args)
+        if args.command == "study":
+            from anchorlens.study.command import run_study
+
+            return run_study(args)
+        return _analyze(args)
+    except (AnchorlensError, ModelPackageMissingError) as error:
+        # bad input, said in one line; anything else is a bug and keeps its traceback
+        print(f"anchorlens: error: {error}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``anchorlens`` parser and its subcommands; builds without importing torch."""
     parser = argparse.ArgumentParser(
         prog="anchorlens", description="Find the thought anchors of a chain of thought."
     )
@@ -35,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "--trace", type=Path, default=None, help="an existing chain of thought: a trace .json or a .txt"
     )
     analyze.add_argument(
-        "--model", default="smollm2-135m-instruct",
+        "--model", default=settings.DEFAULT_MODEL_NAME,
         help="the embedded model (default: %(default)s), a Hugging Face model name, or a local folder",
     )
     analyze.add_argument(
@@ -43,44 +75,48 @@ def main(argv: list[str] | None = None) -> int:
         help="output folder, resumed if it exists (default: %(default)s)",
     )
     analyze.add_argument(
-        "--max-new-tokens", type=int, default=None, help="length limit of a generated trace (default: 200)"
+        "--max-new-tokens", type=int, default=None,
+        help=f"length limit of a generated trace (default: {settings.MAX_NEW_TOKENS})",
     )
     analyze.add_argument(
-        "--seed", type=int, default=None, help="sampling seed of the trace (default: 0; for the sample: 1)"
+        "--seed", type=int, default=None,
+        help=f"sampling seed of the trace (default: {settings.SEED}; for the sample: {SAMPLE_SEED})",
     )
     analyze.add_argument(
-        "--style", default=None, choices=["default", "thought-anchors"],
-        help="sentence splitter (default: default)",
+        "--style", default=None, choices=list(settings.STYLES),
+        help=f"sentence splitter (default: {settings.STYLE})",
     )
     analyze.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: a GPU if there is one)")
     analyze.add_argument(
-        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+        "--dtype", default="float32", choices=list(settings.DTYPES),
         help="weights and activations (default: %(default)s; bfloat16 or float16 halve a GPU's memory for long "
              "traces; float16 is refused for a model whose activations come near its range)",
     )
     analyze.add_argument(
         "--rollouts", type=int, default=None,
-        help="resampled continuations per sentence (default: 8; the paper: 100)",
+        help=f"resampled continuations per sentence (default: {settings.N_ROLLOUTS}; the paper: 100)",
     )
     analyze.add_argument(
         "--rollout-tokens", type=int, default=None,
-        help="max tokens per continuation (default: 64; a rollout cut off there has an answer only if it holds a "
-             "complete \\boxed{}; raise it when many are cut off)"
+        help=f"max tokens per continuation (default: {settings.ROLLOUT_MAX_TOKENS}; a rollout cut off there has an "
+             "answer only if it holds a complete \\boxed{}; raise it when many are cut off)",
     )
     analyze.add_argument("--answer", default=None, help="the correct answer (default: the trace's own answer)")
     analyze.add_argument(
-        "--extractor", default=None, choices=["boxed", "boxed_or_last_number", "last_number"],
-        help="how answers are read from rollouts (default: boxed_or_last_number; the paper: boxed); the last "
-             "number is read from finished rollouts only",
+        "--extractor", default=None, choices=list(settings.EXTRACTORS),
+        help=f"how answers are read from rollouts (default: {settings.EXTRACTOR}, as published; "
+             "boxed_or_last_number for small models that seldom write \\boxed{}: the last number is read from "
+             "finished rollouts only)",
     )
     analyze.add_argument("--server", default=None, help="OpenAI-compatible server URL to sample rollouts from")
     analyze.add_argument(
         "--server-model", default=None, help="the model name the server expects (default: asked from its /v1/models)"
     )
-    analyze.add_argument("--heads", type=int, default=None, help="number of receiver heads (default: 16)")
+    analyze.add_argument("--heads", type=int, default=None,
+                         help=f"number of receiver heads (default: {settings.TOP_K_HEADS})")
     analyze.add_argument(
         "--skip", action="append", default=[],
-        choices=["categories", "receivers", "suppression", "resampling", "flow"],
+        choices=list(settings.DEFAULT_STEPS),
         help="leave an analysis out (repeatable; flow: information flow routes aggregated to sentences)",
     )
     analyze.add_argument(
@@ -91,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     analyze.add_argument(
         "--resilience-iterations", type=int, default=None,
-        help="the cap on iterations of one resilience chain (default: 20, as in Thought Branches; needs --resilience)",
+        help=f"the cap on iterations of one resilience chain (default: {settings.RESILIENCE_ITERATIONS}, as in "
+             "Thought Branches; needs --resilience)",
     )
     analyze.add_argument(
         "--transcoders", type=Path, default=None,
@@ -101,35 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     analyze.add_argument(
         "--attribution-features", type=int, default=None,
         help="at most this many feature nodes in the attribution graph, those of largest influence "
-             "(default: 1024; needs --transcoders)",
+             f"(default: {settings.ATTRIBUTION_FEATURES}; needs --transcoders)",
     )
 
     split = commands.add_parser("split", help="split a text file into sentences and print them")
     split.add_argument("file", type=Path)
-    split.add_argument("--style", default="default", choices=["default", "thought-anchors"])
-
-    from anchorlens.mediation.command import add_mediate_parser, run_mediate  # causal mediation analysis
-
-    add_mediate_parser(commands)
-    from anchorlens.study.command import add_study_parser, run_study  # many traces, aggregated
-
-    add_study_parser(commands)
-
-    args = parser.parse_args(argv)
-    from anchorlens.errors import AnchorlensError, ModelPackageMissingError
-
-    try:
-        if args.command == "split":
-            return _split(args)
-        if args.command == "mediate":
-            return run_mediate(args)
-        if args.command == "study":
-            return run_study(args)
-        return _analyze(args)
-    except (AnchorlensError, ModelPackageMissingError) as error:
-        # bad input, said in one line; anything else is a bug and keeps its traceback
-        print(f"anchorlens: error: {error}", file=sys.stderr)
-        return 2
+    split.add_argument("--style", default=settings.STYLE, choices=list(settings.STYLES))
+    add_mediate_parser(commands)  # causal mediation analysis
+    add_study_parser(commands)  # many traces, aggregated
+    return parser
 
 
 class _Version(argparse.Action):
@@ -156,11 +173,11 @@ def _split(args) -> int:
 
 
 def _analyze(args) -> int:
+    given = _check_analyze(args)  # every option and input file, before torch and the minutes of loading a model
     import pandas as pd
 
     from anchorlens.pipeline import analyze
 
-    settings = _check_analyze(args)  # every option and input file, before the minutes of loading a model
     sampler = None
     if args.server is not None:  # checked before loading the model: a wrong URL fails in seconds
         from anchorlens.resampling.samplers.remote import ServerSampler
@@ -172,8 +189,8 @@ def _analyze(args) -> int:
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     trace = None
     if args.trace is not None:
-        trace = _read_trace(model, args.trace, args.problem, settings["style"])
-    analysis = analyze(model, args.out, trace=trace, sampler=sampler, steps=settings.pop("steps"), **settings)
+        trace = _read_trace(model, args.trace, args.problem, given["style"])
+    analysis = analyze(model, args.out, trace=trace, sampler=sampler, steps=given.pop("steps"), **given)
     trace = analysis.trace
     print(trace)
     frame = analysis.to_dataframe()
@@ -208,9 +225,8 @@ def _check_analyze(args) -> dict:
     cannot be written.
     """
     from anchorlens.errors import OptionError
+    from anchorlens.inputs import check_model_source
     from anchorlens.outdir import check_writable
-    from anchorlens.pipeline import check_settings
-    from anchorlens.trace import read_trace_json
 
     skip = set(args.skip)
     given = {name: getattr(args, name) is not None for name in
@@ -256,28 +272,31 @@ def _check_analyze(args) -> dict:
             raise OptionError(f"no trace file {args.trace}: pass a .txt with the chain of thought or a trace .json "
                               "(Trace.save)")
         if args.trace.suffix == ".json":
+            from anchorlens.trace import read_trace_json
+
             read_trace_json(args.trace)
         elif not _read_text(args.trace, "--trace").strip():
             raise OptionError(f"{args.trace} is empty: pass a file that holds the chain of thought")
+    check_model_source(args.model)
     check_writable(args.out)
 
     sample = args.trace is None and args.problem in (None, SAMPLE_PROBLEM)
-    steps = tuple(s for s in ("categories", "receivers", "suppression", "resampling", "flow") if s not in skip)
-    settings = {
+    steps = tuple(s for s in settings.DEFAULT_STEPS if s not in skip)
+    given = {
         "problem": None if args.trace is not None else (args.problem or SAMPLE_PROBLEM),
         "reference_answer": args.answer if args.answer is not None else (SAMPLE_ANSWER if sample else None),
-        "seed": args.seed if args.seed is not None else (SAMPLE_SEED if sample else 0),
-        "n_rollouts": args.rollouts if args.rollouts is not None else 8,
-        "rollout_max_tokens": args.rollout_tokens if args.rollout_tokens is not None else 64,
-        "max_new_tokens": args.max_new_tokens if args.max_new_tokens is not None else 200,
-        "top_k_heads": args.heads if args.heads is not None else 16,
-        "style": args.style or "default",
-        "extractor": args.extractor or "boxed_or_last_number",
+        "seed": args.seed if args.seed is not None else (SAMPLE_SEED if sample else settings.SEED),
+        "n_rollouts": _or(args.rollouts, settings.N_ROLLOUTS),
+        "rollout_max_tokens": _or(args.rollout_tokens, settings.ROLLOUT_MAX_TOKENS),
+        "max_new_tokens": _or(args.max_new_tokens, settings.MAX_NEW_TOKENS),
+        "top_k_heads": _or(args.heads, settings.TOP_K_HEADS),
+        "style": _or(args.style, settings.STYLE),
+        "extractor": _or(args.extractor, settings.EXTRACTOR),
         "transcoders": args.transcoders,
-        "attribution_features": args.attribution_features if args.attribution_features is not None else 1024,
+        "attribution_features": _or(args.attribution_features, settings.ATTRIBUTION_FEATURES),
         "steps": steps,
-        "resilience_top": args.resilience if args.resilience is not None else 0,
-        "resilience_iterations": args.resilience_iterations if args.resilience_iterations is not None else 20,
+        "resilience_top": _or(args.resilience, settings.RESILIENCE_TOP),
+        "resilience_iterations": _or(args.resilience_iterations, settings.RESILIENCE_ITERATIONS),
     }
     names = {"n_rollouts": "--rollouts", "rollout_max_tokens": "--rollout-tokens", "top_k_heads": "--heads",
              "max_new_tokens": "--max-new-tokens", "attribution_features": "--attribution-features",
@@ -285,10 +304,15 @@ def _check_analyze(args) -> dict:
     if args.resilience is not None and args.resilience < 1:
         raise OptionError(f"--resilience must be at least 1 (the number of top sentences), not {args.resilience}")
     for name, option in names.items():
-        if settings[name] < 1:
-            raise OptionError(f"{option} must be at least 1, not {settings[name]}")
-    check_settings(**{k: settings[k] for k in (*names, "style", "extractor", "steps")})
-    return settings
+        if given[name] < 1:
+            raise OptionError(f"{option} must be at least 1, not {given[name]}")
+    settings.check_settings(**{k: given[k] for k in (*names, "style", "extractor", "steps")})
+    return given
+
+
+def _or(value, default):
+    """An option's value, or (not given) the API's default from ``anchorlens.settings``."""
+    return default if value is None else value
 
 
 def _read_text(path: Path, option: str) -> str:

@@ -43,6 +43,8 @@ from anchorlens.attribution.attribute import answer_token_position
 from anchorlens.versions import version_report
 from anchorlens.views import VIEW_COLUMNS, VIEW_DEFINITIONS, CI_NOTE, suppression_summaries, view_correlations
 from anchorlens.results import Result, expect_kind
+from anchorlens import settings
+from anchorlens.settings import DEFAULT_STEPS, EXTRACTORS, STEPS, STYLES, check_settings  # noqa: F401 (re-exported)
 
 TRACE_FILE, CATEGORIES_FILE = "trace.json", "categories.json"
 RECEIVERS_FILE, SUPPRESSION_FILE, IMPORTANCE_FILE = "receivers.npz", "suppression.npz", "importance.npz"
@@ -53,10 +55,6 @@ RESILIENCE_COLUMNS = ("resilience", "resilience_ci_low", "resilience_ci_high", "
                       "counterfactual_pp_accuracy", "counterfactual_pp_accuracy_ci_low",
                       "counterfactual_pp_accuracy_ci_high", "counterfactual_pp_kl")
 ATTRIBUTION_FILE, ATTRIBUTION_GRAPH_FILE = "attribution.npz", "attribution_graph.npz"
-STEPS = ("categories", "receivers", "suppression", "resampling", "flow", "attribution", "resilience")
-DEFAULT_STEPS = ("categories", "receivers", "suppression", "resampling", "flow")
-STYLES = ("default", "thought-anchors")
-EXTRACTORS = ("boxed", "boxed_or_last_number", "last_number")
 
 
 @dataclass
@@ -199,23 +197,23 @@ def analyze(
     problem: str | None = None,
     trace: Trace | None = None,
     reference_answer: str | None = None,
-    n_rollouts: int = 8,
-    rollout_max_tokens: int = 64,
-    max_new_tokens: int = 200,
-    top_k_heads: int = 16,
-    seed: int = 0,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
-    style: str = "default",
+    n_rollouts: int = settings.N_ROLLOUTS,
+    rollout_max_tokens: int = settings.ROLLOUT_MAX_TOKENS,
+    max_new_tokens: int = settings.MAX_NEW_TOKENS,
+    top_k_heads: int = settings.TOP_K_HEADS,
+    seed: int = settings.SEED,
+    temperature: float = settings.TEMPERATURE,
+    top_p: float = settings.TOP_P,
+    style: str = settings.STYLE,
     sampler=None,
-    extractor: str = "boxed",
+    extractor: str = settings.EXTRACTOR,
     steps: tuple[str, ...] = DEFAULT_STEPS,
     progress: bool = True,
     transcoders=None,
-    attribution_features: int = 1024,
+    attribution_features: int = settings.ATTRIBUTION_FEATURES,
     answer_equivalence: bool = True,
-    resilience_top: int = 0,
-    resilience_iterations: int = 20,
+    resilience_top: int = settings.RESILIENCE_TOP,
+    resilience_iterations: int = settings.RESILIENCE_ITERATIONS,
     say: Callable[[str], None] | None = None,
 ) -> Analysis:
     """Find the thought anchors of one chain of thought three ways and write an interactive report.
@@ -436,30 +434,6 @@ def analyze(
     with _timed(analysis, "report"):
         analysis.report_path = build_report(out, data, progress=progress)
     return analysis
-
-
-def check_settings(*, n_rollouts: int = 1, rollout_max_tokens: int = 1, max_new_tokens: int = 1,
-                   top_k_heads: int = 1, attribution_features: int = 1, temperature: float = 0.6,
-                   top_p: float = 0.95, style: str = "default", extractor="boxed",
-                   steps: tuple[str, ...] = (), resilience_top: int = 1, resilience_iterations: int = 1) -> None:
-    """Refuse settings out of range before any work starts (the command line checks the same, before loading)."""
-    for name, value in [("n_rollouts", n_rollouts), ("rollout_max_tokens", rollout_max_tokens),
-                        ("max_new_tokens", max_new_tokens), ("top_k_heads", top_k_heads),
-                        ("attribution_features", attribution_features), ("resilience_top", resilience_top),
-                        ("resilience_iterations", resilience_iterations)]:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise OptionError(f"{name} must be a whole number of at least 1, not {value!r}")
-    if not 0 <= temperature <= 10:
-        raise OptionError(f"temperature must lie in [0, 10], not {temperature}")
-    if not 0 < top_p <= 1:
-        raise OptionError(f"top_p must lie in (0, 1], not {top_p}")
-    if style not in STYLES:
-        raise OptionError(f"style must be one of {', '.join(STYLES)}, not {style!r}")
-    if isinstance(extractor, str) and extractor not in EXTRACTORS:
-        raise OptionError(f"extractor must be one of {', '.join(EXTRACTORS)} or a callable, not {extractor!r}")
-    unknown = [s for s in steps if s not in STEPS]
-    if unknown:
-        raise OptionError(f"unknown step(s) {', '.join(map(repr, unknown))}: choose from {', '.join(STEPS)}")
 
 
 @contextmanager

@@ -14,8 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from anchorlens.hooks.cell_patch import COMPONENTS
-from anchorlens.mediation.metrics import METRICS
+from anchorlens import settings
 
 TASKS = ("arithmetic", "arithmetic_words", "retrieval", "factual")
 
@@ -29,26 +28,43 @@ def add_mediate_parser(commands) -> argparse.ArgumentParser:
     )
     parser.add_argument("--task", default="factual", choices=TASKS, help="prompt pairs (default: %(default)s)")
     parser.add_argument(
-        "--model", default="smollm2-135m-instruct",
+        "--model", default=settings.DEFAULT_MODEL_NAME,
         help="the embedded model (default: %(default)s), 'organism' (the trained arithmetic organism), a Hugging "
              "Face model name or a local folder",
     )
-    parser.add_argument("--components", nargs="+", default=["mlp_out", "attn_out"], choices=list(COMPONENTS),
+    parser.add_argument("--components", nargs="+", default=["mlp_out", "attn_out"],
+                        choices=list(settings.MEDIATION_COMPONENTS),
                         help="what to patch (default: mlp_out attn_out)")
-    parser.add_argument("--positions", default="last", choices=["last", "all"],
+    parser.add_argument("--positions", default=settings.MEDIATION_POSITIONS, choices=["last", "all"],
                         help="the last token only, or every position of the largest group of equal-length pairs "
                              "(default: %(default)s)")
-    parser.add_argument("--metric", default="stolfo_ie", choices=list(METRICS),
+    parser.add_argument("--metric", default=settings.MEDIATION_METRIC, choices=list(settings.MEDIATION_METRICS),
                         help="metric of the heatmaps (every metric is in the tables; default: %(default)s)")
     parser.add_argument("--pairs", type=int, default=40, help="at most this many pairs (default: %(default)s)")
     parser.add_argument("--per-template", type=int, default=5,
                         help="arithmetic pairs generated per template and pair type (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="prompt sampling seed (default: %(default)s)")
-    parser.add_argument("--chunk-size", type=int, default=256, help="rows per forward pass (default: %(default)s)")
+    parser.add_argument("--chunk-size", type=int, default=settings.MEDIATION_CHUNK_SIZE,
+                        help="rows per forward pass (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: a GPU if there is one)")
     parser.add_argument("--out", type=Path, default=Path("anchorlens-mediation"),
                         help="output folder (default: %(default)s)")
     return parser
+
+
+def check_mediate_args(args) -> None:
+    """Every option checked without torch: numbers in range, a model folder that holds a model, a writable --out."""
+    from anchorlens.errors import OptionError
+    from anchorlens.inputs import check_model_source
+    from anchorlens.outdir import check_writable
+
+    for option, value in [("--pairs", args.pairs), ("--per-template", args.per_template),
+                          ("--chunk-size", args.chunk_size)]:
+        if value < 1:
+            raise OptionError(f"{option} must be at least 1, not {value}")
+    if args.model != "organism":
+        check_model_source(args.model)
+    check_writable(args.out)
 
 
 def _load(name: str, device):
@@ -63,6 +79,7 @@ def _load(name: str, device):
 
 def run_mediate(args) -> int:
     """Run the ``mediate`` command; returns the exit status."""
+    check_mediate_args(args)  # before torch and the minutes of loading a model
     import matplotlib
 
     matplotlib.use("Agg")

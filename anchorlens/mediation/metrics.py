@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-METRICS = ("stolfo_ie", "logit_diff", "logprob_base", "logprob_counterfactual")
+from anchorlens.settings import MEDIATION_METRICS as METRICS  # names shared with the command line
 
 
 def stolfo_effect(base_logprobs: Tensor, patched_logprobs: Tensor) -> Tensor:

@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 from transformer_lens.utilities import get_act_name
 
+from anchorlens import settings
 from anchorlens.hooks.architecture import mediation_refusal, refuse
 from anchorlens.hooks.cell_patch import COMPONENTS, Component, cell_patch_hooks, source_values
 from anchorlens.hooks.fused_attention import ATTENTION_CHOICES, fused_attention
@@ -82,12 +83,12 @@ def mediation_sweep(
     counterfactual: Sequence[str],
     base_answer: Sequence[str],
     counterfactual_answer: Sequence[str],
-    component: str = "mlp_out",
-    positions="last",
-    metric: str = "stolfo_ie",
+    component: str = settings.MEDIATION_COMPONENT,
+    positions=settings.MEDIATION_POSITIONS,
+    metric: str = settings.MEDIATION_METRIC,
     layers: Sequence[int] | None = None,
     units: Sequence[int] | None = None,
-    chunk_size: int = 256,
+    chunk_size: int = settings.MEDIATION_CHUNK_SIZE,
     reuse_prefix: bool = True,
     reuse_layers: bool = True,
     layer_span: int | None = None,

@@ -6,10 +6,30 @@ by mean kurtosis over traces, their split-half reliability, every sentence with 
 views, category means with intervals over traces, view correlations, and reasoning vs base model.
 """
 
-from anchorlens.study.collect import aggregate_folder
-from anchorlens.study.explain import Explained, explain_importance
-from anchorlens.study.discovery import StudyInputError, find_trace_folders, published_trace
-from anchorlens.study.result import Study
-from anchorlens.study.runner import study
+from typing import TYPE_CHECKING
 
-__all__ = ["study", "Study", "Explained", "explain_importance", "aggregate_folder", "StudyInputError", "find_trace_folders", "published_trace"]
+from anchorlens.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from anchorlens.study.collect import aggregate_folder
+    from anchorlens.study.explain import Explained, explain_importance
+    from anchorlens.study.discovery import StudyInputError, find_trace_folders, published_trace
+    from anchorlens.study.result import Study
+    from anchorlens.study.runner import study
+
+
+_EXPORTS = {
+    "aggregate_folder": "anchorlens.study.collect",
+    "Explained": "anchorlens.study.explain",
+    "explain_importance": "anchorlens.study.explain",
+    "StudyInputError": "anchorlens.study.discovery",
+    "find_trace_folders": "anchorlens.study.discovery",
+    "published_trace": "anchorlens.study.discovery",
+    "Study": "anchorlens.study.result",
+    "study": "anchorlens.study.runner",
+}
+
+__all__ = ["study", "Study", "Explained", "explain_importance", "aggregate_folder", "StudyInputError",
+           "find_trace_folders", "published_trace"]
+
+lazy_exports(__name__, _EXPORTS)

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from anchorlens.study.runner import VIEWS
+from anchorlens import settings
 
 
 def add_study_parser(commands) -> argparse.ArgumentParser:
@@ -33,29 +33,30 @@ def add_study_parser(commands) -> argparse.ArgumentParser:
     )
     parser.add_argument("folder", type=Path, help="a folder of published trace folders (e.g. data/thought-anchors), "
                         "or a file of problems to generate traces for (.txt one a line, or a .json list)")
-    parser.add_argument("--importance", default="published", choices=["published", "rollouts", "none"],
+    parser.add_argument("--importance", default=settings.STUDY_IMPORTANCE, choices=["published", "rollouts", "none"],
                         help="published: the metrics and tags of chunks_labeled.json; rollouts: resample every "
                              "trace (slow); none (default: %(default)s)")
-    parser.add_argument("--views", nargs="*", default=["categories", "receivers"],
-                        choices=[v for v in VIEWS if v != "attribution"] + ["none"],
+    parser.add_argument("--views", nargs="*", default=list(settings.STUDY_DEFAULT_VIEWS),
+                        choices=[v for v in settings.STUDY_VIEWS if v != "attribution"] + ["none"],
                         help="per-sentence views, computed as analyze computes them (default: categories receivers); "
                              "none (or --views with nothing after it) with --importance published loads no model "
                              "and reads the published files alone")
-    parser.add_argument("--heads", type=int, default=20, help="number of receiver heads (default: %(default)s)")
+    parser.add_argument("--heads", type=int, default=settings.STUDY_TOP_K,
+                        help="number of receiver heads (default: %(default)s)")
     parser.add_argument("--shard", default=None, help="i/n: run only the traces whose index is i modulo n")
-    parser.add_argument("--model", default="smollm2-135m-instruct",
+    parser.add_argument("--model", default=settings.DEFAULT_MODEL_NAME,
                         help="the white-box model (default: %(default)s), a Hugging Face name or a local folder")
     parser.add_argument("--base-model", default=None, help="a base model to compare head kurtosis with")
     parser.add_argument("--rollouts", type=int, default=None, help="with --importance rollouts: per sentence "
-                        "(default: 8)")
+                        f"(default: {settings.N_ROLLOUTS})")
     parser.add_argument("--rollout-tokens", type=int, default=None, help="with --importance rollouts: max tokens "
-                        "per continuation (default: 64)")
+                        f"per continuation (default: {settings.ROLLOUT_MAX_TOKENS})")
     parser.add_argument("--server", default=None, help="with --importance rollouts: an OpenAI-compatible server URL "
                         "to sample rollouts from (vLLM, SGLang, transformers serve)")
     parser.add_argument("--server-model", default=None,
                         help="the model name the server expects (default: asked from its /v1/models)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: a GPU if there is one)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--dtype", default="float32", choices=list(settings.DTYPES))
     parser.add_argument("--out", type=Path, default=Path("anchorlens-study"),
                         help="the study's folder, resumed if it exists (default: %(default)s)")
     parser.add_argument("--aggregate", action="store_true",
@@ -67,6 +68,7 @@ def add_study_parser(commands) -> argparse.ArgumentParser:
 def check_study_args(args) -> dict:
     """Every option and input checked without a model; returns ``study``'s keyword arguments."""
     from anchorlens.errors import OptionError
+    from anchorlens.inputs import check_model_source
     from anchorlens.outdir import check_writable
     from anchorlens.study.discovery import discover
     from anchorlens.study.runner import check_study_options
@@ -80,8 +82,8 @@ def check_study_args(args) -> dict:
                           "--server")
     if args.server is None and args.server_model is not None:
         raise OptionError("--server-model does nothing without --server: add --server URL, or leave it out")
-    rollouts = args.rollouts if args.rollouts is not None else 8
-    rollout_tokens = args.rollout_tokens if args.rollout_tokens is not None else 64
+    rollouts = args.rollouts if args.rollouts is not None else settings.N_ROLLOUTS
+    rollout_tokens = args.rollout_tokens if args.rollout_tokens is not None else settings.ROLLOUT_MAX_TOKENS
     for option, value in [("--heads", args.heads), ("--rollouts", rollouts), ("--rollout-tokens", rollout_tokens)]:
         if value < 1:
             raise OptionError(f"{option} must be at least 1, not {value}")
@@ -97,15 +99,19 @@ def check_study_args(args) -> dict:
     if args.folder.is_file() and importance == "published":
         raise OptionError(f"{args.folder} is a file of problems: their traces have no published importance; add "
                           "--importance rollouts or --importance none")
+    if not args.aggregate and (views or importance == "rollouts"):  # a model will be loaded
+        check_model_source(args.model)
+        if args.base_model is not None:
+            check_model_source(args.base_model, "--base-model")
     discover(args.folder)  # the traces (or problems) are there and readable
     check_writable(args.out)
     return {"views": views, "importance": importance, "top_k": args.heads, "shard": args.shard,
-            "n_rollouts": rollouts, "rollout_max_tokens": rollout_tokens,
-            "extractor": "boxed_or_last_number"}
+            "n_rollouts": rollouts, "rollout_max_tokens": rollout_tokens}
 
 
 def run_study(args) -> int:
     """Run the ``study`` command; returns the exit status."""
+    given = check_study_args(args)  # before torch and the minutes of loading a model
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,7 +120,6 @@ def run_study(args) -> int:
     from anchorlens.models import load_model
     from anchorlens.study.runner import study
 
-    settings = check_study_args(args)  # before the minutes of loading a model
     if args.aggregate:
         from anchorlens.study.collect import aggregate_folder
 
@@ -123,9 +128,9 @@ def run_study(args) -> int:
         if result.missing:
             print(f"missing {len(result.missing)}: " + "; ".join(f"{n}: {why}" for n, why in result.missing.items()),
                   file=sys.stderr)
-    elif not settings["views"] and settings["importance"] == "published":  # nothing needs a forward pass
+    elif not given["views"] and given["importance"] == "published":  # nothing needs a forward pass
         print("no forward-pass view: reading the published files, no model loaded", file=sys.stderr)
-        result = study(None, args.folder, out_dir=args.out, **settings)
+        result = study(None, args.folder, out_dir=args.out, **given)
     else:
         print(f"loading {args.model} ...", file=sys.stderr)
         model = load_model(args.model, device=args.device, dtype=args.dtype)
@@ -135,7 +140,7 @@ def run_study(args) -> int:
             from anchorlens.resampling.samplers.remote import ServerSampler
 
             sampler = ServerSampler(args.server, model=args.server_model)
-        result = study(model, args.folder, out_dir=args.out, base_model=base, sampler=sampler, **settings)
+        result = study(model, args.folder, out_dir=args.out, base_model=base, sampler=sampler, **given)
     print(result)
     result.heads_dataframe().to_csv(args.out / "study_heads.csv", index=False)
     result.to_dataframe().to_csv(args.out / "study_sentences.csv", index=False)

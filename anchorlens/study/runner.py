@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from anchorlens import settings
 from anchorlens.errors import DegenerateTraceError, EmptyTextError, TraceTooLongError
 from anchorlens.study import collect
 from anchorlens.study.discovery import (
@@ -27,7 +28,7 @@ from anchorlens.study.discovery import (
 )
 from anchorlens.study.result import Study
 
-VIEWS = ("categories", "receivers", "suppression", "flow", "attribution")
+VIEWS = settings.STUDY_VIEWS
 IMPORTANCE = ("published", "rollouts", None)
 
 
@@ -49,18 +50,18 @@ def study(
     traces,
     *,
     out_dir: str | Path,
-    views=("categories", "receivers"),
-    importance: str | None = "published",
-    top_k: int = 20,
+    views=settings.STUDY_DEFAULT_VIEWS,
+    importance: str | None = settings.STUDY_IMPORTANCE,
+    top_k: int = settings.STUDY_TOP_K,
     base_model=None,
     shard=None,
     progress: bool = True,
-    n_rollouts: int = 8,
-    rollout_max_tokens: int = 64,
+    n_rollouts: int = settings.N_ROLLOUTS,
+    rollout_max_tokens: int = settings.ROLLOUT_MAX_TOKENS,
     sampler=None,
-    extractor: str = "boxed",
-    max_new_tokens: int = 200,
-    generation_seed: int = 0,
+    extractor: str = settings.EXTRACTOR,
+    max_new_tokens: int = settings.MAX_NEW_TOKENS,
+    generation_seed: int = settings.SEED,
     transcoders=None,
     n_boot: int = 2000,
     seed: int = 0,
