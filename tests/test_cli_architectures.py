@@ -17,8 +17,9 @@ from conftest import run_anchorlens
 
 pytestmark = pytest.mark.slow  # a real process per family
 
-COT = ("We need 6 times 7. Six sevens are 42. Let me check: 7 + 7 + 7 + 7 + 7 + 7 = 42. "
-       "So the answer is \\boxed{42}.")
+COT = ("We need 6 times 7. Six sevens make a product. Let me count them one at a time. Seven and seven are 14. "
+       "Then 14 and 14 are 28. Add one more 14 to get 42. Let me check: 7 + 7 + 7 + 7 + 7 + 7 = 42. "
+       "That agrees with the count. So the answer is \\boxed{42}.")
 
 
 def save_random(family: str, folder: Path) -> Path:
@@ -48,5 +49,6 @@ def test_analyze_runs_on_a_saved_random_model_with_no_fallback(family, tmp_path)
     assert "Fallback" not in done.stderr, done.stderr[-3000:]  # no FusedAttention/Suppression/Flow fallback
     assert (out / "report.html").exists()
     sentences = pd.read_csv(out / "sentences.csv")
-    assert len(sentences) >= 3
-    assert sentences["receiver_score"].notna().any()
+    assert len(sentences) >= 8
+    for column in ("receiver_score", "suppression_out_kl", "flow_to_answer", "resampling_importance_accuracy"):
+        assert column in sentences.columns, (column, list(sentences.columns))
