@@ -159,7 +159,6 @@ def test_a_norm_after_attention_that_is_not_an_rmsnorm_is_refused(one_torch_thre
         information_flow(bridge, TEXT, progress=False)
 
 
-STREAMED = tuple(family for family in FAMILIES if family != "deepseek_v3")  # MLA: token-level flow, warned
 
 
 def flow_trace(bridge):
@@ -169,7 +168,7 @@ def flow_trace(bridge):
                            prompt="What is 3 plus 4?")
 
 
-@pytest.mark.parametrize("family", STREAMED)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_streamed_sentence_flow_equals_the_token_level_flow(family, one_torch_thread):
     """Bounded-memory sentence flow (sliding windows shorter than the text, sinks, softcap, a norm after attention
     held at its clean scale, an output bias) against the token-level flow reduced to sentences, which the test
@@ -193,15 +192,19 @@ def test_streamed_sentence_flow_equals_the_token_level_flow(family, one_torch_th
             assert error < 1e-4, f"{family} {distance} {name}: relative error {error:.1e}"
 
 
-def test_sentence_flow_where_the_streamed_flow_cannot_run(one_torch_thread):
-    """DeepSeek-V3 (multi-head latent attention) runs fused but the streamed flow does not read its values: a
-    FlowFallbackWarning, and the sentence flow of the token-level flow."""
-    from anchorlens.flow import FlowFallbackWarning, sentence_flow
-    from anchorlens.flow.sentences import sentence_flow_matrix
+@pytest.mark.parametrize("family", ["llama", "mistral"])
+def test_streamed_flow_refuses_a_mask_it_does_not_recompute(family, one_torch_thread):
+    """Keys hidden from the queries (here by ``hide_keys``, as suppression does) make the layer's mask differ from
+    the causal / sliding-window one the streamed flow recomputes its patterns with: a clear refusal, not a flow
+    of the wrong patterns."""
+    from anchorlens.flow.sentences import span_matrix
+    from anchorlens.flow.stream import streamed_sentence_flow
+    from anchorlens.hooks.fused_attention import fused_attention, hide_keys
 
-    bridge, _ = build("deepseek_v3", seed=3)
+    bridge, _ = build(family, seed=3)
     trace = flow_trace(bridge)
-    with pytest.warns(FlowFallbackWarning, match="latent attention"):
-        flow = sentence_flow(bridge, trace, progress=False)
-    token_level = information_flow(bridge, trace, progress=False)
-    torch.testing.assert_close(flow.matrix, sentence_flow_matrix(token_level.attention, trace.token_spans))
+    tokens = trace.tokens()
+    members = span_matrix(trace.token_spans, tokens.shape[-1])
+    with fused_attention(bridge), hide_keys(bridge, [(tokens.shape[-1] - 4, tokens.shape[-1] - 2)], layers=[0]):
+        with pytest.raises(UnsupportedArchitectureError, match="unpadded sequence"):
+            streamed_sentence_flow(bridge, tokens, members, tokens.shape[-1] - 1, progress=False)

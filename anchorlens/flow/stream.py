@@ -36,7 +36,8 @@ from torch import Tensor
 
 from anchorlens.errors import UnsupportedArchitectureError
 from anchorlens.hooks.flow_capture import (
-    POST_NORM_HOOKS, attention_output_bias, frozen_norm_scale, has_post_attention_norm,
+    POST_NORM_HOOKS, attention_output_bias, frozen_norm_scale, has_post_attention_norm, output_weights,
+    values_per_position,
 )
 from anchorlens.hooks.fused_attention import attention_rows, fused_attention, layer_window, observe_queries_keys
 from anchorlens.hooks.skip_blocks import skipped_blocks
@@ -264,6 +265,7 @@ def _capture(
         if missing:
             raise UnsupportedArchitectureError(f"layer {layer}: the hooks {missing} did not fire, so the attention cannot be decomposed")
         queries, keys, scale = t.pop("queries"), t.pop("keys"), t.pop("scale")
+        t["v"] = values_per_position(model, layer, t["v"])  # MLA's hook_v is head-major
         window, features = t.pop("window"), t.pop("features")
         if post_norm:
             module = getattr(model.blocks[layer].ln1_post, "original_component", model.blocks[layer].ln1_post)
@@ -347,7 +349,7 @@ def streamed_sentence_flow(
     n_layers, n_pos = model.cfg.n_layers, tokens.shape[1]
     group = checkpoint_every or default_checkpoint_every(model)
     starts = list(range(0, n_layers, group))
-    W_O = model.W_O.detach()
+    W_O = output_weights(model)  # [layer, head, d_value, d_model]; MLA's too
     use_fused = distance == "l1" and (n_pos >= FUSED_FROM_TOKENS if fused is None else bool(fused))
     checkpoints = _checkpoints(model, tokens, starts[1:]) if len(starts) > 1 else {}
     members = members.to(tokens.device)

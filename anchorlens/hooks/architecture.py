@@ -54,10 +54,12 @@ def information_flow_refusal(model) -> str | None:
 
 def streamed_flow_refusal(model) -> str | None:
     """Why the bounded-memory sentence flow (``flow.stream``, from rotated queries and keys) cannot run on this
-    model, which ``information_flow`` (layer by layer, exact) still handles (None: it can)."""
-    if uses_latent_attention(model):
-        return "the streamed flow reads values [pos, kv_head, d_head], not multi-head latent attention's"
-    return None
+    model (None: it can). It recomputes each layer's pattern with its sliding window, sinks and softcap, holds a
+    norm after attention at its clean scale and reads MLA's per-head values, so it needs what the layer-by-layer
+    ``information_flow`` needs; its forward checks the rest (the decomposition, the attention mask) layer by
+    layer and refuses with a clear error."""
+    refusal = information_flow_refusal(model)
+    return None if refusal is None else f"the per-head decomposition does not apply: {refusal}"
 
 
 def head_ablation_refusal(model) -> str | None:
