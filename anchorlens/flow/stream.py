@@ -35,11 +35,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from anchorlens.errors import UnsupportedArchitectureError
-from anchorlens.hooks.flow_capture import (
-    POST_NORM_HOOKS, attention_output_bias, frozen_norm_scale, has_post_attention_norm, output_weights,
-    values_per_position,
-)
-from anchorlens.hooks.fused_attention import attention_rows, fused_attention, layer_window, observe_queries_keys
+from anchorlens.hooks.flow_capture import POST_NORM_HOOKS, has_post_attention_norm, layer_tensors, output_weights
+from anchorlens.hooks.fused_attention import attention_rows, fused_attention, model_layer_window, observe_queries_keys
 from anchorlens.hooks.skip_blocks import skipped_blocks
 from anchorlens.flow.information_flow import refuse_undecomposable
 from anchorlens.flow.contributions import EPS, _residual_proximity, mlp_contributions
@@ -244,15 +241,14 @@ def _capture(
     and return their states."""
     stash: dict[int, dict] = {}
     states: dict[int, LayerState] = {}
-    post_norm = has_post_attention_norm(model)
-    wanted = {**STATE_HOOKS, **(POST_NORM_HOOKS if post_norm else {})}
+    wanted = {**STATE_HOOKS, **(POST_NORM_HOOKS if has_post_attention_norm(model) else {})}
 
     def keep(tensor, hook, layer, key):
         stash.setdefault(layer, {})[key] = tensor[0].detach()
 
     def observe(layer, queries, keys, scale, allowed, **features):
         if first <= layer < stop:
-            window = layer_window(model.blocks[layer].attn.original_component)
+            window = model_layer_window(model, layer)
             if allowed is not None:
                 check_window_mask(layer, allowed, window)
             stash.setdefault(layer, {}).update(queries=queries.detach(), keys=keys.detach(), scale=scale,
@@ -265,14 +261,8 @@ def _capture(
         if missing:
             raise UnsupportedArchitectureError(f"layer {layer}: the hooks {missing} did not fire, so the attention cannot be decomposed")
         queries, keys, scale = t.pop("queries"), t.pop("keys"), t.pop("scale")
-        t["v"] = values_per_position(model, layer, t["v"])  # MLA's hook_v is head-major
         window, features = t.pop("window"), t.pop("features")
-        if post_norm:
-            module = getattr(model.blocks[layer].ln1_post, "original_component", model.blocks[layer].ln1_post)
-            t["out_scale"] = frozen_norm_scale(module, t.pop("attn_raw"), t.pop("attn_normed"), layer)
-        bias = attention_output_bias(model, layer)
-        if bias is not None:
-            t["attn_bias"] = bias
+        t = layer_tensors(model, layer, t)  # MLA's head-major values, a post-norm's clean scale, the output bias
         states[layer] = layer_state(t, queries, keys, scale, W_O[layer], distance, window, features)
         check_state_decomposition(layer, t, states[layer], W_O[layer])
         if layer == stop - 1:
