@@ -62,6 +62,8 @@ def method_support(model) -> dict[str, str]:
         sentence_flow = f"fallback: token-level flow; {stream or why_eager}"
     else:
         sentence_flow = "fused, streamed"
+        if arch.has_post_attention_norm(model):
+            sentence_flow += " (norm after attention held at its clean scale)"
     ablation = arch.head_ablation_refusal(model)
     refused = {name: arch.mediation_refusal(model, name) for name in COMPONENTS}
     refused = {name: why for name, why in refused.items() if why}

@@ -16,8 +16,12 @@ states, ``block_tokens`` target rows at a time (L2: dot products, as in ``flow_m
   ``heads x block_tokens x tokens`` floats.
 
 The forwards run with fused attention (``anchorlens.hooks.fused_attention``); the pattern is recomputed
-block by block from the rotated queries and keys (``receivers.query_blocks.pattern_rows``, the eager bridge's
-arithmetic). Same numbers as ``information_flow`` + ``flow_sentences`` to float rounding (tested to 1e-5).
+block by block from the rotated queries and keys (``fused_attention.attention_rows``, the eager bridge's
+arithmetic: each layer's sliding window, attention sinks and logit softcapping included). A norm after
+attention (OLMo-2/3, Gemma 2/3) is held at its clean scale per target position and an attention output bias
+(gpt-oss) counts in the whole with no part, both as ``information_flow`` does (docs/methods.md 3.1). Same
+numbers as ``information_flow`` + ``flow_sentences`` to float rounding (tested to 1e-4 relative on every
+family it accepts).
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from anchorlens.errors import UnsupportedArchitectureError
-from anchorlens.hooks.fused_attention import fused_attention, observe_queries_keys
+from anchorlens.hooks.flow_capture import POST_NORM_HOOKS, has_post_attention_norm, layer_tensors, output_weights
+from anchorlens.hooks.fused_attention import attention_rows, fused_attention, model_layer_window, observe_queries_keys
 from anchorlens.hooks.skip_blocks import skipped_blocks
-from anchorlens.receivers.query_blocks import pattern_rows
 from anchorlens.flow.information_flow import refuse_undecomposable
 from anchorlens.flow.contributions import EPS, _residual_proximity, mlp_contributions
 from anchorlens.progress import progress_bar
@@ -70,13 +74,39 @@ class LayerState:
     dtype: torch.dtype
     distance: str = "l2"
     resid_mid: Float[Tensor, "pos d_model"] | None = None  # L1 only: it needs every coordinate
-    W_O: Float[Tensor, "head d_head d_model"] | None = None  # L1 only
+    W_O: Float[Tensor, "head d_head d_model"] | None = None  # L1, and L2 with a norm after attention
+    window: int | None = None  # the layer's sliding window (query i sees keys i - window < j <= i)
+    features: dict | None = None  # sinks, softcap (``fused_attention.scoring_features``)
+    out_scale: Float[Tensor, "pos d_model"] | None = None  # a norm after attention, held at its clean scale
+
+
+def window_allowed(lo: int, hi: int, window: int | None, device) -> Float[Tensor, "1 1 rows hi"]:
+    """Which keys ``0..hi-1`` queries ``lo..hi-1`` attend to: causal, and within ``window`` (HF's sliding window:
+    ``i - window < j <= i``) where the layer has one."""
+    query = torch.arange(lo, hi, device=device)[:, None]
+    key = torch.arange(hi, device=device)[None, :]
+    allowed = key <= query
+    if window is not None:
+        allowed &= key > query - window
+    return allowed[None, None]
+
+
+def state_pattern(state: "LayerState", lo: int, hi: int) -> Float[Tensor, "head rows hi"]:
+    """Rows ``lo..hi-1`` of the layer's attention pattern over keys ``0..hi-1``, windows, sinks and softcap
+    included (``fused_attention.attention_rows``: the one definition)."""
+    allowed = window_allowed(lo, hi, state.window, state.q.device)
+    return attention_rows(state.q[None, :, lo:hi], state.k[None], state.scale, hi, allowed, **(state.features or {}))[0].float()
 
 
 def layer_state(
-    tensors: dict, queries: Tensor, keys: Tensor, scale: float, W_O: Float[Tensor, "head d_head d_model"], distance: str = "l2"
+    tensors: dict, queries: Tensor, keys: Tensor, scale: float, W_O: Float[Tensor, "head d_head d_model"], distance: str = "l2",
+    window: int | None = None, features: dict | None = None,
 ) -> LayerState:
-    """A ``LayerState`` from one layer's hooked tensors (batch row 0) and its rotated queries/keys."""
+    """A ``LayerState`` from one layer's hooked tensors (batch row 0) and its rotated queries/keys.
+
+    ``tensors["out_scale"]`` (a norm after attention, ``hooks.flow_capture.frozen_norm_scale``): each part
+    ``a v W_O`` of target ``i`` is multiplied by ``out_scale_i``, as in ``information_flow``; then
+    ``y = W_O (resid_mid * out_scale)`` and ``value_sq`` depends on the target too (``_scaled_value_sq``)."""
     dtype = queries.dtype
     t = {k: v.float() for k, v in tensors.items()}
     W_O = W_O.float()
@@ -88,14 +118,17 @@ def layer_state(
     del v_heads
     mlp, resid_mlp = mlp_contributions(t["resid_mid"], t["mlp_out"], t["resid_post"], distance)
     l1 = distance == "l1"
+    out_scale = t.get("out_scale")
+    scaled_mid = t["resid_mid"] if out_scale is None else t["resid_mid"] * out_scale
     return LayerState(
         q=queries[0], k=keys[0], v=v,
-        y=torch.matmul(t["resid_mid"][None], W_O.transpose(1, 2)),  # [head, pos, d_head]
+        y=torch.matmul(scaled_mid[None], W_O.transpose(1, 2)),  # [head, pos, d_head]
         value_sq=value_sq,
         whole_sq=(t["resid_mid"] * t["resid_mid"]).sum(-1),
         resid_prox=_residual_proximity(t["resid_mid"], t["resid_pre"], p=1 if l1 else 2),
         mlp=mlp, resid_mlp=resid_mlp, scale=scale, dtype=dtype, distance=distance,
-        resid_mid=t["resid_mid"] if l1 else None, W_O=W_O if l1 else None,
+        resid_mid=t["resid_mid"] if l1 else None, W_O=W_O if l1 or out_scale is not None else None,
+        window=window, features=features or None, out_scale=out_scale,
     )
 
 
@@ -110,7 +143,7 @@ def contribution_rows(
     """Normalised contributions of sources ``0..hi-1`` to targets ``lo..hi-1`` summed over heads, and of the
     residual: the rows ``lo:hi`` of ``InformationFlow.attention[:, :hi]`` and ``residual_attention``."""
     n_heads, n_pos = state.q.shape[0], state.q.shape[1]
-    pattern = pattern_rows(state.q[None], state.k[None], state.scale, slice(lo, hi), hi)[0].float()  # [head, rows, hi]
+    pattern = state_pattern(state, lo, hi)  # [head, rows, hi]
     if state.distance == "l1":
         proximity = _l1_proximity(state, pattern, lo, hi, fused)
     else:
@@ -128,10 +161,23 @@ def _l2_proximity(state: LayerState, pattern: Tensor, lo: int, hi: int) -> Float
     n_heads, n_kv = state.q.shape[0], state.k.shape[0]
     dots = torch.matmul(_grouped(state.y[:, lo:hi], n_kv), state.v[:, :hi].transpose(1, 2))  # [kv, g * rows, hi]
     dots = rearrange(dots, "kv (g r) s -> (kv g) r s", g=n_heads // n_kv)
-    gain = dots.mul_(2).sub_(pattern * state.value_sq[:, None, :hi]).mul_(pattern)
+    value_sq = state.value_sq[:, None, :hi] if state.out_scale is None else _scaled_value_sq(state, lo, hi)
+    gain = dots.mul_(2).sub_(pattern * value_sq).mul_(pattern)
     whole_sq = state.whole_sq[None, lo:hi, None]
     distance = (whole_sq - gain).clamp_(min=0).sqrt_().add_(whole_sq.sqrt())
     return gain.div_(distance.clamp_(min=1e-30)).clamp_(min=EPS)
+
+
+def _scaled_value_sq(state: LayerState, lo: int, hi: int) -> Float[Tensor, "head rows source"]:
+    """``|out_scale_i * (v_j W_O^h)|^2`` for targets ``lo..hi-1`` and sources ``0..hi-1``, one head at a time
+    (``[source, d_model]`` alive, as the L1 blocks hold)."""
+    n_heads, n_kv = state.q.shape[0], state.k.shape[0]
+    scale_sq = state.out_scale[lo:hi] ** 2
+    out = torch.empty(n_heads, hi - lo, hi, device=scale_sq.device)
+    for head in range(n_heads):
+        values = torch.matmul(state.v[head // (n_heads // n_kv), :hi], state.W_O[head])  # [source, d_model]
+        out[head] = torch.matmul(scale_sq, (values * values).T)
+    return out
 
 
 def _l1_proximity(state: LayerState, pattern: Tensor, lo: int, hi: int, fused: bool) -> Float[Tensor, "head rows source"]:
@@ -149,7 +195,9 @@ def _l1_proximity(state: LayerState, pattern: Tensor, lo: int, hi: int, fused: b
     for a in range(0, hi - lo, step):
         b = min(a + step, hi - lo)
         whole = state.resid_mid[lo + a: lo + b]
-        block = _fused_l1()(whole, weights[a:b], values) if fused else l1_proximity_block(whole, weights[a:b], values)
+        scale = None if state.out_scale is None else state.out_scale[lo + a: lo + b]
+        block = (_fused_l1()(whole, weights[a:b], values, scale) if fused
+                 else l1_proximity_block(whole, weights[a:b], values, scale))
         out[a:b] = block
     causal = torch.arange(hi, device=out.device)[None, :] <= torch.arange(lo, hi, device=out.device)[:, None]
     out = torch.where(causal[:, :, None], out.clamp_(min=EPS), EPS)
@@ -157,15 +205,33 @@ def _l1_proximity(state: LayerState, pattern: Tensor, lo: int, hi: int, fused: b
 
 
 def check_state_decomposition(layer: int, tensors: dict, state: LayerState, W_O: Tensor, tolerance: float = 1e-3, rows: int = 16) -> None:
-    """``resid_pre + sum_h pattern_h @ (v W_O)_h == resid_mid`` on the last ``rows`` positions (see
-    ``flow.check_decomposition``: an architecture that breaks it breaks it everywhere)."""
+    """``resid_pre + out_scale * (sum_h pattern_h @ (v W_O)_h + b_O) == resid_mid`` on the last ``rows`` positions
+    (see ``flow.check_decomposition``: an architecture that breaks it breaks it everywhere). The output bias
+    ``b_O`` (``tensors["attn_bias"]``) counts in the whole and has no part, as in ``information_flow``."""
     n_pos, n_kv = state.q.shape[1], state.k.shape[0]
     lo = max(0, n_pos - rows)
-    pattern = pattern_rows(state.q[None], state.k[None], state.scale, slice(lo, n_pos), n_pos)[0].float()
+    pattern = state_pattern(state, lo, n_pos)
     v_heads = state.v.repeat_interleave(state.q.shape[0] // n_kv, dim=0)
     z = torch.matmul(pattern, v_heads)  # [head, rows, d_head]
-    rebuilt = tensors["resid_pre"][lo:].float() + torch.einsum("hrd,hdm->rm", z, W_O.float())
+    update = torch.einsum("hrd,hdm->rm", z, W_O.float())
+    if tensors.get("attn_bias") is not None:
+        update = update + tensors["attn_bias"].float()
+    if state.out_scale is not None:
+        update = update * state.out_scale[lo:]
+    rebuilt = tensors["resid_pre"][lo:].float() + update
     refuse_undecomposable(layer, rebuilt, tensors["resid_mid"][lo:].float(), tolerance)
+
+
+def check_window_mask(layer: int, allowed: Tensor, window: int | None, rows: int = 16) -> None:
+    """The mask a layer attended with must be the causal (windowed) one the pattern is recomputed with, on its
+    last ``rows`` queries (padding or hidden keys would change every row): else a clear refusal."""
+    n_queries, n_keys = allowed.shape[-2], allowed.shape[-1]
+    lo = max(0, n_keys - rows)
+    expected = window_allowed(lo, n_keys, window, allowed.device)[0, 0]
+    if n_queries != n_keys or not bool((allowed[..., lo:, :] == expected).all()):
+        raise UnsupportedArchitectureError(
+            f"layer {layer}: streamed information flow takes one unpadded sequence with causal (sliding-window) "
+            "attention and no hidden keys: use information_flow on this input")
 
 
 def _capture(
@@ -175,35 +241,36 @@ def _capture(
     and return their states."""
     stash: dict[int, dict] = {}
     states: dict[int, LayerState] = {}
+    wanted = {**STATE_HOOKS, **(POST_NORM_HOOKS if has_post_attention_norm(model) else {})}
 
     def keep(tensor, hook, layer, key):
         stash.setdefault(layer, {})[key] = tensor[0].detach()
 
     def observe(layer, queries, keys, scale, allowed, **features):
         if first <= layer < stop:
-            if features:  # sinks, softcap: the streamed pattern below is a plain softmax
-                raise UnsupportedArchitectureError(
-                    f"streamed information flow recomputes plain softmax patterns, not {sorted(features)}: "
-                    "use information_flow (layer by layer) on this model")
+            window = model_layer_window(model, layer)
             if allowed is not None:
-                raise UnsupportedArchitectureError("streamed information flow takes one unpadded sequence (no attention mask)")
-            stash.setdefault(layer, {}).update(queries=queries.detach(), keys=keys.detach(), scale=scale)
+                check_window_mask(layer, allowed, window)
+            stash.setdefault(layer, {}).update(queries=queries.detach(), keys=keys.detach(), scale=scale,
+                                               window=window, features=features)
 
     def finish(tensor, hook, layer):
         t = stash.pop(layer)
         t["resid_post"] = tensor[0].detach()
-        missing = sorted({"queries", *STATE_HOOKS} - set(t))
+        missing = sorted({"queries", *wanted} - set(t))
         if missing:
             raise UnsupportedArchitectureError(f"layer {layer}: the hooks {missing} did not fire, so the attention cannot be decomposed")
         queries, keys, scale = t.pop("queries"), t.pop("keys"), t.pop("scale")
-        states[layer] = layer_state(t, queries, keys, scale, W_O[layer], distance)
+        window, features = t.pop("window"), t.pop("features")
+        t = layer_tensors(model, layer, t)  # MLA's head-major values, a post-norm's clean scale, the output bias
+        states[layer] = layer_state(t, queries, keys, scale, W_O[layer], distance, window, features)
         check_state_decomposition(layer, t, states[layer], W_O[layer])
         if layer == stop - 1:
             raise _Stop
 
     hooks = []
     for layer in range(first, stop):
-        for key, name in STATE_HOOKS.items():
+        for key, name in wanted.items():
             if key != "resid_post":
                 hooks.append((f"blocks.{layer}.{name}", lambda t, hook, layer=layer, key=key: keep(t, hook, layer, key)))
         hooks.append((f"blocks.{layer}.hook_resid_post", lambda t, hook, layer=layer: finish(t, hook, layer)))
@@ -272,7 +339,7 @@ def streamed_sentence_flow(
     n_layers, n_pos = model.cfg.n_layers, tokens.shape[1]
     group = checkpoint_every or default_checkpoint_every(model)
     starts = list(range(0, n_layers, group))
-    W_O = model.W_O.detach()
+    W_O = output_weights(model)  # [layer, head, d_value, d_model]; MLA's too
     use_fused = distance == "l1" and (n_pos >= FUSED_FROM_TOKENS if fused is None else bool(fused))
     checkpoints = _checkpoints(model, tokens, starts[1:]) if len(starts) > 1 else {}
     members = members.to(tokens.device)

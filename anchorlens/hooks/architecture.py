@@ -54,21 +54,12 @@ def information_flow_refusal(model) -> str | None:
 
 def streamed_flow_refusal(model) -> str | None:
     """Why the bounded-memory sentence flow (``flow.stream``, from rotated queries and keys) cannot run on this
-    model, which ``information_flow`` (layer by layer, exact) still handles (None: it can)."""
-    if has_post_attention_norm(model):
-        return "the streamed flow does not yet hold a norm after attention at its clean scale"
-    if uses_latent_attention(model):
-        return "the streamed flow reads values [pos, kv_head, d_head], not multi-head latent attention's"
-    if sliding_window(model) is not None:
-        return f"the streamed flow recomputes full causal patterns, not sliding windows ({sliding_window(model)} tokens)"
-    if any(attention_output_bias(model, layer) is not None for layer in range(model.cfg.n_layers)):
-        return "the streamed flow has no part for an attention output bias"
-    from anchorlens.hooks.fused_attention import scoring_features
-
-    features = sorted({name for block in model.blocks for name in scoring_features(block.attn.original_component)})
-    if features:
-        return f"the streamed flow recomputes plain softmax patterns, not {', '.join(features)}"
-    return None
+    model (None: it can). It recomputes each layer's pattern with its sliding window, sinks and softcap, holds a
+    norm after attention at its clean scale and reads MLA's per-head values, so it needs what the layer-by-layer
+    ``information_flow`` needs; its forward checks the rest (the decomposition, the attention mask) layer by
+    layer and refuses with a clear error."""
+    refusal = information_flow_refusal(model)
+    return None if refusal is None else f"the per-head decomposition does not apply: {refusal}"
 
 
 def head_ablation_refusal(model) -> str | None:

@@ -100,6 +100,20 @@ def frozen_norm_scale(module, raw: torch.Tensor, normed: torch.Tensor, layer: in
     )
 
 
+def layer_tensors(model, layer: int, tensors: dict) -> dict:
+    """One layer's hooked tensors (batch row 0) in the form the decomposition reads, in place: ``v`` as
+    ``[pos, kv_head, d_head]``; ``attn_raw`` / ``attn_normed`` (``POST_NORM_HOOKS``) replaced by ``out_scale``;
+    ``attn_bias`` added where the output projection has a bias (module docstring)."""
+    tensors["v"] = values_per_position(model, layer, tensors["v"])
+    if "attn_raw" in tensors:
+        module = getattr(model.blocks[layer].ln1_post, "original_component", model.blocks[layer].ln1_post)
+        tensors["out_scale"] = frozen_norm_scale(module, tensors.pop("attn_raw"), tensors.pop("attn_normed"), layer)
+    bias = attention_output_bias(model, layer)
+    if bias is not None:
+        tensors["attn_bias"] = bias
+    return tensors
+
+
 def check_flow_hooks(model) -> None:
     """Refuse a model without the hook points the decomposition reads (e.g. parallel attention, no resid_mid)."""
     missing = [f"blocks.0.{name}" for name in LAYER_HOOKS.values() if f"blocks.0.{name}" not in model.hook_dict]
@@ -138,14 +152,7 @@ def run_layerwise(model, tokens: torch.Tensor, on_layer: Callable[[int, dict], N
             )
         tensors = dict(stash)
         stash.clear()
-        tensors["v"] = values_per_position(model, layer, tensors["v"])
-        if post_norm:
-            module = getattr(model.blocks[layer].ln1_post, "original_component", model.blocks[layer].ln1_post)
-            tensors["out_scale"] = frozen_norm_scale(module, tensors.pop("attn_raw"), tensors.pop("attn_normed"), layer)
-        bias = attention_output_bias(model, layer)
-        if bias is not None:
-            tensors["attn_bias"] = bias
-        on_layer(layer, tensors)
+        on_layer(layer, layer_tensors(model, layer, tensors))
 
     hooks = []
     for layer in range(model.cfg.n_layers):

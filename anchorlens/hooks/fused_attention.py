@@ -671,6 +671,11 @@ def layer_window(hf_attn) -> int | None:
     return None
 
 
+def model_layer_window(model, layer: int) -> int | None:
+    """``layer_window`` of a bridge's layer ``layer`` (None: full causal attention)."""
+    return layer_window(model.blocks[layer].attn.original_component)
+
+
 def scoring_features(hf_attn) -> dict:
     """What the softmax of one layer adds to plain ``Q K^T * scale``: ``sinks`` (a per-head logit that joins the
     denominator, gpt-oss) and ``softcap`` (``cap * tanh(scores / cap)`` before masking, Gemma 2); only those set."""
