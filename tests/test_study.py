@@ -148,7 +148,7 @@ def test_view_correlations_pooled_and_per_trace(run):
     table = result.view_correlations(n_boot=200)
     assert set(table.scope) == {"pooled", *SHORTEST}
     pooled = table[table.scope == "pooled"].drop(columns="scope").reset_index(drop=True)
-    direct = view_correlations(result.sentences, ["receiver_score", "counterfactual_importance_kl"], n_boot=200)
+    direct = view_correlations(result.sentences, ["receiver_score", "counterfactual_importance_kl"], n_bootstrap=200)
     row = pooled[(pooled.view_a == "receiver_score") & (pooled.view_b == "counterfactual_importance_kl")]
     assert row.spearman.item() == pytest.approx(direct.spearman.item())
     assert (pooled.view_a == "receiver_score").all()  # views against importance, not metric against metric

@@ -32,6 +32,7 @@ from anchorlens.receivers.scores import Head, HeadSelectionError, check_heads
 from anchorlens.trace import encode_text
 from anchorlens.results import Result
 from anchorlens.progress import progress_bar
+from anchorlens.stats import mean_interval
 
 BASELINE = "none"
 
@@ -59,18 +60,6 @@ def random_head_sets(
         )
     generator = torch.Generator().manual_seed(seed)
     return [[pool[i] for i in torch.randperm(len(pool), generator=generator)[:size].tolist()] for _ in range(n_sets)]
-
-
-def _bootstrap_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (``scipy.stats.bootstrap``); NaN values dropped."""
-    from scipy.stats import bootstrap
-
-    values = values[np.isfinite(values)]
-    if len(values) < 2:  # scipy needs two observations; one value is its own (empty) interval
-        return (float(values[0]),) * 2 if len(values) else (float("nan"),) * 2
-    result = bootstrap((values,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
-                       rng=np.random.default_rng(seed))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 @dataclass
@@ -137,9 +126,9 @@ class HeadAblationResult(Result):
             "metric": metric,
             "target": self.target_name,
             "target_delta": target_delta,
-            "target_ci": _bootstrap_ci(values[target_row] - values[0], level=level),
+            "target_ci": mean_interval(values[target_row] - values[0], level=level),
             "random_mean_delta": float(random.mean()) if len(random) else float("nan"),
-            "random_mean_ci": _bootstrap_ci(random, level=level) if len(random) else (float("nan"),) * 2,
+            "random_mean_ci": mean_interval(random, level=level) if len(random) else (float("nan"),) * 2,
             "random_range": (float(np.percentile(random, tail)), float(np.percentile(random, 100 - tail)))
             if len(random)
             else (float("nan"),) * 2,
@@ -160,7 +149,7 @@ class HeadAblationResult(Result):
                 v = values.double().numpy()
                 row[metric] = float(v[i].mean())
                 row[f"delta_{metric}"] = float((v[i] - v[0]).mean())
-                row[f"delta_{metric}_ci_low"], row[f"delta_{metric}_ci_high"] = _bootstrap_ci(v[i] - v[0])
+                row[f"delta_{metric}_ci_low"], row[f"delta_{metric}_ci_high"] = mean_interval(v[i] - v[0])
             rows.append(row)
         return pd.DataFrame(rows)
 

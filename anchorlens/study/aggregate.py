@@ -14,11 +14,11 @@ import warnings
 import numpy as np
 import torch
 from jaxtyping import Float
-from scipy.stats import ConstantInputWarning, DegenerateDataWarning, bootstrap, pearsonr
+from scipy.stats import ConstantInputWarning, pearsonr
 from torch import Tensor
 
 from anchorlens.receivers.scores import Head, top_heads
-from anchorlens.resampling.bootstrap import percentile_interval
+from anchorlens.stats import bootstrap_distribution, fisher_z, fisher_z_interval, interval, jackknife_variance
 
 
 def mean_kurtosis(kurtosis: Float[Tensor, "trace layer head"], exclude_layers=(0,)) -> Float[Tensor, "layer head"]:
@@ -118,16 +118,11 @@ def reliability_interval(kurtosis: Float[Tensor, "trace layer head"], n_boot: in
     for half, other, first in ((even_idx, odd_idx, True), (odd_idx, even_idx, False)):
         left_out = np.stack([np.delete(half, i) for i in range(len(half))])  # [n_half, n_half - 1]
         pair = (left_out, other[None]) if first else (other[None], left_out)
-        z = np.arctanh(np.clip(_half_reliability(values, *pair, first_layer), -1 + 1e-12, 1 - 1e-12))
+        z = fisher_z(_half_reliability(values, *pair, first_layer))
         if not np.isfinite(z).all():
             return float("nan"), float("nan")
-        variance += (len(half) - 1) / len(half) * float(((z - z.mean()) ** 2).sum())
-    from scipy.stats import norm
-
-    z0, spread = np.arctanh(np.clip(r, -1 + 1e-12, 1 - 1e-12)), norm.ppf(0.5 + confidence / 2) * np.sqrt(variance)
-    if spread == 0:
-        return r, r
-    return float(np.tanh(z0 - spread)), float(np.tanh(z0 + spread))
+        variance += jackknife_variance(z)
+    return fisher_z_interval(r, variance, confidence)
 
 
 def _percentile_reliability(values, even_idx, odd_idx, n_boot, confidence, seed, first_layer) -> tuple[float, float]:
@@ -136,18 +131,8 @@ def _percentile_reliability(values, even_idx, odd_idx, n_boot, confidence, seed,
         return _half_reliability(values, np.moveaxis(even_draw, axis, -1), np.moveaxis(odd_draw, axis, -1),
                                  first_layer)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DegenerateDataWarning)  # NaN resamples: left out below
-        result = bootstrap((even_idx, odd_idx), statistic, n_resamples=n_boot, vectorized=True, method="percentile",
-                           confidence_level=confidence, rng=np.random.default_rng(seed), batch=256)
-    return _finite_interval(result.bootstrap_distribution, confidence)
-
-
-def _finite_interval(draws: np.ndarray, confidence: float) -> tuple[float, float]:
-    """scipy's percentile interval over the finite draws only: scipy's own is NaN as soon as one resample leaves
-    the statistic undefined (a constant half or view), which says nothing about the other resamples."""
-    low, high = percentile_interval(np.asarray(draws, dtype=float)[:, None], confidence)
-    return float(low[0]), float(high[0])
+    draws = bootstrap_distribution((even_idx, odd_idx), statistic, n_boot, np.random.default_rng(seed), batch=256)
+    return interval(draws, confidence)  # finite draws only: scipy's own is NaN as soon as one resample is
 
 
 def compare_kurtosis(a: Float[Tensor, "trace layer head"], b: Float[Tensor, "trace layer head"],

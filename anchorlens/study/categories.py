@@ -28,6 +28,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from anchorlens.stats import paired_difference, percentile_interval, resample_indices
 from anchorlens.study.discovery import StudyInputError
 
 # The six published importance metrics: the ones clipped at zero.
@@ -137,8 +138,7 @@ def _bootstrap_means(sums, counts, trace_means, weighting: str, n_boot: int, see
     count per trace, so every mean is a weighted sum of the per-trace sums or means (all categories and columns at
     once: hand-written for that reason, not ``scipy.stats.bootstrap``)."""
     n_traces = sums.shape[0]
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_traces, size=(n_boot, n_traces))
+    draws = resample_indices(n_traces, n_boot, np.random.default_rng(seed))
     weights = np.stack([np.bincount(d, minlength=n_traces) for d in draws]).astype(float)  # [draw, trace]
     with np.errstate(invalid="ignore", divide="ignore"):
         if weighting == "trace":
@@ -165,15 +165,12 @@ def category_differences(frame: pd.DataFrame, metric: str, categories=None, *, w
         warnings.simplefilter("ignore", RuntimeWarning)  # a category without values: NaN
         point = (np.nanmean(trace_means[:, :, 0], axis=0) if weighting == "trace"
                  else sums[:, :, 0].sum(0) / counts[:, :, 0].sum(0))
-    tail = (1 - confidence) / 2
     rows = []
     for i, a in enumerate(categories):
         for j in range(i + 1, len(categories)):
-            draws = boot[:, i] - boot[:, j]
-            draws = draws[np.isfinite(draws)]
-            low, high = (np.quantile(draws, [tail, 1 - tail]) if len(draws) else (np.nan, np.nan))
+            low, high, excludes = paired_difference(boot[:, i], boot[:, j], confidence)
             rows.append({"category_a": a, "category_b": categories[j], "difference": point[i] - point[j],
-                         "ci_low": float(low), "ci_high": float(high), "excludes_zero": bool(low > 0 or high < 0)})
+                         "ci_low": low, "ci_high": high, "excludes_zero": excludes})
     return pd.DataFrame(rows)
 
 
@@ -195,10 +192,7 @@ def category_table(frame: pd.DataFrame, metrics: list[str], *, weighting: str = 
     columns = ["position"] + list(metrics)
     sums, counts, trace_means = _per_trace(frame, columns, names, categories, category, trace)
     boot = _bootstrap_means(sums, counts, trace_means, weighting, n_boot, seed)
-    tail = (1 - confidence) / 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a category absent from every draw: NaN
-        low, high = np.nanquantile(boot, tail, axis=0), np.nanquantile(boot, 1 - tail, axis=0)
+    low, high = percentile_interval(boot, confidence)  # a category absent from every draw: NaN
     rows = []
     for c, name in enumerate(categories):
         group = frame[frame[category] == name]

@@ -26,7 +26,6 @@ centring), ``n_boot`` draws.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import pandas as pd
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.results import Result
 from anchorlens.study.categories import IMPORTANCE_METRICS, convergence_mask, normalised_position
+from anchorlens.stats import interval, resample_counts
 from anchorlens.study.discovery import StudyInputError
 
 VIEW_PREDICTORS = ("receiver_score", "suppression_out_kl", "suppression_in_kl", "flow_to_answer",
@@ -182,17 +182,11 @@ def explain_importance(sentences: pd.DataFrame, metric: str, predictors=None, *,
         spans[p] = np.arange(start, start + blocks[p].shape[1])
         start += blocks[p].shape[1]
     everything = np.arange(start)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(names), size=(n_boot, len(names)))
     weights = np.concatenate([np.ones((1, len(names))),
-                              np.stack([np.bincount(d, minlength=len(names)) for d in draws]).astype(float)])
+                              resample_counts(len(names), n_boot, np.random.default_rng(seed))])
     together = _r2(weights, moments, everything, within)
-    tail = (1 - confidence) / 2
-
     def summary(values: np.ndarray) -> tuple[float, float, float]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return float(values[0]), float(np.nanquantile(values[1:], tail)), float(np.nanquantile(values[1:], 1 - tail))
+        return (float(values[0]), *interval(values[1:], confidence))
 
     rows = []
     for p in predictors:

@@ -199,10 +199,10 @@ class Study(Result):
         views = [c for c in VIEW_COLUMNS if c in self.sentences and c not in importance]
         if columns is None:
             columns = views + importance
-        pooled = view_correlations(self.sentences, columns, n_boot=n_boot, seed=seed).assign(scope="pooled")
+        pooled = view_correlations(self.sentences, columns, n_bootstrap=n_boot, seed=seed).assign(scope="pooled")
         parts = [pooled]
         for name, frame in self.sentences.groupby("trace", sort=False):
-            parts.append(view_correlations(frame, columns, n_boot=n_boot, seed=seed).assign(scope=name))
+            parts.append(view_correlations(frame, columns, n_bootstrap=n_boot, seed=seed).assign(scope=name))
         out = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else pooled
         if views and importance and columns == views + importance:  # views against importance, not metric vs metric
             out = out[out.view_a.isin(views) | out.view_b.isin(views)].reset_index(drop=True)
