@@ -107,7 +107,8 @@ def bootstrap_mean(values, n_bootstrap: int, level: float, rng: np.random.Genera
 
 
 @renamed_arguments(n_boot="n_bootstrap", confidence="level")
-def mean_interval(values: np.ndarray, n_bootstrap: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def mean_interval(values: np.ndarray, n_bootstrap: int = 2000, level: float = 0.95,
+                  seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (``scipy.stats.bootstrap``); non-finite values
     dropped; one value is its own interval, none is NaN."""
     from scipy.stats import bootstrap

@@ -76,7 +76,7 @@ def test_reliability_interval_resamples_within_halves():
     r = float(np.corrcoef(a.flatten(), b.flatten())[0, 1])
     assert even_odd_reliability(kurtosis) == pytest.approx(r, abs=1e-12)
     for method in ("percentile", "jackknife"):
-        low, high = reliability_interval(kurtosis, n_boot=200, method=method)
+        low, high = reliability_interval(kurtosis, n_bootstrap=200, method=method)
         assert low == pytest.approx(r, abs=1e-12) and high == pytest.approx(r, abs=1e-12)
     assert all(math.isnan(v) for v in reliability_interval(kurtosis[:3]))
 

@@ -119,3 +119,13 @@ def test_old_argument_names_still_work_with_a_deprecation_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         stats.mean_interval(values, n_bootstrap=200, level=0.9)  # the new names warn nothing
+
+
+def test_a_public_caller_keeps_its_old_names_for_one_release():
+    from anchorlens.study.aggregate import reliability_interval
+
+    kurtosis = torch.tensor(np.random.default_rng(8).normal(size=(12, 3, 4)))
+    new = reliability_interval(kurtosis, n_bootstrap=100, level=0.9, method="percentile")
+    with pytest.warns(DeprecationWarning):
+        old = reliability_interval(kurtosis, n_boot=100, confidence=0.9, method="percentile")
+    assert old == new

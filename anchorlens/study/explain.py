@@ -21,7 +21,7 @@ share of the within-trace variance explained (a fixed effect per trace). ``group
 over all sentences instead. Every model uses the same sentences: those with the metric and every predictor
 defined. ``alone``: the R^2 of the predictor by itself; ``unique``: what the full model loses without it;
 ``together``: the full model. Intervals: percentile bootstrap over whole traces (each drawn trace keeps its own
-centring), ``n_boot`` draws.
+centring), ``n_bootstrap`` draws.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import pandas as pd
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.results import Result
 from anchorlens.study.categories import IMPORTANCE_METRICS, convergence_mask, normalised_position
-from anchorlens.stats import interval, resample_counts
+from anchorlens.stats import interval, renamed_arguments, resample_counts
 from anchorlens.study.discovery import StudyInputError
 
 VIEW_PREDICTORS = ("receiver_score", "suppression_out_kl", "suppression_in_kl", "flow_to_answer",
@@ -130,9 +130,10 @@ def _r2(weights: np.ndarray, moments, index: np.ndarray, within: bool) -> np.nda
         return (explained - total_y ** 2 / total_n) / total
 
 
+@renamed_arguments()
 def explain_importance(sentences: pd.DataFrame, metric: str, predictors=None, *, grouping: str = "within",
                        convergence: bool = False, clip: bool = False, position_degree: int = 3,
-                       n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> "Explained":
+                       n_bootstrap: int = 1000, level: float = 0.95, seed: int = 0) -> "Explained":
     """The share of ``metric``'s variance each predictor explains, alone, uniquely and all together.
 
     Args:
@@ -143,7 +144,7 @@ def explain_importance(sentences: pd.DataFrame, metric: str, predictors=None, *,
         convergence: drop each trace's sentences from its first settled run on (``categories.convergence_mask``).
         clip: count an importance metric below zero as zero.
         position_degree: the degree of the position polynomial.
-        n_boot, confidence, seed: the bootstrap over traces.
+        n_bootstrap, level, seed: the bootstrap over traces.
     """
     if grouping not in GROUPINGS:
         raise StudyInputError(f"grouping must be one of {GROUPINGS}, not {grouping!r} (a mixed model needs "
@@ -183,10 +184,10 @@ def explain_importance(sentences: pd.DataFrame, metric: str, predictors=None, *,
         start += blocks[p].shape[1]
     everything = np.arange(start)
     weights = np.concatenate([np.ones((1, len(names))),
-                              resample_counts(len(names), n_boot, np.random.default_rng(seed))])
+                              resample_counts(len(names), n_bootstrap, np.random.default_rng(seed))])
     together = _r2(weights, moments, everything, within)
     def summary(values: np.ndarray) -> tuple[float, float, float]:
-        return (float(values[0]), *interval(values[1:], confidence))
+        return (float(values[0]), *interval(values[1:], level))
 
     rows = []
     for p in predictors:
@@ -203,8 +204,8 @@ def explain_importance(sentences: pd.DataFrame, metric: str, predictors=None, *,
                  "r2_unique_ci_high": float("nan")})
     return Explained(metric=metric, grouping=grouping, table=pd.DataFrame(rows), n_sentences=int(keep.sum()),
                      n_traces=len(names), settings=dict(convergence=convergence, clip=clip,
-                                                        position_degree=position_degree, n_boot=n_boot,
-                                                        confidence=confidence, seed=seed))
+                                                        position_degree=position_degree, n_bootstrap=n_bootstrap,
+                                                        level=level, seed=seed))
 
 
 @dataclass
