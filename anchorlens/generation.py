@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from anchorlens.errors import EmptyTextError
 from anchorlens.trace import Trace
@@ -73,3 +74,29 @@ def generate_trace(
         "generation": {"max_new_tokens": max_new_tokens, "seed": seed, "temperature": temperature, "top_p": top_p},
     }
     return Trace.from_text(model, cot, prompt=prompt, style=style, metadata=metadata)
+
+
+def greedy_generate(model, input_ids: Tensor, max_new_tokens: int, stop_at_eos: bool = True) -> Tensor:
+    """Greedy continuation ``[1, n_new]`` of ``input_ids`` ``[1, n]``, reusing the Hugging Face KV cache.
+
+    The same tokens as ``model.generate(input_ids, do_sample=False)``, several times faster on a CPU: the
+    resampling sampler's decoding loop at temperature 0 (one cached forward per new token; eager attention,
+    so that hooks on any hook point apply). Hooks in effect (``ablate_heads``) apply to every step; the
+    end-of-sequence token, when it ends the continuation, is its last token.
+
+    The package's one greedy decoder (head ablation, the feature-intervention clean continuation).
+
+    >>> with ablate_heads(model, heads):                                          # doctest: +SKIP
+    ...     new_tokens = greedy_generate(model, model.to_tokens("2 + 2 ="), 10)
+    """
+    from anchorlens.resampling.samplers.base import SamplingParams
+    from anchorlens.resampling.samplers.local import LocalSampler
+
+    if max_new_tokens < 1:
+        return input_ids[:, :0]
+    eos = model.tokenizer.eos_token_id
+    stops = {int(eos)} if stop_at_eos and eos is not None else set()
+    sampler = LocalSampler(model, batch_size=1, share_prefix=False, progress=False, attention="eager")
+    new = sampler.continue_ids(input_ids[0].tolist(), SamplingParams(temperature=0.0, max_tokens=max_new_tokens),
+                               stop_token_ids=stops)
+    return torch.tensor([new], dtype=input_ids.dtype, device=input_ids.device)

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
-from scipy.stats import ConstantInputWarning, DegenerateDataWarning, bootstrap, pearsonr, rankdata
+from scipy.stats import ConstantInputWarning, pearsonr, rankdata
 from torch import Tensor
 
-from anchorlens.resampling.bootstrap import percentile_interval
+from anchorlens.stats import bootstrap_distribution, interval, renamed_arguments
 
 # The one sentence that defines each per-sentence column of analyze's table.
 VIEW_DEFINITIONS = {
@@ -83,13 +83,14 @@ def suppression_summaries(kl: Float[Tensor, "target suppressed"]) -> tuple[Tenso
     return out.masked_fill(counts_out == 0, float("nan")), into.masked_fill(counts_in == 0, float("nan"))
 
 
-def view_correlations(frame: pd.DataFrame, columns: list[str] | None = None, n_boot: int = 2000,
-                      confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+@renamed_arguments(n_boot="n_bootstrap", confidence="level")
+def view_correlations(frame: pd.DataFrame, columns: list[str] | None = None, n_bootstrap: int = 2000,
+                      level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Spearman rank correlation of every pair of views that exist and vary, with a bootstrap interval.
 
     Returns one row per pair: ``view_a``, ``view_b``, ``spearman``, ``ci_low``, ``ci_high``, ``n`` (sentences
-    where both are defined). The interval is the percentile interval over ``n_boot`` resamples of the sentences
-    (pairs kept together); resamples where a view is constant are left out.
+    where both are defined). The interval is the ``level`` percentile interval over ``n_bootstrap`` resamples of
+    the sentences (pairs kept together); resamples where a view is constant are left out.
     """
     columns = [c for c in (columns or VIEW_COLUMNS)
                if c in frame and frame[c].notna().sum() > 2 and frame[c].nunique() > 1]
@@ -103,12 +104,9 @@ def view_correlations(frame: pd.DataFrame, columns: list[str] | None = None, n_b
             if n < 3:
                 continue
             rho = _spearman(x[None], y[None])[0]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DegenerateDataWarning)  # NaN resamples: left out below
-                boot = bootstrap((x, y), lambda u, v, axis: _spearman(u, v), paired=True, vectorized=True,
-                                 n_resamples=n_boot, method="percentile", rng=rng).bootstrap_distribution
+            boot = bootstrap_distribution((x, y), lambda u, v, axis: _spearman(u, v), n_bootstrap, rng, paired=True)
             # resamples where a view is constant (Spearman undefined) are left out of the interval
-            low, high = (float(v[0]) for v in percentile_interval(boot[:, None], confidence))
+            low, high = interval(boot, level)
             rows.append({"view_a": a, "view_b": b, "spearman": rho, "ci_low": low, "ci_high": high, "n": n})
     return pd.DataFrame(rows, columns=["view_a", "view_b", "spearman", "ci_low", "ci_high", "n"])
 

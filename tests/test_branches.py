@@ -209,7 +209,7 @@ def test_a_study_aggregates_resilience_by_category(tmp_path):
     other = al.Trace.from_text(model, "First we list the stops. " + CONTENT + " So the answer is 42.", prompt=PROMPT,
                                metadata={"name": "other"})
     named = al.Trace.from_text(model, COT, prompt=PROMPT, metadata={"name": "train"})
-    options = dict(views=("categories",), importance="rollouts", n_rollouts=6, sampler=sampler, n_boot=50,
+    options = dict(views=("categories",), importance="rollouts", n_rollouts=6, sampler=sampler, n_bootstrap=50,
                    progress=False)
     al.study(model, [named, other], out_dir=tmp_path, **options)
     for t in (named, other):  # the resilience step on each trace's folder, sharing the study's rollouts

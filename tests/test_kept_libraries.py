@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from anchorlens.receivers.ablation import _bootstrap_ci
+from anchorlens.stats import mean_interval
 from anchorlens.receivers.scores import _pearson, split_half_reliability
 from anchorlens.study.aggregate import even_odd_reliability, reliability_interval
 from anchorlens.taxonomy.features import NgramVocabulary
@@ -48,7 +48,7 @@ def test_view_correlation_interval_holds_the_point_and_drops_undefined_resamples
     x = rng.normal(size=30)
     frame = pd.DataFrame({"receiver_score": x, "counterfactual_importance_kl": 2 * x + 1,
                           "resampling_importance_accuracy": np.r_[np.zeros(29), 1.0]})
-    table = view_correlations(frame, n_boot=400).set_index(["view_a", "view_b"])
+    table = view_correlations(frame, n_bootstrap=400).set_index(["view_a", "view_b"])
     same = table.loc[("receiver_score", "counterfactual_importance_kl")]
     assert same.spearman == pytest.approx(1.0)
     assert same.ci_low == pytest.approx(1.0) and same.ci_high == pytest.approx(1.0)
@@ -59,12 +59,12 @@ def test_view_correlation_interval_holds_the_point_and_drops_undefined_resamples
 def test_bootstrap_interval_of_a_mean_matches_the_normal_theory_interval():
     """n = 400 draws of N(0, 1): the percentile bootstrap interval of the mean is close to mean +- 1.96 s / sqrt(n)."""
     values = np.random.default_rng(2).normal(size=400)
-    low, high = _bootstrap_ci(values, n_boot=4000)
+    low, high = mean_interval(values, n_bootstrap=4000)
     half = 1.959964 * values.std(ddof=1) / math.sqrt(len(values))
     assert low == pytest.approx(values.mean() - half, abs=0.1 * half)
     assert high == pytest.approx(values.mean() + half, abs=0.1 * half)
-    assert _bootstrap_ci(np.array([3.0, np.nan])) == (3.0, 3.0)
-    assert all(math.isnan(v) for v in _bootstrap_ci(np.array([np.nan])))
+    assert mean_interval(np.array([3.0, np.nan])) == (3.0, 3.0)
+    assert all(math.isnan(v) for v in mean_interval(np.array([np.nan])))
 
 
 def test_reliability_interval_resamples_within_halves():
@@ -76,7 +76,7 @@ def test_reliability_interval_resamples_within_halves():
     r = float(np.corrcoef(a.flatten(), b.flatten())[0, 1])
     assert even_odd_reliability(kurtosis) == pytest.approx(r, abs=1e-12)
     for method in ("percentile", "jackknife"):
-        low, high = reliability_interval(kurtosis, n_boot=200, method=method)
+        low, high = reliability_interval(kurtosis, n_bootstrap=200, method=method)
         assert low == pytest.approx(r, abs=1e-12) and high == pytest.approx(r, abs=1e-12)
     assert all(math.isnan(v) for v in reliability_interval(kurtosis[:3]))
 

@@ -73,7 +73,7 @@ def analysis_folder(root: Path):
 
 def _study(tmp):
     return al.study(model(), list(traces()), out_dir=tmp / "study", views=("receivers",), importance=None, top_k=2,
-                    n_boot=20, progress=False)
+                    n_bootstrap=20, progress=False)
 
 
 BUILDERS = {
@@ -113,7 +113,7 @@ BUILDERS = {
     "ReportData": lambda tmp: al.ReportData.load(analysis_folder(tmp.parent).out_dir / "report.json"),
     "Study": _study,
     "Explained": lambda tmp: al.study(None, REPO / "data" / "thought-anchors", out_dir=tmp / "published", views=(),
-                                      importance="published", progress=False).explain(n_boot=20),
+                                      importance="published", progress=False).explain(n_bootstrap=20),
     "RolloutStore": lambda tmp: _store(tmp),
     "ResilienceResult": lambda tmp: al.resilience(_planted(), _prompted(), [1, 5], n_rollouts=4, max_iterations=3,
                                                   store=tmp / "b.sqlite", reference_answer="42",

@@ -129,7 +129,7 @@ def test_receiver_scores_use_the_study_heads_on_the_saved_vertical_scores(run, m
 def test_category_means_equal_a_group_by(run):
     result, _, _ = run
     metrics = ["counterfactual_importance_kl", "resampling_importance_accuracy", "receiver_score"]
-    table = result.by_category(metrics, n_boot=300, convergence=False, clip=False, weighting="sentence",
+    table = result.by_category(metrics, n_bootstrap=300, convergence=False, clip=False, weighting="sentence",
                                min_sentences=1, min_traces=1).set_index("category")  # the pooled mean
     grouped = result.sentences.groupby("category")
     pd.testing.assert_frame_equal(table[metrics], grouped[metrics].mean(), check_names=False)
@@ -145,10 +145,10 @@ def test_view_correlations_pooled_and_per_trace(run):
     from anchorlens.views import view_correlations
 
     result, _, _ = run
-    table = result.view_correlations(n_boot=200)
+    table = result.view_correlations(n_bootstrap=200)
     assert set(table.scope) == {"pooled", *SHORTEST}
     pooled = table[table.scope == "pooled"].drop(columns="scope").reset_index(drop=True)
-    direct = view_correlations(result.sentences, ["receiver_score", "counterfactual_importance_kl"], n_boot=200)
+    direct = view_correlations(result.sentences, ["receiver_score", "counterfactual_importance_kl"], n_bootstrap=200)
     row = pooled[(pooled.view_a == "receiver_score") & (pooled.view_b == "counterfactual_importance_kl")]
     assert row.spearman.item() == pytest.approx(direct.spearman.item())
     assert (pooled.view_a == "receiver_score").all()  # views against importance, not metric against metric

@@ -106,13 +106,13 @@ def test_no_model_study_reads_all_20_traces(published_study):
 
 
 def test_default_is_the_reference_definition(published_study):
-    table = published_study.by_category(METRICS, n_boot=200)
+    table = published_study.by_category(METRICS, n_bootstrap=200)
     compare(table, reference_table())
     assert table.attrs["definition"]["n_sentences_kept"] == 2929 - 1050  # the issue's count of dropped sentences
 
 
 def test_default_reproduces_the_papers_figure_numbers(published_study):
-    table = published_study.by_category(["counterfactual_importance_kl"], n_boot=200).set_index("category")
+    table = published_study.by_category(["counterfactual_importance_kl"], n_bootstrap=200).set_index("category")
     shown = table[table.shown].counterfactual_importance_kl.round(2).to_dict()
     assert shown == PAPER_FIGURE
     hidden = table[~table.shown].counterfactual_importance_kl.round(2).to_dict()
@@ -126,7 +126,7 @@ def test_default_reproduces_the_papers_figure_numbers(published_study):
     ({"debias": "polynomial"}, {"debias": True}),
 ])
 def test_each_option_equals_the_reference_computed_that_way(published_study, options, reference):
-    compare(published_study.by_category(METRICS, n_boot=50, **options), reference_table(**reference),
+    compare(published_study.by_category(METRICS, n_bootstrap=50, **options), reference_table(**reference),
             rtol=1e-6 if "debias" in options else 1e-9)
 
 
@@ -149,7 +149,7 @@ def test_debiasing_is_the_least_squares_fit():
 
 
 def test_intervals_are_over_traces_and_cover_the_mean(published_study):
-    table = published_study.by_category(["counterfactual_importance_kl"], n_boot=500)
+    table = published_study.by_category(["counterfactual_importance_kl"], n_bootstrap=500)
     m = "counterfactual_importance_kl"
     assert (table[f"{m}_ci_low"] <= table[m]).all() and (table[m] <= table[f"{m}_ci_high"]).all()
     # the interval's width is about 4 standard errors over traces, not over sentences
@@ -159,7 +159,7 @@ def test_intervals_are_over_traces_and_cover_the_mean(published_study):
 
 def test_the_earlier_pooled_mean_is_one_set_of_options(published_study):
     pooled = published_study.by_category(["counterfactual_importance_kl"], convergence=False, clip=False,
-                                         weighting="sentence", min_sentences=1, min_traces=1, n_boot=20)
+                                         weighting="sentence", min_sentences=1, min_traces=1, n_bootstrap=20)
     grouped = published_study.sentences.groupby("category").counterfactual_importance_kl.mean()
     np.testing.assert_allclose(pooled.set_index("category").counterfactual_importance_kl[grouped.index], grouped)
     assert pooled.set_index("category").counterfactual_importance_kl.idxmax() == "problem_setup"
@@ -173,7 +173,7 @@ def test_paper_figure_and_views_by_category(published_study):
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
     assert len(labels) == 5 and any("plan generation" in label for label in labels)
     # any numeric column is aggregated the same way (here a published non-importance one: never clipped)
-    table = published_study.by_category(["overdeterminedness"], n_boot=20)
+    table = published_study.by_category(["overdeterminedness"], n_bootstrap=20)
     assert table.overdeterminedness.notna().all()
 
 
@@ -231,12 +231,12 @@ def test_command_without_a_forward_pass_view_loads_no_model(tmp_path):
 def test_category_differences_pair_the_draws_of_traces(published_study):
     """Each difference and its interval, recomputed here draw by draw with pandas on the same draws of traces."""
     n_boot, metric = 200, "counterfactual_importance_kl"
-    got = published_study.category_differences(metric, n_boot=n_boot, seed=3)
+    got = published_study.category_differences(metric, n_bootstrap=n_boot, seed=3)
     shown = sorted(PAPER_FIGURE)
     assert len(got) == len(shown) * (len(shown) - 1) // 2
     expected = reference_table()[metric]
     frame = published_chunks()
-    kept = published_study.by_category([metric], n_boot=1).attrs["definition"]["n_sentences_kept"]
+    kept = published_study.by_category([metric], n_bootstrap=1).attrs["definition"]["n_sentences_kept"]
     # the kept sentences, from the study's own (already checked) sentences table: position order within traces
     sentences = published_study.sentences
     from anchorlens.study.categories import convergence_mask

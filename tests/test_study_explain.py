@@ -58,7 +58,7 @@ def planted_study(seed: int = 0) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def planted():
-    return explain_importance(planted_study(), "counterfactual_importance_kl", n_boot=400)
+    return explain_importance(planted_study(), "counterfactual_importance_kl", n_bootstrap=400)
 
 
 def test_planted_shares_are_recovered(planted):
@@ -82,7 +82,7 @@ def test_views_are_predictors_where_the_study_has_them():
     frame["receiver_score"] = np.random.default_rng(5).normal(size=len(frame))
     frame["suppression_out_kl"] = (  # the planted indecision term itself
         -(frame.accuracy * np.log2(frame.accuracy) + (1 - frame.accuracy) * np.log2(1 - frame.accuracy)))
-    table = explain_importance(frame, "counterfactual_importance_kl", n_boot=100).to_dataframe().set_index("predictor")
+    table = explain_importance(frame, "counterfactual_importance_kl", n_bootstrap=100).to_dataframe().set_index("predictor")
     assert {"receiver_score", "suppression_out_kl"} <= set(table.index)
     assert table.loc["receiver_score"].r2_alone < 0.01
     assert table.loc["suppression_out_kl"].r2_alone == pytest.approx(table.loc["indecision"].r2_alone, abs=1e-9)
@@ -90,7 +90,7 @@ def test_views_are_predictors_where_the_study_has_them():
 
 def test_pooled_fit_sees_the_trace_levels_as_noise():
     """Without the within-trace centring the traces' own levels (sd 3) swamp both planted effects."""
-    pooled = explain_importance(planted_study(), "counterfactual_importance_kl", grouping="pooled", n_boot=50)
+    pooled = explain_importance(planted_study(), "counterfactual_importance_kl", grouping="pooled", n_bootstrap=50)
     table = pooled.to_dataframe().set_index("predictor")
     assert table.loc["together"].r2_alone < planted_shares()["together"] / 3
 
@@ -101,7 +101,7 @@ def test_intervals_cover_the_planted_shares():
     truth = planted_shares()
     covered = dict.fromkeys(truth, 0)
     for seed in range(20):
-        table = explain_importance(planted_study(seed), "counterfactual_importance_kl", n_boot=200,
+        table = explain_importance(planted_study(seed), "counterfactual_importance_kl", n_bootstrap=200,
                                    predictors=["position", "indecision", "category"]).to_dataframe()
         table = table.set_index("predictor")
         for name, share in truth.items():
@@ -132,7 +132,7 @@ def test_published_traces_table(tmp_path):
     """On the 20 published traces: every share lies in [0, 1], together is at least any one alone, and the
     intervals are intervals."""
     study = al.study(None, REFERENCE, out_dir=tmp_path, views=(), importance="published", progress=False)
-    table = study.explain("counterfactual_importance_kl", n_boot=100).to_dataframe().set_index("predictor")
+    table = study.explain("counterfactual_importance_kl", n_bootstrap=100).to_dataframe().set_index("predictor")
     assert list(table.index) == ["position", "accuracy", "indecision", "category", "length", "together"]
     assert ((table.r2_alone >= 0) & (table.r2_alone <= 1)).all()
     assert (table.r2_alone.drop("together") <= table.r2_alone["together"] + 1e-12).all()

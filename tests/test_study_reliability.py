@@ -38,7 +38,7 @@ def coverage(method: str, n_studies: int, **planted) -> tuple[float, float]:
     hits, estimates = 0, []
     for seed in range(n_studies):
         kurtosis = planted_kurtosis(seed, **planted)
-        low, high = reliability_interval(kurtosis, n_boot=300, method=method)
+        low, high = reliability_interval(kurtosis, n_bootstrap=300, method=method)
         hits += low <= RHO <= high
         estimates.append(even_odd_reliability(kurtosis))
     return hits / n_studies, float(np.mean(estimates))
@@ -57,7 +57,7 @@ def test_percentile_bootstrap_undercovers():
     assert covered < 0.5, covered
     kurtosis = planted_kurtosis(0)
     r = even_odd_reliability(kurtosis)
-    low, high = reliability_interval(kurtosis, method="percentile", n_boot=300)
+    low, high = reliability_interval(kurtosis, method="percentile", n_bootstrap=300)
     assert high < r + 0.02  # the estimate at (or above) the top of its own interval
     low, high = reliability_interval(kurtosis)
     assert low < r < high

@@ -26,6 +26,7 @@ from anchorlens.hooks.feature_intervention import clean_pass, intervened_pass
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.attribution.attribute import AttributionInputError, prepare
 from anchorlens.attribution.transcoders import TranscoderSet
+from anchorlens.generation import greedy_generate
 from anchorlens.results import Result
 from anchorlens.progress import progress_bar
 
@@ -222,15 +223,14 @@ def feature_intervention_generate(
     freeze = (freeze_attention or constrained is not None) and bool(checked)
     clean = clean_pass(model, transcoders, tokens, patterns=freeze, mlps=freeze and constrained is not None,
                        scales=freeze and constrained is not None and constrained == set(range(n_layers)))
-    sequence, clean_sequence = tokens, tokens
+    sequence = tokens
     for step in progress_bar(range(max_new_tokens), desc="generating under interventions", progress=progress,
                              leave=False):
         logits, acts = intervened_pass(model, transcoders, sequence, at_prompt, clean if freeze else None,
                                        constrained, n_prompt=n_prompt, open_ended=open_ended)
         sequence = torch.cat([sequence, logits[-1].argmax().reshape(1)])
-    with torch.no_grad():  # the clean continuation, for comparison
-        for step in range(max_new_tokens):
-            clean_sequence = torch.cat([clean_sequence, model(clean_sequence.unsqueeze(0))[0, -1].argmax().reshape(1)])
+    # the clean continuation, for comparison: the package's greedy decoder (KV cache), never stopping early
+    clean_sequence = torch.cat([tokens, greedy_generate(model, tokens[None], max_new_tokens, stop_at_eos=False)[0]])
     decode = model.tokenizer.decode
     return GenerationResult(sequence.cpu(), n_prompt, decode(sequence.tolist()), logits.cpu(), acts.cpu(),
                             decode(clean_sequence.tolist()))

@@ -3,8 +3,8 @@
 
 Two estimates:
 
-- ``mean_with_interval``: the mean of one number per rollout (a resilience score, an abandoned flag), with a
-  percentile interval from resampling the rollouts with replacement;
+- ``anchorlens.stats.bootstrap_mean``: the mean of one number per rollout (a resilience
+  score, an abandoned flag), with a percentile interval from resampling the rollouts with replacement;
 - ``compare_outcomes``: two sets of rollouts (e.g. the abandoned ones and those that kept the sentence): the
   accuracy of each, the difference ``acc(treated) - acc(base)`` and ``KL(answers treated || answers base)`` with
   the same smoothing as resampling importance (``kl_divergence``), each set resampled independently.
@@ -18,24 +18,12 @@ from typing import Sequence
 import numpy as np
 
 from anchorlens.answers import normalize_answer
-from anchorlens.resampling.bootstrap import _accuracy, _counts, _draws, kl_rows, make_group, percentile_interval
+from anchorlens.resampling.bootstrap import _accuracy, _counts, _draws, kl_rows, make_group
+from anchorlens.stats import percentile_interval
 from anchorlens.resampling.metrics import _answered, canonical_answers
 from anchorlens.resampling.rollout import Rollout
 
 NAN = float("nan")
-
-
-def mean_with_interval(values: Sequence[float], n_bootstrap: int, confidence: float,
-                       rng: np.random.Generator) -> tuple[float, float, float]:
-    """``(mean, ci_low, ci_high)`` of per-rollout values; NaN when there are none, NaN bounds without draws."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) == 0:
-        return NAN, NAN, NAN
-    if not n_bootstrap:
-        return float(values.mean()), NAN, NAN
-    draws = values[rng.integers(0, len(values), size=(n_bootstrap, len(values)))].mean(1)
-    low, high = percentile_interval(draws[:, None], confidence)
-    return float(values.mean()), float(low[0]), float(high[0])
 
 
 @dataclass

@@ -27,7 +27,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from anchorlens.branches.intervals import compare_outcomes, mean_with_interval
+from anchorlens.branches.intervals import compare_outcomes
+from anchorlens.stats import bootstrap_mean
 from anchorlens.branches.keyed import (BranchSettingsError, Outcome, check_count, check_fraction, check_sentence,
                                        continue_from, keyed_sampler, open_run, outcome_name, seed_of)
 from anchorlens.branches.scores import chain_score
@@ -262,8 +263,8 @@ def resilience(
             chains.append({"sentence": i, "chain": r, "iterations": s.iterations, "score": s.score,
                            "persisted": s.persisted, "final_answer": final.answer, "final_correct": final.is_correct,
                            "best_cosine": best[(i, r)]})
-        res = mean_with_interval([s.score for s in scores], n_bootstrap, confidence, rng)
-        per = mean_with_interval([float(s.persisted) for s in scores], n_bootstrap, confidence, rng)
+        res = bootstrap_mean([s.score for s in scores], n_bootstrap, confidence, rng)
+        per = bootstrap_mean([float(s.persisted) for s in scores], n_bootstrap, confidence, rng)
         abandoned = [last[(i, r)] for r, s in enumerate(scores) if s.abandoned]
         kept = plain.get(i + 1, [])
         cmp = compare_outcomes(abandoned, kept, alpha=alpha, n_bootstrap=n_bootstrap, confidence=confidence, rng=rng,

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from anchorlens.answers import check_answer
-from anchorlens.branches.intervals import mean_with_interval
+from anchorlens.stats import bootstrap_mean
 from anchorlens.branches.keyed import (BranchSettingsError, Outcome, check_count, continue_from, keyed_sampler,
                                        open_run, outcome_name, seed_of)
 from anchorlens.progress import progress_bar
@@ -152,8 +152,8 @@ def transplant_resampling(
         k += len(got[i])
         answered = [r for r in rollouts if _answered(r)]
         judged = [float(bool(r.is_correct)) for r in answered if r.is_correct is not None]
-        acc = mean_with_interval(judged, n_bootstrap, confidence, rng)
-        cue = (mean_with_interval([float(check_answer(r.answer, cue_answer)) for r in answered], n_bootstrap,
+        acc = bootstrap_mean(judged, n_bootstrap, confidence, rng)
+        cue = (bootstrap_mean([float(check_answer(r.answer, cue_answer)) for r in answered], n_bootstrap,
                                   confidence, rng) if cue_answer is not None else (float("nan"),) * 3)
         counts = Counter(r.answer for r in answered)
         rows.append({"sentences_transplanted": i, "n_rollouts": len(rollouts), "n_answered": len(answered),

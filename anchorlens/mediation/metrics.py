@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from anchorlens.settings import MEDIATION_METRICS as METRICS  # names shared with the command line
+from anchorlens.stats import normal_mean_interval
 
 
 def stolfo_effect(base_logprobs: Tensor, patched_logprobs: Tensor) -> Tensor:
@@ -55,14 +56,4 @@ def answer_quantities(logits: Tensor, base_answer: Tensor, cf_answer: Tensor) ->
     return logprobs.gather(-1, answers), chosen[:, 0] - chosen[:, 1]
 
 
-def mean_and_ci(values: Tensor, level: float = 0.95) -> tuple[Tensor, Tensor, Tensor]:
-    """NaN-aware mean over the first (pair) dimension with a normal-approximation confidence interval."""
-    valid = ~values.isnan()
-    n = valid.sum(0).clamp(min=1)
-    filled = torch.where(valid, values, torch.zeros_like(values))
-    mean = filled.sum(0) / n
-    var = (torch.where(valid, values - mean, torch.zeros_like(values)) ** 2).sum(0) / (n - 1).clamp(min=1)
-    z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + level / 2)).item()
-    half = z * (var / n).sqrt()
-    mean = torch.where(valid.any(0), mean, torch.full_like(mean, float("nan")))
-    return mean, mean - half, mean + half
+mean_and_ci = normal_mean_interval  # the mediation name; one implementation in anchorlens.stats

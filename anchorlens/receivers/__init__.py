@@ -13,7 +13,8 @@ Modules: ``reduce`` (token -> sentence attention, pure math), ``attention`` (one
 """
 
 from anchorlens.hooks.head_ablation import ablate_heads, head_means
-from anchorlens.receivers.ablation import HeadAblationResult, greedy_generate, head_ablation_experiment, random_head_sets
+from anchorlens.generation import greedy_generate
+from anchorlens.receivers.ablation import HeadAblationResult, head_ablation_experiment, random_head_sets
 from anchorlens.receivers.attention import SentenceAttention, sentence_attention
 from anchorlens.receivers.compare import ModelComparison, check_same_tokenizer, compare_models
 from anchorlens.receivers.heads import FewerHeadsWarning, ReceiverHeads, receiver_heads

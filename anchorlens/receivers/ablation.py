@@ -32,6 +32,8 @@ from anchorlens.receivers.scores import Head, HeadSelectionError, check_heads
 from anchorlens.trace import encode_text
 from anchorlens.results import Result
 from anchorlens.progress import progress_bar
+from anchorlens.stats import mean_interval
+from anchorlens.generation import greedy_generate
 
 BASELINE = "none"
 
@@ -59,18 +61,6 @@ def random_head_sets(
         )
     generator = torch.Generator().manual_seed(seed)
     return [[pool[i] for i in torch.randperm(len(pool), generator=generator)[:size].tolist()] for _ in range(n_sets)]
-
-
-def _bootstrap_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (``scipy.stats.bootstrap``); NaN values dropped."""
-    from scipy.stats import bootstrap
-
-    values = values[np.isfinite(values)]
-    if len(values) < 2:  # scipy needs two observations; one value is its own (empty) interval
-        return (float(values[0]),) * 2 if len(values) else (float("nan"),) * 2
-    result = bootstrap((values,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
-                       rng=np.random.default_rng(seed))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 @dataclass
@@ -137,9 +127,9 @@ class HeadAblationResult(Result):
             "metric": metric,
             "target": self.target_name,
             "target_delta": target_delta,
-            "target_ci": _bootstrap_ci(values[target_row] - values[0], level=level),
+            "target_ci": mean_interval(values[target_row] - values[0], level=level),
             "random_mean_delta": float(random.mean()) if len(random) else float("nan"),
-            "random_mean_ci": _bootstrap_ci(random, level=level) if len(random) else (float("nan"),) * 2,
+            "random_mean_ci": mean_interval(random, level=level) if len(random) else (float("nan"),) * 2,
             "random_range": (float(np.percentile(random, tail)), float(np.percentile(random, 100 - tail)))
             if len(random)
             else (float("nan"),) * 2,
@@ -160,7 +150,7 @@ class HeadAblationResult(Result):
                 v = values.double().numpy()
                 row[metric] = float(v[i].mean())
                 row[f"delta_{metric}"] = float((v[i] - v[0]).mean())
-                row[f"delta_{metric}_ci_low"], row[f"delta_{metric}_ci_high"] = _bootstrap_ci(v[i] - v[0])
+                row[f"delta_{metric}_ci_low"], row[f"delta_{metric}_ci_high"] = mean_interval(v[i] - v[0])
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -229,30 +219,6 @@ def _problem(item) -> tuple[str, str]:
         "a problem is a (problem, answer) pair or a dict with 'problem' and 'answer' keys; "
         f"got {type(item).__name__}"
     )
-
-
-def greedy_generate(model, input_ids: Tensor, max_new_tokens: int, stop_at_eos: bool = True) -> Tensor:
-    """Greedy continuation ``[1, n_new]`` of ``input_ids`` ``[1, n]``, reusing the Hugging Face KV cache.
-
-    The same tokens as ``model.generate(input_ids, do_sample=False)``, several times faster on a CPU: the
-    resampling sampler's decoding loop at temperature 0 (one cached forward per new token; eager attention,
-    so that hooks on any hook point apply). Hooks in effect (``ablate_heads``) apply to every step; the
-    end-of-sequence token, when it ends the continuation, is its last token.
-
-    >>> with ablate_heads(model, heads):                                          # doctest: +SKIP
-    ...     new_tokens = greedy_generate(model, model.to_tokens("2 + 2 ="), 10)
-    """
-    from anchorlens.resampling.samplers.base import SamplingParams
-    from anchorlens.resampling.samplers.local import LocalSampler
-
-    if max_new_tokens < 1:
-        return input_ids[:, :0]
-    eos = model.tokenizer.eos_token_id
-    stops = {int(eos)} if stop_at_eos and eos is not None else set()
-    sampler = LocalSampler(model, batch_size=1, share_prefix=False, progress=False, attention="eager")
-    new = sampler.continue_ids(input_ids[0].tolist(), SamplingParams(temperature=0.0, max_tokens=max_new_tokens),
-                               stop_token_ids=stops)
-    return torch.tensor([new], dtype=input_ids.dtype, device=input_ids.device)
 
 
 def _solve(model, problem: str, max_new_tokens: int) -> str | None:

@@ -7,7 +7,7 @@ draw reproduces the point values; tested). The replicates are vectorised: each s
 for all ``n_bootstrap`` draws (``[draws, rollouts]`` index arrays), so the cost is one Python step per
 sentence, not per draw.
 
-Percentile intervals (the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles of the replicates,
+Percentile intervals (``anchorlens.stats.percentile_interval``: the two tail quantiles of the replicates,
 NaN replicates left out). Since a replicate is a draw of the whole trace, the same replicates give paired
 intervals for differences between sentences (``TopSentence``).
 """
@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+from anchorlens.stats import interval, resample_indices
 
 # The metrics, named as in the published chunks_labeled.json and in its order (metrics.METRIC_COLUMNS).
 BOOTSTRAP_METRICS = (
@@ -66,8 +68,7 @@ def _draws(groups: Sequence[Group], n_bootstrap: int | None, rng) -> list[np.nda
     """``[draws, n_g]`` row indices per group; ``n_bootstrap=None``: one identity draw (the point values)."""
     if n_bootstrap is None:
         return [np.arange(len(g))[None, :] for g in groups]
-    return [rng.integers(0, len(g), size=(n_bootstrap, len(g))) if len(g) else np.zeros((n_bootstrap, 0), np.int64)
-            for g in groups]
+    return [resample_indices(len(g), n_bootstrap, rng) for g in groups]
 
 
 def _accuracy(group: Group, idx: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -158,18 +159,6 @@ def replicate_metrics(resample: Sequence[Group], forced: Sequence[Group], alpha:
     return out
 
 
-def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval per column of ``[draws, ...]`` samples, NaN draws left out (all NaN: NaN)."""
-    lo, hi = 50 * (1 - confidence), 50 * (1 + confidence)
-    finite = np.isfinite(samples).any(0)
-    low = np.full(samples.shape[1:], np.nan)
-    high = np.full(samples.shape[1:], np.nan)
-    if finite.any():
-        low[finite] = np.nanpercentile(samples[:, finite], lo, axis=0)
-        high[finite] = np.nanpercentile(samples[:, finite], hi, axis=0)
-    return low, high
-
-
 @dataclass
 class TopSentence:
     """The sentence with the highest value of a metric, its interval, and how it compares with the runner-up.
@@ -225,15 +214,14 @@ def top_sentence(metric: str, values: np.ndarray, samples: np.ndarray | None, co
     top = order[0]
     low = high = nan
     if samples is not None:
-        low, high = (float(x[0]) for x in percentile_interval(samples[:, [top]], confidence))
+        low, high = interval(samples[:, top], confidence)
     if len(order) < 2:
         return TopSentence(metric, top, float(values[top]), low, high, None, nan, nan, nan, None, confidence)
     runner = order[1]
     difference = float(values[top] - values[runner])
     if samples is None:
         return TopSentence(metric, top, float(values[top]), low, high, runner, difference, nan, nan, None, confidence)
-    diff = (samples[:, top] - samples[:, runner])[:, None]
-    d_low, d_high = (float(x[0]) for x in percentile_interval(diff, confidence))
+    d_low, d_high = interval(samples[:, top] - samples[:, runner], confidence)
     stands_out = bool(d_low > 0) if np.isfinite(d_low) else None
     return TopSentence(metric, top, float(values[top]), low, high, runner, difference, d_low, d_high, stands_out,
                        confidence)

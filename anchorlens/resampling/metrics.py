@@ -60,7 +60,8 @@ from torch import Tensor
 from anchorlens.answers import answer_classes, normalize_answer
 from anchorlens.errors import AnchorlensError
 from anchorlens.io import load_arrays, save_arrays
-from anchorlens.resampling.bootstrap import BOOTSTRAP_METRICS, TopSentence, make_group, percentile_interval, replicate_metrics, top_sentence
+from anchorlens.resampling.bootstrap import BOOTSTRAP_METRICS, TopSentence, make_group, replicate_metrics, top_sentence
+from anchorlens.stats import percentile_interval
 from anchorlens.resampling.rollout import FORCED, RESAMPLE, Rollout
 from anchorlens.resampling.similarity import SIMILARITY_THRESHOLD, Embedder, cosine_similarity, embed_unique
 from anchorlens.results import Result

@@ -14,11 +14,12 @@ import warnings
 import numpy as np
 import torch
 from jaxtyping import Float
-from scipy.stats import ConstantInputWarning, DegenerateDataWarning, bootstrap, pearsonr
+from scipy.stats import ConstantInputWarning, pearsonr
 from torch import Tensor
 
 from anchorlens.receivers.scores import Head, top_heads
-from anchorlens.resampling.bootstrap import percentile_interval
+from anchorlens.stats import (bootstrap_distribution, fisher_z, fisher_z_interval, interval, jackknife_variance,
+                              renamed_arguments)
 
 
 def mean_kurtosis(kurtosis: Float[Tensor, "trace layer head"], exclude_layers=(0,)) -> Float[Tensor, "layer head"]:
@@ -83,7 +84,8 @@ def _half_reliability(values: np.ndarray, even_draw: np.ndarray, odd_draw: np.nd
     return np.where(n > 2, r, np.nan)
 
 
-def reliability_interval(kurtosis: Float[Tensor, "trace layer head"], n_boot: int = 2000, confidence: float = 0.95,
+@renamed_arguments()
+def reliability_interval(kurtosis: Float[Tensor, "trace layer head"], n_bootstrap: int = 2000, level: float = 0.95,
                          seed: int = 0, first_layer: int = 1, method: str = "jackknife") -> tuple[float, float]:
     """Interval of ``even_odd_reliability`` over traces.
 
@@ -94,7 +96,7 @@ def reliability_interval(kurtosis: Float[Tensor, "trace layer head"], n_boot: in
     (tests/test_study_reliability.py: the 95% interval covered it in 97-98 of 100 studies of 20 or 40 traces).
 
     ``method="percentile"``: the percentile bootstrap, each half's traces resampled with replacement within the half
-    (``n_boot`` draws, ``seed``; resamples where r is undefined left out). A resampled half repeats traces, so it
+    (``n_bootstrap`` draws, ``seed``; resamples where r is undefined left out). A resampled half repeats traces, so it
     averages fewer distinct ones and its r is lower: the interval sits below the estimate (0.64 [0.24, 0.64] on
     the 20 published traces read by SmolLM2) and covered the planted reliability in 0 of 30 simulated studies. Kept for
     comparison only. (A bias-corrected BCa bootstrap is undefined here: nearly every resample lies below the
@@ -110,7 +112,7 @@ def reliability_interval(kurtosis: Float[Tensor, "trace layer head"], n_boot: in
     if len(even_idx) < 2 or len(odd_idx) < 2:
         return float("nan"), float("nan")
     if method == "percentile":
-        return _percentile_reliability(values, even_idx, odd_idx, n_boot, confidence, seed, first_layer)
+        return _percentile_reliability(values, even_idx, odd_idx, n_bootstrap, level, seed, first_layer)
     r = float(_half_reliability(values, even_idx, odd_idx, first_layer))
     if not np.isfinite(r):
         return float("nan"), float("nan")
@@ -118,36 +120,21 @@ def reliability_interval(kurtosis: Float[Tensor, "trace layer head"], n_boot: in
     for half, other, first in ((even_idx, odd_idx, True), (odd_idx, even_idx, False)):
         left_out = np.stack([np.delete(half, i) for i in range(len(half))])  # [n_half, n_half - 1]
         pair = (left_out, other[None]) if first else (other[None], left_out)
-        z = np.arctanh(np.clip(_half_reliability(values, *pair, first_layer), -1 + 1e-12, 1 - 1e-12))
+        z = fisher_z(_half_reliability(values, *pair, first_layer))
         if not np.isfinite(z).all():
             return float("nan"), float("nan")
-        variance += (len(half) - 1) / len(half) * float(((z - z.mean()) ** 2).sum())
-    from scipy.stats import norm
-
-    z0, spread = np.arctanh(np.clip(r, -1 + 1e-12, 1 - 1e-12)), norm.ppf(0.5 + confidence / 2) * np.sqrt(variance)
-    if spread == 0:
-        return r, r
-    return float(np.tanh(z0 - spread)), float(np.tanh(z0 + spread))
+        variance += jackknife_variance(z)
+    return fisher_z_interval(r, variance, level)
 
 
-def _percentile_reliability(values, even_idx, odd_idx, n_boot, confidence, seed, first_layer) -> tuple[float, float]:
+def _percentile_reliability(values, even_idx, odd_idx, n_bootstrap, level, seed, first_layer) -> tuple[float, float]:
     """The percentile bootstrap of ``reliability_interval(method="percentile")`` (``scipy.stats.bootstrap``)."""
     def statistic(even_draw: np.ndarray, odd_draw: np.ndarray, axis: int = -1) -> np.ndarray:
         return _half_reliability(values, np.moveaxis(even_draw, axis, -1), np.moveaxis(odd_draw, axis, -1),
                                  first_layer)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DegenerateDataWarning)  # NaN resamples: left out below
-        result = bootstrap((even_idx, odd_idx), statistic, n_resamples=n_boot, vectorized=True, method="percentile",
-                           confidence_level=confidence, rng=np.random.default_rng(seed), batch=256)
-    return _finite_interval(result.bootstrap_distribution, confidence)
-
-
-def _finite_interval(draws: np.ndarray, confidence: float) -> tuple[float, float]:
-    """scipy's percentile interval over the finite draws only: scipy's own is NaN as soon as one resample leaves
-    the statistic undefined (a constant half or view), which says nothing about the other resamples."""
-    low, high = percentile_interval(np.asarray(draws, dtype=float)[:, None], confidence)
-    return float(low[0]), float(high[0])
+    draws = bootstrap_distribution((even_idx, odd_idx), statistic, n_bootstrap, np.random.default_rng(seed), batch=256)
+    return interval(draws, level)  # finite draws only: scipy's own is NaN as soon as one resample is
 
 
 def compare_kurtosis(a: Float[Tensor, "trace layer head"], b: Float[Tensor, "trace layer head"],

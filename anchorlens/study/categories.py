@@ -28,6 +28,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from anchorlens.stats import paired_difference, percentile_interval, renamed_arguments, resample_indices
 from anchorlens.study.discovery import StudyInputError
 
 # The six published importance metrics: the ones clipped at zero.
@@ -132,13 +133,12 @@ def _per_trace(frame, columns, names, categories, category, trace):
         return sums, counts, sums / counts  # NaN where the trace has no value there
 
 
-def _bootstrap_means(sums, counts, trace_means, weighting: str, n_boot: int, seed: int) -> np.ndarray:
-    """``[draw, category, column]`` means over ``n_boot`` draws of whole traces with replacement. Each draw is a
+def _bootstrap_means(sums, counts, trace_means, weighting: str, n_bootstrap: int, seed: int) -> np.ndarray:
+    """``[draw, category, column]`` means over ``n_bootstrap`` draws of whole traces with replacement. Each draw is a
     count per trace, so every mean is a weighted sum of the per-trace sums or means (all categories and columns at
     once: hand-written for that reason, not ``scipy.stats.bootstrap``)."""
     n_traces = sums.shape[0]
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_traces, size=(n_boot, n_traces))
+    draws = resample_indices(n_traces, n_bootstrap, np.random.default_rng(seed))
     weights = np.stack([np.bincount(d, minlength=n_traces) for d in draws]).astype(float)  # [draw, trace]
     with np.errstate(invalid="ignore", divide="ignore"):
         if weighting == "trace":
@@ -148,8 +148,9 @@ def _bootstrap_means(sums, counts, trace_means, weighting: str, n_boot: int, see
         return np.einsum("bt,tcm->bcm", weights, sums) / np.einsum("bt,tcm->bcm", weights, counts)
 
 
+@renamed_arguments()
 def category_differences(frame: pd.DataFrame, metric: str, categories=None, *, weighting: str = "trace",
-                         n_boot: int = 2000, confidence: float = 0.95, seed: int = 0, category: str = "category",
+                         n_bootstrap: int = 2000, level: float = 0.95, seed: int = 0, category: str = "category",
                          trace: str = "trace") -> pd.DataFrame:
     """Every pair of ``categories`` (default: all in the prepared ``frame``): the difference of their means of
     ``metric`` (as ``category_table`` computes them) with a percentile bootstrap interval over traces (both means
@@ -160,26 +161,24 @@ def category_differences(frame: pd.DataFrame, metric: str, categories=None, *, w
     frame = frame[frame[category].isin(categories)]
     names = list(dict.fromkeys(frame[trace]))
     sums, counts, trace_means = _per_trace(frame, [metric], names, categories, category, trace)
-    boot = _bootstrap_means(sums, counts, trace_means, weighting, n_boot, seed)[:, :, 0]
+    boot = _bootstrap_means(sums, counts, trace_means, weighting, n_bootstrap, seed)[:, :, 0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a category without values: NaN
         point = (np.nanmean(trace_means[:, :, 0], axis=0) if weighting == "trace"
                  else sums[:, :, 0].sum(0) / counts[:, :, 0].sum(0))
-    tail = (1 - confidence) / 2
     rows = []
     for i, a in enumerate(categories):
         for j in range(i + 1, len(categories)):
-            draws = boot[:, i] - boot[:, j]
-            draws = draws[np.isfinite(draws)]
-            low, high = (np.quantile(draws, [tail, 1 - tail]) if len(draws) else (np.nan, np.nan))
+            low, high, excludes = paired_difference(boot[:, i], boot[:, j], level)
             rows.append({"category_a": a, "category_b": categories[j], "difference": point[i] - point[j],
-                         "ci_low": float(low), "ci_high": float(high), "excludes_zero": bool(low > 0 or high < 0)})
+                         "ci_low": low, "ci_high": high, "excludes_zero": excludes})
     return pd.DataFrame(rows)
 
 
+@renamed_arguments()
 def category_table(frame: pd.DataFrame, metrics: list[str], *, weighting: str = "trace", min_sentences: int = 3,
-                   min_traces: int = 3, figure_excludes=FIGURE_EXCLUDES, n_boot: int = 2000,
-                   confidence: float = 0.95, seed: int = 0, category: str = "category",
+                   min_traces: int = 3, figure_excludes=FIGURE_EXCLUDES, n_bootstrap: int = 2000,
+                   level: float = 0.95, seed: int = 0, category: str = "category",
                    trace: str = "trace") -> pd.DataFrame:
     """One row per category of the prepared sentences (``prepare``): ``n_sentences``, ``n_traces``, mean
     ``position`` and ``position_se``, each metric's mean, ``<metric>_se`` (over traces or sentences, as
@@ -194,11 +193,8 @@ def category_table(frame: pd.DataFrame, metrics: list[str], *, weighting: str = 
     names = list(dict.fromkeys(frame[trace]))
     columns = ["position"] + list(metrics)
     sums, counts, trace_means = _per_trace(frame, columns, names, categories, category, trace)
-    boot = _bootstrap_means(sums, counts, trace_means, weighting, n_boot, seed)
-    tail = (1 - confidence) / 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a category absent from every draw: NaN
-        low, high = np.nanquantile(boot, tail, axis=0), np.nanquantile(boot, 1 - tail, axis=0)
+    boot = _bootstrap_means(sums, counts, trace_means, weighting, n_bootstrap, seed)
+    low, high = percentile_interval(boot, level)  # a category absent from every draw: NaN
     rows = []
     for c, name in enumerate(categories):
         group = frame[frame[category] == name]

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from anchorlens.stats import renamed_arguments
 from anchorlens.io import load_arrays
 from anchorlens.study import aggregate
 from anchorlens.study.categories import normalised_position
@@ -140,7 +141,8 @@ def _trace_rows(out_dir: Path, name: str, manifest: dict, heads, vertical) -> tu
     return frame, importance
 
 
-def aggregate_folder(out_dir: str | Path, n_boot: int = 2000, seed: int = 0) -> Study:
+@renamed_arguments()
+def aggregate_folder(out_dir: str | Path, n_bootstrap: int = 2000, seed: int = 0) -> Study:
     """The ``Study`` of whatever traces of ``out_dir``'s study are complete; the rest are in ``missing``."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
@@ -180,7 +182,7 @@ def aggregate_folder(out_dir: str | Path, n_boot: int = 2000, seed: int = 0) -> 
     return Study(
         traces=complete, kurtosis=kurtosis, receiver_heads=heads,
         reliability=aggregate.even_odd_reliability(kurtosis) if receivers else float("nan"),
-        reliability_ci=aggregate.reliability_interval(kurtosis, n_boot=n_boot, seed=seed) if receivers
+        reliability_ci=aggregate.reliability_interval(kurtosis, n_bootstrap=n_bootstrap, seed=seed) if receivers
         else (float("nan"), float("nan")),
         sentences=sentences, missing=missing, importance_columns=importance, top_k=manifest["top_k"],
         model_name=(manifest.get("model") or {}).get("name"),

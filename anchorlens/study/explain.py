@@ -21,12 +21,11 @@ share of the within-trace variance explained (a fixed effect per trace). ``group
 over all sentences instead. Every model uses the same sentences: those with the metric and every predictor
 defined. ``alone``: the R^2 of the predictor by itself; ``unique``: what the full model loses without it;
 ``together``: the full model. Intervals: percentile bootstrap over whole traces (each drawn trace keeps its own
-centring), ``n_boot`` draws.
+centring), ``n_bootstrap`` draws.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import pandas as pd
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.results import Result
 from anchorlens.study.categories import IMPORTANCE_METRICS, convergence_mask, normalised_position
+from anchorlens.stats import interval, renamed_arguments, resample_counts
 from anchorlens.study.discovery import StudyInputError
 
 VIEW_PREDICTORS = ("receiver_score", "suppression_out_kl", "suppression_in_kl", "flow_to_answer",
@@ -130,9 +130,10 @@ def _r2(weights: np.ndarray, moments, index: np.ndarray, within: bool) -> np.nda
         return (explained - total_y ** 2 / total_n) / total
 
 
+@renamed_arguments()
 def explain_importance(sentences: pd.DataFrame, metric: str, predictors=None, *, grouping: str = "within",
                        convergence: bool = False, clip: bool = False, position_degree: int = 3,
-                       n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> "Explained":
+                       n_bootstrap: int = 1000, level: float = 0.95, seed: int = 0) -> "Explained":
     """The share of ``metric``'s variance each predictor explains, alone, uniquely and all together.
 
     Args:
@@ -143,7 +144,7 @@ def explain_importance(sentences: pd.DataFrame, metric: str, predictors=None, *,
         convergence: drop each trace's sentences from its first settled run on (``categories.convergence_mask``).
         clip: count an importance metric below zero as zero.
         position_degree: the degree of the position polynomial.
-        n_boot, confidence, seed: the bootstrap over traces.
+        n_bootstrap, level, seed: the bootstrap over traces.
     """
     if grouping not in GROUPINGS:
         raise StudyInputError(f"grouping must be one of {GROUPINGS}, not {grouping!r} (a mixed model needs "
@@ -182,17 +183,11 @@ def explain_importance(sentences: pd.DataFrame, metric: str, predictors=None, *,
         spans[p] = np.arange(start, start + blocks[p].shape[1])
         start += blocks[p].shape[1]
     everything = np.arange(start)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(names), size=(n_boot, len(names)))
     weights = np.concatenate([np.ones((1, len(names))),
-                              np.stack([np.bincount(d, minlength=len(names)) for d in draws]).astype(float)])
+                              resample_counts(len(names), n_bootstrap, np.random.default_rng(seed))])
     together = _r2(weights, moments, everything, within)
-    tail = (1 - confidence) / 2
-
     def summary(values: np.ndarray) -> tuple[float, float, float]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return float(values[0]), float(np.nanquantile(values[1:], tail)), float(np.nanquantile(values[1:], 1 - tail))
+        return (float(values[0]), *interval(values[1:], level))
 
     rows = []
     for p in predictors:
@@ -209,8 +204,8 @@ def explain_importance(sentences: pd.DataFrame, metric: str, predictors=None, *,
                  "r2_unique_ci_high": float("nan")})
     return Explained(metric=metric, grouping=grouping, table=pd.DataFrame(rows), n_sentences=int(keep.sum()),
                      n_traces=len(names), settings=dict(convergence=convergence, clip=clip,
-                                                        position_degree=position_degree, n_boot=n_boot,
-                                                        confidence=confidence, seed=seed))
+                                                        position_degree=position_degree, n_bootstrap=n_bootstrap,
+                                                        level=level, seed=seed))
 
 
 @dataclass

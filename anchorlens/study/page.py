@@ -46,7 +46,7 @@ def write_study_page(study, out_dir: str | Path) -> Path:
         parts.append(f"<img alt='study figures' src='data:image/png;base64,{_png(figure)}'>")
         plt.close(figure)
     if "category" in study.sentences and len(study.sentences):
-        table = study.by_category(n_boot=1000)
+        table = study.by_category(n_bootstrap=1000)
         keep = ["category", "n_sentences", "n_traces", "position", "shown"] + [c for c in table.columns if c.startswith(
             ("receiver_score", "counterfactual_importance_kl", "resampling_importance_accuracy"))]
         definition = table.attrs["definition"]
@@ -56,7 +56,7 @@ def write_study_page(study, out_dir: str | Path) -> Path:
                      f"{definition['n_sentences_kept']} of {definition['n_sentences']} sentences)</h2>" +
                      _table(table[keep]))
     if len(study.sentences):
-        correlations = study.view_correlations(n_boot=500)
+        correlations = study.view_correlations(n_bootstrap=500)
         parts.append("<h2>View correlations, pooled over all sentences (Spearman, 95% interval)</h2>" +
                      _table(correlations[correlations.scope == "pooled"].drop(columns="scope")))
     if study.base_kurtosis is not None:

@@ -48,7 +48,7 @@ def plot_category_effects(study, metric: str, ax=None, shown_only: bool = True, 
 
 def plot_correlations(study, ax):
     """Pooled Spearman correlations of each pair of views and importance metrics, with intervals."""
-    table = study.view_correlations(n_boot=500)
+    table = study.view_correlations(n_bootstrap=500)
     table = table[table.scope == "pooled"]
     y = np.arange(len(table))
     errors = np.vstack([table.spearman - table.ci_low, table.ci_high - table.spearman])
@@ -85,7 +85,7 @@ def plot_study(study, metric: str | None = None):
                                              "receiver_score") if c in study.sentences), None)
         if metric is not None:
             panels.append("category")
-    if len(study.sentences) and len(study.view_correlations(n_boot=10)):
+    if len(study.sentences) and len(study.view_correlations(n_bootstrap=10)):
         panels.append("correlations")
     if study.base_kurtosis is not None:
         panels.append("base")

@@ -10,6 +10,7 @@ import pandas as pd
 from jaxtyping import Float
 from torch import Tensor
 
+from anchorlens.stats import renamed_arguments
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.scores import Head
 from anchorlens.study import aggregate, categories
@@ -102,10 +103,11 @@ class Study(Result):
         return [c for c in numeric if c not in NOT_METRICS and not c.endswith(("_ci_low", "_ci_high"))
                 and not c.startswith("n_")]
 
+    @renamed_arguments()
     def by_category(self, metrics: list[str] | None = None, *, convergence: bool | None = None, run_length: int = 4,
                     high: float = 0.99, low: float = 0.01, clip: bool = True, weighting: str = "trace",
                     min_sentences: int = 3, min_traces: int = 3, debias: str | None = None, degree: int = 10,
-                    figure_excludes=categories.FIGURE_EXCLUDES, n_boot: int = 2000, confidence: float = 0.95,
+                    figure_excludes=categories.FIGURE_EXCLUDES, n_bootstrap: int = 2000, level: float = 0.95,
                     seed: int = 0) -> pd.DataFrame:
         """One row per category, computed as the Thought Anchors figure computes it (``anchorlens.study.categories``
         says each step; docs/methods.md, "Studies: importance by category").
@@ -129,12 +131,12 @@ class Study(Result):
         frame, convergence = self._prepared(metrics, convergence, run_length=run_length, high=high, low=low,
                                             clip=clip, debias=debias, degree=degree)
         table = categories.category_table(frame, metrics, weighting=weighting, min_sentences=min_sentences,
-                                          min_traces=min_traces, figure_excludes=figure_excludes, n_boot=n_boot,
-                                          confidence=confidence, seed=seed)
+                                          min_traces=min_traces, figure_excludes=figure_excludes,
+                                          n_bootstrap=n_bootstrap, level=level, seed=seed)
         table.attrs["definition"] = dict(
             convergence=convergence, run_length=run_length, high=high, low=low, clip=clip, weighting=weighting,
             min_sentences=min_sentences, min_traces=min_traces, debias=debias, degree=degree if debias else None,
-            figure_excludes=list(figure_excludes or ()), n_boot=n_boot, confidence=confidence, seed=seed,
+            figure_excludes=list(figure_excludes or ()), n_bootstrap=n_bootstrap, level=level, seed=seed,
             n_sentences_kept=len(frame), n_sentences=len(self.sentences))
         return table
 
@@ -156,10 +158,11 @@ class Study(Result):
                                   "has not: use published or rollout importance, or convergence=False")
         return categories.prepare(self.sentences, metrics, convergence=convergence, **options), convergence
 
+    @renamed_arguments()
     def category_differences(self, metric: str | None = None, which=None, *, convergence: bool | None = None,
                              clip: bool = True, debias: str | None = None, degree: int = 10,
-                             weighting: str = "trace", min_sentences: int = 3, n_boot: int = 2000,
-                             confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+                             weighting: str = "trace", min_sentences: int = 3, n_bootstrap: int = 2000,
+                             level: float = 0.95, seed: int = 0) -> pd.DataFrame:
         """Every pair of categories (``which``; default: those the paper's figure shows, with at least
         ``min_sentences`` sentences): the difference of their ``metric`` means as ``by_category`` computes them,
         a percentile bootstrap interval over traces (both means on the same draws) and ``excludes_zero``."""
@@ -168,8 +171,8 @@ class Study(Result):
         if which is None:
             sizes = frame.groupby("category").size()
             which = [c for c in sizes[sizes >= min_sentences].index if c not in categories.FIGURE_EXCLUDES]
-        return categories.category_differences(frame, metric, which, weighting=weighting, n_boot=n_boot,
-                                               confidence=confidence, seed=seed)
+        return categories.category_differences(frame, metric, which, weighting=weighting, n_bootstrap=n_bootstrap,
+                                               level=level, seed=seed)
 
     def plot_categories(self, metric: str | None = None, ax=None, **options):
         """The paper's figure: each shown category's mean ``metric`` against its mean normalised position, error
@@ -190,7 +193,9 @@ class Study(Result):
 
         return explain_importance(self.sentences, metric or self.default_metric(), predictors=predictors, **options)
 
-    def view_correlations(self, columns: list[str] | None = None, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    @renamed_arguments()
+    def view_correlations(self, columns: list[str] | None = None, n_bootstrap: int = 2000,
+                          seed: int = 0) -> pd.DataFrame:
         """Spearman rank correlations between the views and the importance metrics: pooled over all sentences
         (``scope = "pooled"``) and per trace (``scope`` = the trace's name), each with a 95% bootstrap interval
         over its sentences (``anchorlens.views.view_correlations``). The pooled interval treats sentences as
@@ -199,10 +204,10 @@ class Study(Result):
         views = [c for c in VIEW_COLUMNS if c in self.sentences and c not in importance]
         if columns is None:
             columns = views + importance
-        pooled = view_correlations(self.sentences, columns, n_boot=n_boot, seed=seed).assign(scope="pooled")
+        pooled = view_correlations(self.sentences, columns, n_bootstrap=n_bootstrap, seed=seed).assign(scope="pooled")
         parts = [pooled]
         for name, frame in self.sentences.groupby("trace", sort=False):
-            parts.append(view_correlations(frame, columns, n_boot=n_boot, seed=seed).assign(scope=name))
+            parts.append(view_correlations(frame, columns, n_bootstrap=n_bootstrap, seed=seed).assign(scope=name))
         out = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else pooled
         if views and importance and columns == views + importance:  # views against importance, not metric vs metric
             out = out[out.view_a.isin(views) | out.view_b.isin(views)].reset_index(drop=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from anchorlens import settings
+from anchorlens.stats import renamed_arguments
 from anchorlens.errors import DegenerateTraceError, EmptyTextError, TraceTooLongError
 from anchorlens.study import collect
 from anchorlens.study.discovery import (
@@ -45,6 +46,7 @@ def check_study_options(views, importance, top_k, shard) -> tuple[tuple[str, ...
     return views, parse_shard(shard)
 
 
+@renamed_arguments()
 def study(
     model,
     traces,
@@ -63,7 +65,7 @@ def study(
     max_new_tokens: int = settings.MAX_NEW_TOKENS,
     generation_seed: int = settings.SEED,
     transcoders=None,
-    n_boot: int = 2000,
+    n_bootstrap: int = 2000,
     seed: int = 0,
     say: Callable[[str], None] | None = None,
 ) -> Study:
@@ -132,7 +134,7 @@ def study(
         else:
             line = run_trace(model, source, out_dir, importance=importance, base_model=base_model, **settings)
         say(f"[{done}/{len(chosen)}] {line}")
-    result = collect.aggregate_folder(out_dir, n_boot=n_boot, seed=seed)
+    result = collect.aggregate_folder(out_dir, n_bootstrap=n_bootstrap, seed=seed)
     if result.missing:
         say(f"aggregated {len(result.traces)} of {len(sources)} traces; missing: " +
             "; ".join(f"{name}: {why}" for name, why in result.missing.items()))
