@@ -35,6 +35,7 @@ class Result:
     """
 
     _array_dicts: typing.ClassVar[dict[str, str]] = {}  # field -> prefix of its arrays (a dict of tensors)
+    _nested: typing.ClassVar[dict[str, str]] = {}  # field holding a Result -> the name its arrays and meta go under
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -72,6 +73,9 @@ class Result:
             value = getattr(self, f.name)
             if f.name in self._array_dicts:
                 arrays.update({self._array_dicts[f.name] + k: v for k, v in value.items()})
+            elif f.name in self._nested:
+                inner_arrays, meta[self._nested[f.name]] = value._to_file()
+                arrays.update({f"{self._nested[f.name]}.{k}": v for k, v in inner_arrays.items()})
             elif isinstance(value, (torch.Tensor, np.ndarray)):
                 arrays[f.name] = value
             elif isinstance(value, pd.DataFrame):
@@ -93,6 +97,10 @@ class Result:
             if f.name in cls._array_dicts:
                 prefix = cls._array_dicts[f.name]
                 kwargs[f.name] = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            elif f.name in cls._nested:
+                name = cls._nested[f.name]
+                inner = {k[len(name) + 1:]: v for k, v in arrays.items() if k.startswith(name + ".")}
+                kwargs[f.name] = hint._from_file(inner, meta[name])
             elif f.name in arrays or f.name in meta:
                 kwargs[f.name] = _coerce(arrays[f.name] if f.name in arrays else meta[f.name], hint)
             elif f.default is MISSING and f.default_factory is MISSING:
@@ -107,7 +115,8 @@ def _hint(cls, f):
     for klass in cls.__mro__:
         if f.name in getattr(klass, "__annotations__", {}):
             try:
-                return eval(f.type, vars(sys.modules[klass.__module__]))  # noqa: S307 (the class's own annotation)
+                hint = eval(f.type, vars(sys.modules[klass.__module__]))  # noqa: S307 (the class's own annotation)
+                return hint if not isinstance(hint, str) else "DataFrame" if hint.endswith("DataFrame") else None
             except Exception:  # noqa: BLE001 (a name only imported for type checking: no coercion)
                 return None
     return None
@@ -127,7 +136,7 @@ def _coerce(value, hint):
     if origin in (typing.Union, types.UnionType):
         kinds = [a for a in args if a is not type(None)]
         return _coerce(value, kinds[0]) if len(kinds) == 1 else value
-    if getattr(hint, "__name__", None) == "DataFrame" and isinstance(value, dict):
+    if getattr(hint, "__name__", hint) == "DataFrame" and isinstance(value, dict):
         import pandas as pd
 
         return pd.DataFrame(value)
