@@ -361,7 +361,9 @@ class ImportanceResult(Result):
         )
 
     def plot(self, metric: str = "counterfactual_importance_kl", ax=None):
-        """Bars of one metric per sentence, coloured by category when known. Returns the axes.
+        """Bars of one importance metric per sentence with its bootstrap interval as error bars, coloured by
+        category when known. Returns the axes. Only metrics are plotted here: the rollout counts behind them are
+        drawn by ``plot_counts``.
 
         >>> ax = result.plot("resampling_importance_accuracy")   # doctest: +SKIP
         """
@@ -388,6 +390,23 @@ class ImportanceResult(Result):
         ax.set_xlabel("sentence")
         ax.set_ylabel(metric)
         ax.set_title(self.trace_id or "sentence importance")
+        return ax
+
+    def plot_counts(self, ax=None):
+        """The rollouts behind each sentence's estimates (``n_rollouts``, ``n_answered``, ``n_forced``,
+        ``n_truncated``) as grouped bars per sentence. Returns the axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(max(6.0, 0.2 * len(self)), 3.0))
+        x, width = np.arange(len(self)), 0.8 / len(COUNT_COLUMNS)
+        for k, name in enumerate(COUNT_COLUMNS):
+            ax.bar(x + (k - (len(COUNT_COLUMNS) - 1) / 2) * width, np.nan_to_num(getattr(self, name).numpy()), width,
+                   label=name)
+        ax.legend(fontsize=7, ncol=len(COUNT_COLUMNS), frameon=False)
+        ax.set_xlabel("sentence")
+        ax.set_ylabel("rollouts")
+        ax.set_title(self.trace_id or "rollouts per sentence")
         return ax
 
     def plot_matrix(self, ax=None):
