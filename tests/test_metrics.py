@@ -189,6 +189,37 @@ def test_result_dataframe_save_load_plot(tmp_path, embed):
     assert result.plot_matrix() is not None
 
 
+def test_plot_draws_importance_with_its_interval_and_counts_apart(embed):
+    """``plot`` draws one importance metric with its bootstrap interval as error bars and refuses a count;
+    ``plot_counts`` draws the four counts."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    matplotlib.use("Agg")
+    result = sentence_importance(planted_rollouts(), SENTENCES, embed=embed, n_bootstrap=50)
+    frame = result.to_dataframe()
+    for name in ("resampling_importance_accuracy", "counterfactual_importance_kl"):
+        ax = result.plot(name)
+        assert ax.get_ylabel() == name and len(ax.patches) == len(SENTENCES)
+        np.testing.assert_allclose([p.get_height() for p in ax.patches], frame[name].fillna(0.0))
+        (bars,) = [c for c in ax.containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
+        segments = np.array([seg for seg in bars.lines[2][0].get_segments()])  # [sentence, (low, high), (x, y)]
+        shown = frame[name].notna() & frame[f"{name}_ci_low"].notna()
+        np.testing.assert_allclose(segments[:, 0, 1], frame[f"{name}_ci_low"][shown])
+        np.testing.assert_allclose(segments[:, 1, 1], frame[f"{name}_ci_high"][shown])
+        plt.close("all")
+    for count in ("n_rollouts", "n_answered", "n_forced", "n_truncated"):
+        with pytest.raises(AnchorlensError, match="unknown metric"):
+            result.plot(count)
+    ax = result.plot_counts()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["n_rollouts", "n_answered", "n_forced",
+                                                                   "n_truncated"]
+    heights = np.array([p.get_height() for p in ax.patches]).reshape(4, len(SENTENCES))
+    np.testing.assert_allclose(heights[0], frame["n_rollouts"])
+    np.testing.assert_allclose(heights[2], frame["n_forced"])
+    plt.close("all")
+
+
 def test_bad_input_raises_clear_errors(embed):
     with pytest.raises(RolloutMismatchError, match="one trace"):
         sentence_importance([roll(0, "1", True, "x", trace="a"), roll(0, "1", True, "x", trace="b")], ["x"], embed=embed)

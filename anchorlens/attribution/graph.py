@@ -16,7 +16,6 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.results import Result
 
 
@@ -281,22 +280,6 @@ class AttributionGraph(Result):
         return write_graph_json(self, path, slug=slug, node_threshold=node_threshold, edge_threshold=edge_threshold)
 
     # ----- files
-    def save(self, path: str | Path) -> Path:
-        arrays = {"adjacency": self.adjacency, "tokens": self.tokens, "active_features": self.active_features,
-                  "activations": self.activations, "logit_token_ids": self.logit_token_ids,
-                  "logit_probabilities": self.logit_probabilities}
-        for name in ("node_mask", "edge_mask", "cumulative_scores", "dropped_features"):
-            if getattr(self, name) is not None:
-                arrays[name] = getattr(self, name)
-        meta = {"n_layers": self.n_layers, "token_strings": self.token_strings, "logit_strings": self.logit_strings,
-                "scan": self.scan, "model_name": self.model_name, "vocab_size": self.vocab_size}
-        return save_arrays(path, arrays, meta, kind="AttributionGraph")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "AttributionGraph":
-        arrays, meta = load_arrays(path, kind="AttributionGraph")
-        meta.pop("kind", None)
-        return cls(**arrays, **meta)
 
 
 def prune_masks(adjacency: Tensor, logit_weights: Tensor, n_features: int, n_tokens: int, n_logits: int,

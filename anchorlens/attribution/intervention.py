@@ -15,7 +15,6 @@ is put in front of the prompt, as ``attribution_graph`` does).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -23,7 +22,6 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from anchorlens.hooks.feature_intervention import clean_pass, intervened_pass
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.attribution.attribute import AttributionInputError, prepare
 from anchorlens.attribution.transcoders import TranscoderSet
 from anchorlens.generation import greedy_generate
@@ -69,18 +67,17 @@ class InterventionResult(Result):
         ax.legend()
         return ax
 
-    def save(self, path: str | Path) -> Path:
-        arrays = {"tokens": self.tokens, "logits": self.logits, "activations": self.activations,
-                  "clean_logits": self.clean_logits}
-        rows = [[int(layer), _position_json(p), int(f), float(v)] for layer, p, f, v in self.interventions]
-        return save_arrays(path, arrays, {"interventions": rows, "token_strings": self.token_strings},
-                           kind="InterventionResult")
+    def _to_file(self) -> tuple[dict, dict]:
+        arrays, meta = super()._to_file()
+        meta["interventions"] = [[int(layer), _position_json(p), int(f), float(v)] for layer, p, f, v in
+                                 self.interventions]
+        return arrays, meta
 
     @classmethod
-    def load(cls, path: str | Path) -> "InterventionResult":
-        arrays, meta = load_arrays(path, kind="InterventionResult")
-        rows = [(layer, _position_from_json(p), f, v) for layer, p, f, v in meta["interventions"]]
-        return cls(**arrays, interventions=rows, token_strings=meta["token_strings"])
+    def _from_file(cls, arrays: dict, meta: dict) -> "InterventionResult":
+        meta = {**meta, "interventions": [(layer, _position_from_json(p), f, v)
+                                          for layer, p, f, v in meta["interventions"]]}
+        return super()._from_file(arrays, meta)
 
 
 def _position_json(position):
@@ -180,17 +177,6 @@ class GenerationResult(Result):
         ax.set_ylabel("probability when chosen")
         ax.set_ylim(0, 1)
         return ax
-
-    def save(self, path: str | Path) -> Path:
-        return save_arrays(path, {"tokens": self.tokens, "logits": self.logits, "activations": self.activations},
-                           {"n_prompt": self.n_prompt, "text": self.text, "clean_text": self.clean_text},
-                           kind="GenerationResult")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "GenerationResult":
-        arrays, meta = load_arrays(path, kind="GenerationResult")
-        meta.pop("kind", None)
-        return cls(**arrays, **meta)
 
 
 def feature_intervention_generate(

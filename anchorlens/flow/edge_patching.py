@@ -16,12 +16,10 @@ the edge into the shared head.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from anchorlens.errors import AnchorlensError
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.results import Result
 from anchorlens.models import expand_kv_heads  # noqa: F401 (re-exported: anchorlens.flow.expand_kv_heads)
 
@@ -70,24 +68,18 @@ class EdgeAttribution(Result):
         ax.set_title(f"edge attribution patching: {self.clean!r} vs {self.corrupt!r}", fontsize=8)
         return ax
 
-    def save(self, path: str | Path) -> Path:
-        numeric = ["source_layer", "source_head", "source_position", "target_layer", "target_head", "target_position", "score"]
-        arrays = {"numbers": torch.tensor(self.edges[numeric].to_numpy(dtype=float))}
-        meta = {"source_kind": self.edges["source_kind"].tolist(), "target_kind": self.edges["target_kind"].tolist(),
-                "metric_clean": self.metric_clean, "metric_corrupt": self.metric_corrupt, "clean": self.clean,
-                "corrupt": self.corrupt, "metadata": self.metadata}
-        return save_arrays(path, arrays, meta, kind=type(self).__name__)
-
     @classmethod
-    def load(cls, path: str | Path) -> "EdgeAttribution":
-        import pandas as pd
+    def _from_file(cls, arrays: dict, meta: dict) -> "EdgeAttribution":
+        if "numbers" in arrays:  # saved before the generic persistence: the numeric columns as one array
+            import pandas as pd
 
-        arrays, meta = load_arrays(path, kind=cls.__name__)
-        numeric = ["source_layer", "source_head", "source_position", "target_layer", "target_head", "target_position", "score"]
-        frame = pd.DataFrame(arrays["numbers"].numpy(), columns=numeric)
-        frame.insert(0, "source_kind", meta["source_kind"])
-        frame.insert(4, "target_kind", meta["target_kind"])
-        return cls(_with_labels(frame), meta["metric_clean"], meta["metric_corrupt"], meta["clean"], meta["corrupt"], meta["metadata"])
+            frame = pd.DataFrame(arrays.pop("numbers").numpy(), columns=[
+                "source_layer", "source_head", "source_position", "target_layer", "target_head", "target_position",
+                "score"])
+            frame.insert(0, "source_kind", meta.pop("source_kind"))
+            frame.insert(4, "target_kind", meta.pop("target_kind"))
+            meta = {**meta, "edges": _with_labels(frame)}
+        return super()._from_file(arrays, meta)
 
 
 def _node_label(kind, layer, head, position) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from jaxtyping import Float
@@ -16,7 +15,6 @@ from torch import Tensor
 
 from anchorlens.errors import EmptyTextError, UnsupportedArchitectureError
 from anchorlens.hooks.flow_capture import check_flow_hooks, output_weights, run_layerwise
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.flow.checks import DEFAULT_THRESHOLD, FlowInputError, check_threshold  # noqa: F401 (re-exported)
 from anchorlens.flow.contributions import DISTANCES, attention_contributions, head_values_out, mlp_contributions
 from anchorlens.flow.routes import build_routes, token_influence
@@ -132,35 +130,6 @@ class InformationFlow(Result):
             ax.set_yticks(range(self.n_tokens), self.token_strs, fontsize=7)
         ax.figure.colorbar(image, ax=ax)
         return ax
-
-    def save(self, path: str | Path) -> Path:
-        arrays = {
-            "attention": self.attention,
-            "residual_attention": self.residual_attention,
-            "mlp": self.mlp,
-            "residual_mlp": self.residual_mlp,
-            "tokens": torch.tensor(self.tokens),
-        }
-        if self.heads is not None:
-            arrays["heads"] = self.heads
-        meta = {"token_strs": self.token_strs, "distance": self.distance, "model_name": self.model_name, "metadata": self.metadata}
-        return save_arrays(path, arrays, meta, kind=type(self).__name__)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "InformationFlow":
-        arrays, meta = load_arrays(path, kind=cls.__name__)
-        return cls(
-            attention=arrays["attention"],
-            residual_attention=arrays["residual_attention"],
-            mlp=arrays["mlp"],
-            residual_mlp=arrays["residual_mlp"],
-            tokens=arrays["tokens"].tolist(),
-            token_strs=meta["token_strs"],
-            distance=meta["distance"],
-            heads=arrays.get("heads"),
-            model_name=meta.get("model_name"),
-            metadata=meta.get("metadata", {}),
-        )
 
 
 def flow_tokens(model, text_or_trace) -> torch.Tensor:

@@ -8,13 +8,11 @@ random from all causal edges (targets after BOS, sources at or before the target
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from anchorlens.hooks.edge_knockout import edge_knockout_hooks
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.flow.checks import DEFAULT_THRESHOLD, FlowInputError
 from anchorlens.flow.information_flow import flow_tokens, information_flow
 from anchorlens.results import Result
@@ -99,17 +97,6 @@ class KnockoutResult(Result):
         ax.set_ylabel(f"P({self.answer_str!r})")
         ax.set_title("attention knockout")
         return ax
-
-    def save(self, path: str | Path) -> Path:
-        arrays = {"p_random": torch.tensor(self.p_random, dtype=torch.float64), "route_edges": torch.tensor(self.route_edges).reshape(-1, 3)}
-        meta = {"p_clean": self.p_clean, "p_route": self.p_route, "answer": self.answer, "answer_str": self.answer_str, "text": self.text, "metadata": self.metadata}
-        return save_arrays(path, arrays, meta, kind=type(self).__name__)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "KnockoutResult":
-        arrays, meta = load_arrays(path, kind=cls.__name__)
-        edges = [tuple(e) for e in arrays["route_edges"].tolist()]
-        return cls(meta["p_clean"], meta["p_route"], arrays["p_random"].tolist(), edges, meta["answer"], meta["answer_str"], meta["text"], meta["metadata"])
 
 
 def random_edges(n_layers: int, n_pos: int, n_edges: int, generator: torch.Generator, exclude=()) -> list[tuple[int, int, int]]:

@@ -16,13 +16,11 @@ weights sum to 1. The route into a prediction is every node and edge that reache
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.flow.checks import check_threshold
 from anchorlens.flow.contributions import threshold_and_renormalise
 from anchorlens.results import Result
@@ -147,18 +145,6 @@ class Routes(Result):
         ax.set_title(f"information flow route into position {self.position} (threshold {self.threshold})")
         ax.legend(loc="upper left", fontsize=7)
         return ax
-
-    def save(self, path: str | Path) -> Path:
-        arrays = {"edges": self.edges}
-        if self.head_importance is not None:
-            arrays["head_importance"] = self.head_importance
-        meta = {"position": self.position, "threshold": self.threshold, "n_layers": self.n_layers, "token_strs": self.token_strs}
-        return save_arrays(path, arrays, meta, kind=type(self).__name__)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Routes":
-        arrays, meta = load_arrays(path, kind=cls.__name__)
-        return cls(arrays["edges"], arrays.get("head_importance"), meta["position"], meta["threshold"], meta["n_layers"], meta["token_strs"])
 
 
 def build_routes(flow, position: int = -1, threshold: float = 0.04) -> Routes:

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.spans import membership_matrix
 from anchorlens.flow.checks import FlowFallbackWarning
 from anchorlens.flow.information_flow import FlowInputError, information_flow
@@ -80,16 +78,6 @@ class SentenceFlow(Result):
         ax.set_title(f"sentence information flow ({self.distance})")
         ax.figure.colorbar(image, ax=ax)
         return ax
-
-    def save(self, path: str | Path) -> Path:
-        arrays = {"matrix": self.matrix, "to_answer": self.to_answer}
-        meta = {"sentences": self.sentences, "token_spans": [list(s) for s in self.token_spans], "distance": self.distance}
-        return save_arrays(path, arrays, meta, kind=type(self).__name__)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "SentenceFlow":
-        arrays, meta = load_arrays(path, kind=cls.__name__)
-        return cls(arrays["matrix"], arrays["to_answer"], meta["sentences"], [tuple(s) for s in meta["token_spans"]], meta["distance"])
 
 
 def sentence_flow(

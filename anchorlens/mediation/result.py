@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from jaxtyping import Float
 from torch import Tensor
 
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.mediation.metrics import METRICS, effect, mean_and_ci, stolfo_effect
 from anchorlens.results import Result
 
@@ -122,23 +120,6 @@ class MediationResult(Result):
         return plot_effects(self, metric=metric or self.metric, ax=ax, tokens=tokens, **kwargs)
 
     # ------------------------------------------------------------------ I/O
-
-    def save(self, path: str | Path) -> Path:
-        """Write every per-pair quantity, the cells and the prompts to one ``.npz`` file."""
-        arrays = {name: getattr(self, name) for name in (
-            "patched_logprobs", "patched_logit_diff", "base_logprobs", "cf_logprobs", "base_logit_diff",
-            "cf_logit_diff")}
-        meta = {"component": self.component, "layers": self.layers, "positions": self.positions,
-                "units": self.units, "unit": self.unit, "metric": self.metric, "pairs": self.pairs,
-                "model_name": self.model_name, "method": self.method}
-        return save_arrays(path, arrays, meta, kind="MediationResult")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "MediationResult":
-        """Read what ``save`` wrote."""
-        arrays, meta = load_arrays(path, kind="MediationResult")
-        meta.pop("kind", None)
-        return cls(**arrays, **meta)
 
     def __repr__(self) -> str:
         shape = "x".join(str(s) for s in self.effects.shape)

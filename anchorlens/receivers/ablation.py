@@ -15,7 +15,6 @@ and the target set is placed in the distribution over random sets (an empirical 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -27,7 +26,6 @@ from anchorlens.answers import check_answer, extract_boxed
 from anchorlens.errors import AnchorlensError
 from anchorlens.hooks.head_ablation import ablate_heads
 from anchorlens.hooks.fused_attention import fused_attention
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.scores import Head, HeadSelectionError, check_heads
 from anchorlens.trace import encode_text
 from anchorlens.results import Result
@@ -159,21 +157,6 @@ class HeadAblationResult(Result):
         from anchorlens.receivers.plots import plot_ablation
 
         return plot_ablation(self, metric)
-
-    def save(self, path: str | Path) -> Path:
-        meta = {
-            "head_sets": {k: [list(h) for h in v] for k, v in self.head_sets.items()},
-            "answers": self.answers,
-            "method": self.method,
-            "target_name": self.target_name,
-        }
-        return save_arrays(path, {"logprob": self.logprob, "correct": self.correct}, meta, kind="HeadAblationResult")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "HeadAblationResult":
-        arrays, meta = load_arrays(path, kind="HeadAblationResult")
-        head_sets = {k: [tuple(h) for h in v] for k, v in meta["head_sets"].items()}
-        return cls(head_sets, arrays["logprob"], arrays["correct"], meta["answers"], meta["method"], meta["target_name"])
 
 
 def _continuation_tokens(model, item) -> tuple[Tensor, int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -13,7 +12,6 @@ from torch import Tensor
 from anchorlens.errors import AnchorlensError
 from anchorlens.hooks.fused_attention import fused_attention, observe_queries_keys, resolve_attention
 from anchorlens.hooks.sentence_pattern import BlockedPatternRecorder, PatternsRecorded, SentencePatternRecorder
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.query_blocks import DEFAULT_BLOCK_TOKENS, blocked_sentence_attention
 from anchorlens.receivers.reduce import SentenceReducer, Span
 from anchorlens.receivers.scores import PROXIMITY_IGNORE, head_kurtosis, vertical_scores
@@ -110,28 +108,6 @@ class SentenceAttention(Result):
             return 0, 0
         layer, head = divmod(int(kurtosis.argmax()), self.n_heads)
         return layer, head
-
-    def save(self, path: str | Path) -> Path:
-        meta = {
-            "sentences": self.sentences,
-            "token_spans": [list(s) for s in self.token_spans],
-            "include_prompt": self.include_prompt,
-            "model_name": self.model_name,
-            "metadata": self.metadata,
-        }
-        return save_arrays(path, {"matrix": self.matrix}, meta, kind="SentenceAttention")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "SentenceAttention":
-        arrays, meta = load_arrays(path, kind="SentenceAttention")
-        return cls(
-            arrays["matrix"],
-            meta["sentences"],
-            [tuple(s) for s in meta["token_spans"]],
-            meta["include_prompt"],
-            meta["model_name"],
-            meta.get("metadata", {}),
-        )
 
     def __repr__(self) -> str:
         return (

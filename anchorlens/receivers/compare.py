@@ -9,7 +9,6 @@ distributions (with a Mann-Whitney test) and how well the models' receiver score
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -17,7 +16,6 @@ import torch
 from torch import Tensor
 
 from anchorlens.errors import AnchorlensError, TokenizerMismatchError
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.heads import ReceiverHeads, receiver_heads
 from anchorlens.receivers.scores import PROXIMITY_IGNORE, TOP_K
 from anchorlens.results import Result
@@ -69,6 +67,7 @@ class ModelComparison(Result):
     heads_a: ReceiverHeads
     heads_b: ReceiverHeads
     agreement: Tensor
+    _nested = {"heads_a": "a", "heads_b": "b"}  # each model's heads: arrays "a.kurtosis", ..., metadata "a"
 
     def kurtosis_summary(self) -> dict:
         """Mean and median head kurtosis per model and a two-sided Mann-Whitney U test between them."""
@@ -104,19 +103,6 @@ class ModelComparison(Result):
         from anchorlens.receivers.plots import plot_comparison
 
         return plot_comparison(self)
-
-    def save(self, path: str | Path) -> Path:
-        arrays_a, meta_a = self.heads_a.to_arrays("a.")
-        arrays_b, meta_b = self.heads_b.to_arrays("b.")
-        return save_arrays(path, {**arrays_a, **arrays_b, "agreement": self.agreement}, {"names": list(self.names), "a": meta_a, "b": meta_b},
-                           kind="ModelComparison")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "ModelComparison":
-        arrays, meta = load_arrays(path, kind="ModelComparison")
-        heads_a = ReceiverHeads.from_arrays(arrays, meta["a"], "a.")
-        heads_b = ReceiverHeads.from_arrays(arrays, meta["b"], "b.")
-        return cls(tuple(meta["names"]), heads_a, heads_b, arrays["agreement"])
 
 
 def compare_models(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -12,7 +11,6 @@ from jaxtyping import Float
 from torch import Tensor
 
 from anchorlens.errors import AnchorlensError
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.attention import sentence_attention
 from anchorlens.receivers.scores import (
     PROXIMITY_IGNORE,
@@ -124,37 +122,19 @@ class ReceiverHeads(Result):
 
     # ------------------------------------------------------------------ I/O
 
-    def to_arrays(self, prefix: str = "") -> tuple[dict, dict]:
-        """Arrays and metadata for ``save_arrays`` (ragged vertical scores concatenated along sentences)."""
-        arrays = {
-            prefix + "kurtosis": self.kurtosis,
-            prefix + "per_trace_kurtosis": self.per_trace_kurtosis,
-            prefix + "vertical": torch.cat(self.vertical, dim=-1),
-        }
+    def _to_file(self) -> tuple[dict, dict]:
+        """The ragged vertical scores concatenated along sentences (``sentences`` gives the split back)."""
+        arrays = {"kurtosis": self.kurtosis, "per_trace_kurtosis": self.per_trace_kurtosis,
+                  "vertical": torch.cat(self.vertical, dim=-1)}
         meta = {"heads": [list(h) for h in self.heads], "sentences": self.sentences, "settings": self.settings}
         return arrays, meta
 
     @classmethod
-    def from_arrays(cls, arrays: dict, meta: dict, prefix: str = "") -> "ReceiverHeads":
+    def _from_file(cls, arrays: dict, meta: dict) -> "ReceiverHeads":
         lengths = [len(s) for s in meta["sentences"]]
-        vertical = list(torch.split(arrays[prefix + "vertical"], lengths, dim=-1))
-        return cls(
-            [tuple(h) for h in meta["heads"]],
-            arrays[prefix + "kurtosis"],
-            arrays[prefix + "per_trace_kurtosis"],
-            vertical,
-            meta["sentences"],
-            meta["settings"],
-        )
-
-    def save(self, path: str | Path) -> Path:
-        arrays, meta = self.to_arrays()
-        return save_arrays(path, arrays, meta, kind="ReceiverHeads")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "ReceiverHeads":
-        arrays, meta = load_arrays(path, kind="ReceiverHeads")
-        return cls.from_arrays(arrays, meta)
+        vertical = list(torch.split(arrays["vertical"], lengths, dim=-1))
+        return cls([tuple(h) for h in meta["heads"]], arrays["kurtosis"], arrays["per_trace_kurtosis"], vertical,
+                   meta["sentences"], meta["settings"])
 
     def __repr__(self) -> str:
         shown = ", ".join(f"({l}, {h})" for l, h in self.heads[:5])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
@@ -24,7 +23,6 @@ from torch import Tensor
 
 from anchorlens.errors import AnchorlensError
 from anchorlens.heads import Head, HeadSelectionError, check_heads  # noqa: F401 (re-exported)
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.results import Result
 
 PROXIMITY_IGNORE = 4  # the reference's default: sentences closer than this are not "later"
@@ -191,15 +189,6 @@ class SplitHalfReliability(Result):
         from anchorlens.receivers.plots import plot_reliability
 
         return plot_reliability(self, ax=ax)
-
-    def save(self, path: str | Path) -> Path:
-        return save_arrays(path, {"per_split": self.per_split}, {"r": self.r, "r_corrected": self.r_corrected},
-                           kind="SplitHalfReliability")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "SplitHalfReliability":
-        arrays, meta = load_arrays(path, kind="SplitHalfReliability")
-        return cls(meta["r"], meta["r_corrected"], arrays["per_split"])
 
 
 def split_half_reliability(

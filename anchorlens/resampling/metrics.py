@@ -14,6 +14,7 @@ Given the rollouts of one trace (``kind="resample"``: continue from the prefix b
 - a sentence-to-sentence ``counterfactual_matrix`` M[i, j] (j > i): how much more often a sentence like
   j appears later when i is kept than when i is resampled into something different.
 
+
 Conventions (documented choices):
 
 - Rollouts without an answer are left out of every answer-based number *and* of the trajectory
@@ -49,7 +50,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -59,7 +59,6 @@ from torch import Tensor
 
 from anchorlens.answers import answer_classes, normalize_answer
 from anchorlens.errors import AnchorlensError
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.resampling.bootstrap import BOOTSTRAP_METRICS, TopSentence, make_group, replicate_metrics, top_sentence
 from anchorlens.stats import percentile_interval
 from anchorlens.resampling.rollout import FORCED, RESAMPLE, Rollout
@@ -363,7 +362,9 @@ class ImportanceResult(Result):
         )
 
     def plot(self, metric: str = "counterfactual_importance_kl", ax=None):
-        """Bars of one metric per sentence, coloured by category when known. Returns the axes.
+        """Bars of one importance metric per sentence with its bootstrap interval as error bars, coloured by
+        category when known. Returns the axes. Only metrics are plotted here: the rollout counts behind them are
+        drawn by ``plot_counts``.
 
         >>> ax = result.plot("resampling_importance_accuracy")   # doctest: +SKIP
         """
@@ -392,6 +393,23 @@ class ImportanceResult(Result):
         ax.set_title(self.trace_id or "sentence importance")
         return ax
 
+    def plot_counts(self, ax=None):
+        """The rollouts behind each sentence's estimates (``n_rollouts``, ``n_answered``, ``n_forced``,
+        ``n_truncated``) as grouped bars per sentence. Returns the axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(max(6.0, 0.2 * len(self)), 3.0))
+        x, width = np.arange(len(self)), 0.8 / len(COUNT_COLUMNS)
+        for k, name in enumerate(COUNT_COLUMNS):
+            ax.bar(x + (k - (len(COUNT_COLUMNS) - 1) / 2) * width, np.nan_to_num(getattr(self, name).numpy()), width,
+                   label=name)
+        ax.legend(fontsize=7, ncol=len(COUNT_COLUMNS), frameon=False)
+        ax.set_xlabel("sentence")
+        ax.set_ylabel("rollouts")
+        ax.set_title(self.trace_id or "rollouts per sentence")
+        return ax
+
     def plot_matrix(self, ax=None):
         """The sentence-to-sentence counterfactual matrix as a heat map (rows i, columns j). Returns the axes."""
         import matplotlib.pyplot as plt
@@ -406,34 +424,11 @@ class ImportanceResult(Result):
         ax.set_ylabel("resampled sentence i")
         return ax
 
-    def save(self, path: str | Path) -> Path:
-        """Write to one ``.npz`` file (arrays plus sentences, categories and extras as JSON)."""
-        arrays = {name: getattr(self, name) for name in (*METRIC_COLUMNS, *COUNT_COLUMNS)}
-        arrays["counterfactual_matrix"] = self.counterfactual_matrix
-        arrays.update({f"ci__{k}": v for k, v in self.intervals.items()})
-        arrays.update({f"bootstrap__{k}": v.float() for k, v in self.bootstrap.items()})  # float32: half the file
-        meta = {"sentences": self.sentences, "categories": self.categories, "trace_id": self.trace_id, "extra": self.extra,
-                "confidence": self.confidence, "answer_equivalence": self.answer_equivalence, "run_info": self.run_info}
-        return save_arrays(path, arrays, meta, kind="ImportanceResult")
+    _array_dicts = {"intervals": "ci__", "bootstrap": "bootstrap__"}  # metric -> array, one per metric
 
-    @classmethod
-    def load(cls, path: str | Path) -> "ImportanceResult":
-        """Read what ``save`` wrote."""
-        arrays, meta = load_arrays(path, kind="ImportanceResult")
-        intervals = {k[len("ci__"):]: arrays.pop(k) for k in list(arrays) if k.startswith("ci__")}
-        bootstrap = {k[len("bootstrap__"):]: arrays.pop(k) for k in list(arrays) if k.startswith("bootstrap__")}
-        return cls(
-            sentences=meta["sentences"],
-            categories=meta.get("categories"),
-            trace_id=meta.get("trace_id"),
-            extra=meta.get("extra") or {},
-            intervals=intervals,
-            bootstrap=bootstrap,
-            confidence=meta.get("confidence", CONFIDENCE),
-            answer_equivalence=meta.get("answer_equivalence"),
-            run_info=meta.get("run_info") or {},
-            **arrays,
-        )
+    def _to_file(self) -> tuple[dict, dict]:
+        arrays, meta = super()._to_file()  # bootstrap draws in float32: half the file
+        return {k: v.float() if k.startswith("bootstrap__") else v for k, v in arrays.items()}, meta
 
 
 # --------------------------------------------------------------------------- the computation

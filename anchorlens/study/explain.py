@@ -15,6 +15,7 @@ Predictors (each a group of columns of one least-squares model; a predictor is u
 - the views the study computed: ``receiver_score``, ``suppression_out_kl``, ``suppression_in_kl``,
   ``flow_to_answer``, ``attribution_to_answer`` (linearly).
 
+
 Sentences of one trace are not independent and traces differ in their mean importance, so by default
 (``grouping="within"``) the metric and every predictor column are centred within each trace and the R^2 is the
 share of the within-trace variance explained (a fixed effect per trace). ``grouping="pooled"`` fits one intercept
@@ -27,12 +28,10 @@ centring), ``n_bootstrap`` draws.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.results import Result
 from anchorlens.study.categories import IMPORTANCE_METRICS, convergence_mask, normalised_position
 from anchorlens.stats import interval, renamed_arguments, resample_counts
@@ -256,15 +255,3 @@ class Explained(Result):
         ax.set_title(f"what explains {self.metric} ({self.n_sentences} sentences, {self.n_traces} traces)")
         ax.legend(fontsize=8)
         return ax
-
-    def save(self, path: str | Path) -> Path:
-        meta = {"metric": self.metric, "grouping": self.grouping, "n_sentences": self.n_sentences,
-                "n_traces": self.n_traces, "settings": self.settings,
-                "table": self.table.to_dict(orient="list")}
-        return save_arrays(path, {}, meta, kind="Explained")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Explained":
-        _, meta = load_arrays(path, kind="Explained")
-        return cls(metric=meta["metric"], grouping=meta["grouping"], table=pd.DataFrame(meta["table"]),
-                   n_sentences=meta["n_sentences"], n_traces=meta["n_traces"], settings=meta["settings"])

@@ -9,14 +9,12 @@ an edge whose KL spreads over many windows is carried redundantly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.suppression.matrix import DEFAULT_TEMPERATURE, log_kl, sentence_matrix
 from anchorlens.suppression.result import SuppressionMatrix
 from anchorlens.hooks.fused_attention import fused_attention
@@ -174,33 +172,6 @@ class LayerSuppression(Result):
         from anchorlens.suppression.plots import plot_layer_profile
 
         return plot_layer_profile(self, top_k=top_k, ax=ax, normalise=normalise, **kwargs)
-
-    def save(self, path: str | Path) -> Path:
-        meta = {
-            "windows": self.windows,
-            "token_spans": [list(span) for span in self.token_spans],
-            "sentences": self.sentences,
-            "heads": self.heads,
-            "temperature": self.temperature,
-            "method": self.method,
-            "model_name": self.model_name,
-        }
-        return save_arrays(path, {"kl": self.kl, "token_kl": self.token_kl}, meta, kind="LayerSuppression")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "LayerSuppression":
-        arrays, meta = load_arrays(path, kind="LayerSuppression")
-        return cls(
-            kl=arrays["kl"],
-            token_kl=arrays["token_kl"],
-            windows=[list(w) for w in meta["windows"]],
-            token_spans=[tuple(span) for span in meta["token_spans"]],
-            sentences=list(meta["sentences"]),
-            heads=None if meta["heads"] is None else list(meta["heads"]),
-            temperature=float(meta["temperature"]),
-            method=meta["method"],
-            model_name=meta["model_name"],
-        )
 
     def __repr__(self) -> str:
         return f"LayerSuppression({len(self.sentences)} sentences, {self.n_windows} windows, method={self.method!r})"

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from jaxtyping import Float
 from torch import Tensor
 
-from anchorlens.io import load_arrays, save_arrays
 from anchorlens.suppression.matrix import log_kl, row_centre
 from anchorlens.results import Result
 
@@ -93,35 +91,6 @@ class SuppressionMatrix(Result):
         return plot_sentence_graph(self, top_k=top_k, ax=ax, **kwargs)
 
     # ------------------------------------------------------------------ I/O
-
-    def save(self, path: str | Path) -> Path:
-        """Write the matrix, per-token KL and settings to one ``.npz`` file."""
-        meta = {
-            "token_spans": [list(span) for span in self.token_spans],
-            "sentences": self.sentences,
-            "layers": self.layers,
-            "heads": self.heads,
-            "temperature": self.temperature,
-            "method": self.method,
-            "model_name": self.model_name,
-        }
-        return save_arrays(path, {"kl": self.kl, "token_kl": self.token_kl}, meta, kind="SuppressionMatrix")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "SuppressionMatrix":
-        """Read what ``save`` wrote."""
-        arrays, meta = load_arrays(path, kind="SuppressionMatrix")
-        return cls(
-            kl=arrays["kl"],
-            token_kl=arrays["token_kl"],
-            token_spans=[tuple(span) for span in meta["token_spans"]],
-            sentences=list(meta["sentences"]),
-            layers=list(meta["layers"]),
-            heads=None if meta["heads"] is None else list(meta["heads"]),
-            temperature=float(meta["temperature"]),
-            method=meta["method"],
-            model_name=meta["model_name"],
-        )
 
     def __repr__(self) -> str:
         heads = "all heads" if self.heads is None else f"heads {self.heads}"
