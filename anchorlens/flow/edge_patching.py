@@ -20,14 +20,13 @@ from pathlib import Path
 
 import torch
 
-from anchorlens.errors import AnchorlensError
+from anchorlens.errors import InputError
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.results import Result
 from anchorlens.models import expand_kv_heads  # noqa: F401 (re-exported: anchorlens.flow.expand_kv_heads)
 
 
-class EdgePatchingError(AnchorlensError):
-    """Bad input to edge attribution patching: prompts of different token lengths, an unknown answer token."""
+EdgePatchingError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 @dataclass
