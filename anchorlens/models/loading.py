@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from anchorlens.errors import AnchorlensError, UnknownModelError
+from anchorlens.errors import InputError, ModelLoadError
 from anchorlens.models.checks import _check, check_dtype, verify_float16_range
 from anchorlens.models.gguf import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_model_dir
 
@@ -52,7 +52,7 @@ def load_model(
     except (OSError, ValueError) as error:
         if Path(source).exists():
             raise
-        raise UnknownModelError(
+        raise ModelLoadError(
             f"cannot load model {name!r}: {error}\n"
             f"Pass the embedded model {DEFAULT_MODEL!r}, a local folder with a Hugging Face model, or a "
             "Hugging Face model name that this machine can download."
@@ -139,7 +139,7 @@ def load_backbone(folder, n_layers: int, device: str = "cpu"):
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModel.from_pretrained(folder, dtype=torch.float32)
     if n_layers > len(model.layers):
-        raise AnchorlensError(
+        raise InputError(
             f"the feature model has {len(model.layers)} layers; layers must be below that, got {n_layers - 1}"
         )
     model.layers = model.layers[:n_layers]
