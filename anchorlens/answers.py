@@ -10,13 +10,12 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from anchorlens.errors import AnchorlensError
+from anchorlens.errors import InputError
 
 AnswerExtractor = Callable[[str], "str | None"]
 
 
-class AnswerExtractorError(AnchorlensError):
-    """An answer extractor that anchorlens does not know (neither a known name nor a callable)."""
+AnswerExtractorError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 def extract_boxed(text: str) -> str | None:

@@ -10,13 +10,12 @@ from typing import Iterable, Sequence
 
 import torch  # noqa: F401 (the doctest below builds a tensor)
 
-from anchorlens.errors import AnchorlensError
+from anchorlens.errors import InputError
 
 Head = tuple[int, int]
 
 
-class HeadSelectionError(AnchorlensError):
-    """A head index outside the model, or asking for more heads than there are."""
+HeadSelectionError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 def check_heads(heads: Iterable[Sequence[int]], n_layers: int, n_heads: int) -> list[Head]:

@@ -12,13 +12,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from anchorlens.errors import AnchorlensError
+from anchorlens.errors import InputError
 
 Span = tuple[int, int]
 
 
-class SentenceSpanError(AnchorlensError):
-    """Sentence token spans that are empty, overlapping, out of order or past the sequence's end."""
+SentenceSpanError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 def check_spans(spans: Sequence[Span], n_tokens: int) -> list[Span]:

@@ -23,7 +23,7 @@ PACKAGE = ROOT / "anchorlens"
 
 # Declared but reached without an ``import`` in anchorlens/: keep each one's reason here.
 USED_INDIRECTLY = {
-    "gguf": "transformers reads the embedded SmolLM2's .gguf file with it (models.py: from_pretrained(gguf_file=...))",
+    "gguf": "transformers reads the embedded SmolLM2's .gguf file with it (models/gguf.py: from_pretrained(gguf_file=...))",
     "antlr4-python3-runtime": "sympy's LaTeX parser (answers.py: parse_latex) imports it",
 }
 # Imported only behind a check that says how to install them (resampling/server.py: the `serve` extra), or

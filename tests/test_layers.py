@@ -2,7 +2,7 @@
 
 - ``anchorlens/hooks/`` (the hook plumbing) imports nothing above it: only other ``hooks`` modules and the leaf
   modules in ``FOUNDATION``;
-- Hugging Face / TransformerLens internals are read only in ``hooks/``, ``models.py`` and ``random_models.py``: no other module imports
+- Hugging Face / TransformerLens internals are read only in ``hooks/``, ``models/`` and ``random_models.py``: no other module imports
   ``transformers`` or a TransformerLens module outside its public utilities (``PUBLIC_TL``), and none reads the
   bridge's gateways to the Hugging Face modules (``INTERNAL_ATTRIBUTES``);
 - no import cycle between modules (every import counts, those inside functions too; only imports under

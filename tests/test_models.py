@@ -35,7 +35,7 @@ def test_second_load_reuses_the_dequantised_cache(smol, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the embedded model was de-quantised again instead of loaded from the cache")
 
-    monkeypatch.setattr("anchorlens.models._dequantise_gguf", refuse)
+    monkeypatch.setattr("anchorlens.models.gguf._dequantise_gguf", refuse)
     model = load_model(device="cpu")
     assert model.cfg.n_layers == 30
 

@@ -23,7 +23,7 @@ from einops import einsum
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from anchorlens.errors import AnchorlensError, EmptyTextError, TraceTooLongError
+from anchorlens.errors import EmptyTextError, InputError, TraceTooLongError
 from anchorlens.hooks.architecture import attribution_refusal, refuse
 from anchorlens.hooks.replacement import bytes_per_copy, replacement_forward
 from anchorlens.attribution.graph import AttributionGraph, partial_influence
@@ -36,8 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MEMORY_BUDGET = 4 * 2**30  # bytes for the batched forward's per-copy activations (attention patterns)
 
 
-class AttributionInputError(AnchorlensError):
-    """A prompt that cannot be attributed (empty, too long, not token ids)."""
+AttributionInputError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 def prompt_tokens(model, prompt: str | Tensor | list[int]) -> Int[Tensor, " position"]:

@@ -25,11 +25,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from anchorlens.errors import AnchorlensError
+from anchorlens.errors import InputError
 
 
-class TargetError(AnchorlensError):
-    """Attribution targets that cannot be used (empty, not one token, out of the vocabulary, wrong shape)."""
+TargetError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 class CustomTarget(NamedTuple):

@@ -28,15 +28,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from anchorlens.errors import AnchorlensError
+from anchorlens.errors import InputError
 from anchorlens.attribution.transcoders import Transcoder, TranscoderSet
 from anchorlens.progress import progress_bar
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "tracing_corpus.json"
 
 
-class TrainingInputError(AnchorlensError):
-    """Texts or settings that cannot train transcoders."""
+TrainingInputError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 def shipped_corpus() -> list[str]:

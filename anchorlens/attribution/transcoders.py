@@ -35,7 +35,7 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from anchorlens.errors import AnchorlensError
+from anchorlens.errors import InputError
 from anchorlens.results import Result
 
 FEATURE_INPUT_HOOK = "mlp.hook_in"
@@ -48,8 +48,7 @@ INPUT_SITES = {"mlp.hook_in": "mlp.hook_in", "hook_resid_mid": "hook_resid_mid"}
 OUTPUT_SITES = {"hook_mlp_out": "hook_mlp_out", "mlp.hook_out": "hook_mlp_out"}
 
 
-class TranscoderError(AnchorlensError):
-    """Transcoder files that cannot be read, or transcoders that do not fit the model."""
+TranscoderError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 @dataclass

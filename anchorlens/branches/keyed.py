@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from anchorlens.answers import AnswerExtractor, extractor_name, get_extractor
-from anchorlens.errors import AnchorlensError
+from anchorlens.errors import InputError
 from anchorlens.resampling.rollout import RESAMPLE, Rollout
 from anchorlens.resampling.runner import _rollout, default_trace_id, reread_answers, rollout_seed
 from anchorlens.resampling.samplers.base import Sampler, SampleRequest, SamplingParams
@@ -29,8 +29,7 @@ from anchorlens.resampling.store import RolloutStore
 Outcome = Callable[[str], "str | None"]
 
 
-class BranchSettingsError(AnchorlensError):
-    """Settings a branch method cannot run with (bad counts, thresholds, sentence indices, empty texts)."""
+BranchSettingsError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 def check_count(name: str, value, minimum: int = 1) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from anchorlens.errors import AnchorlensError
+from anchorlens.errors import InputError
 
 DEFAULT_THRESHOLD = 0.04  # the reference tool's default route threshold
 
@@ -11,8 +11,7 @@ class FlowFallbackWarning(UserWarning):
     """Sentence flow computed from the token-level flow (quadratic memory) where the bounded one cannot run."""
 
 
-class FlowInputError(AnchorlensError):
-    """Bad input to information flow: empty text, a position or layer out of range, a threshold outside (0, 1)."""
+FlowInputError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 def check_threshold(threshold: float) -> float:

@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from anchorlens.errors import AnchorlensError
+from anchorlens.errors import InputError
 from anchorlens.results import Result
 from anchorlens.models import expand_kv_heads  # noqa: F401 (re-exported: anchorlens.flow.expand_kv_heads)
 
 
-class EdgePatchingError(AnchorlensError):
-    """Bad input to edge attribution patching: prompts of different token lengths, an unknown answer token."""
+EdgePatchingError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 @dataclass

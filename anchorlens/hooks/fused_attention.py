@@ -40,7 +40,7 @@ from einops import rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from anchorlens.errors import AnchorlensError, UnsupportedArchitectureError
+from anchorlens.errors import AnchorlensError, InputError, UnsupportedArchitectureError
 from anchorlens.hooks.key_suppression import head_selection, key_suppression_mask
 
 ATTENTION_CHOICES = ("auto", "sdpa", "eager")
@@ -48,8 +48,7 @@ _STATE = "_anchorlens_fused"  # per-bridge dict: hidden-key mask builder, query/
 _PATTERN_HOOKS = ("hook_attn_scores", "hook_pattern")
 
 
-class PatternUnavailableError(AnchorlensError):
-    """A hook on ``hook_attn_scores`` / ``hook_pattern`` is active while attention runs fused."""
+PatternUnavailableError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 class FusedAttentionFallbackWarning(UserWarning):

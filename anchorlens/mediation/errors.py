@@ -1,23 +1,10 @@
-"""Errors of causal mediation analysis; each says what to do."""
+"""The names mediation analysis used for its errors, now ``anchorlens.errors.InputError`` (aliases for one release)."""
 
-from anchorlens.errors import AnchorlensError
-
-
-class MediationInputError(AnchorlensError):
-    """Prompts, answers, components or positions that a mediation sweep cannot use."""
+from anchorlens.errors import InputError
 
 
-class UnequalLengthError(MediationInputError):
-    """A base prompt and its counterfactual have different token lengths (cells would not line up)."""
-
-
-class MultiTokenAnswerError(MediationInputError):
-    """An answer is not exactly one token under the model's tokenizer."""
-
-
-class UnknownComponentError(MediationInputError):
-    """A component name that is not one of ``anchorlens.mediation.COMPONENTS``."""
-
-
-class PositionError(MediationInputError):
-    """A position outside the prompts' token range."""
+MediationInputError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
+UnequalLengthError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
+MultiTokenAnswerError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
+UnknownComponentError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
+PositionError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from anchorlens.errors import AnchorlensError
+from anchorlens.errors import InputError
 
 
-class ReportDataError(AnchorlensError):
-    """Data handed to the report does not fit its trace (wrong length, shape or label)."""
+ReportDataError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError

@@ -58,9 +58,10 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from anchorlens.answers import answer_classes, normalize_answer
-from anchorlens.errors import AnchorlensError
+from anchorlens.errors import AnchorlensError, InputError
 from anchorlens.resampling.bootstrap import BOOTSTRAP_METRICS, TopSentence, make_group, replicate_metrics, top_sentence
 from anchorlens.stats import percentile_interval
+
 from anchorlens.resampling.rollout import FORCED, RESAMPLE, Rollout
 from anchorlens.resampling.similarity import SIMILARITY_THRESHOLD, Embedder, cosine_similarity, embed_unique
 from anchorlens.results import Result
@@ -77,8 +78,7 @@ COUNT_COLUMNS = ("n_rollouts", "n_answered", "n_forced", "n_truncated")
 METRIC_COLUMNS = BOOTSTRAP_METRICS  # every metric carries a bootstrap interval: one list, kept in bootstrap.py
 
 
-class RolloutMismatchError(AnchorlensError):
-    """Rollouts that do not fit the sentences they are said to resample."""
+RolloutMismatchError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 # --------------------------------------------------------------------------- pure helpers

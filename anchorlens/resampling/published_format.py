@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from anchorlens.errors import AnchorlensError
+from anchorlens.errors import InputError
 from anchorlens.resampling.metrics import METRIC_COLUMNS, ImportanceResult, different_trajectories_fraction, overdeterminedness
 from anchorlens.resampling.rollout import RESAMPLE, Rollout
 from anchorlens.resampling.similarity import SIMILARITY_THRESHOLD, Embedder
@@ -34,8 +34,7 @@ REFERENCE_DIR = Path(__file__).resolve().parents[2] / "data" / "thought-anchors"
 _KEY_ORDER = ("chunk", "chunk_idx", "function_tags", "depends_on", *METRIC_COLUMNS, "summary")
 
 
-class ReferenceFormatError(AnchorlensError):
-    """A file that is not in the published chunks_labeled.json / chunks_resampled.json format."""
+ReferenceFormatError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 def _read_json(path: Path):

@@ -46,7 +46,7 @@ from anchorlens.answers import (
     normalize_answer,
     read_answer,
 )
-from anchorlens.errors import AnchorlensError, EmptyTextError
+from anchorlens.errors import EmptyTextError, InputError
 from anchorlens.generation import RAW_PROMPT
 from anchorlens.resampling.rollout import FORCED, RESAMPLE, Rollout
 from anchorlens.resampling.samplers.base import Completion, Sampler, SampleRequest, SamplingParams
@@ -62,8 +62,7 @@ DEFAULT_ROLLOUTS = 100  # docs/methods.md 1.2
 _SEED_SPACE = 2**31  # seeds every server accepts
 
 
-class RunSettingsError(AnchorlensError):
-    """Resampling settings that cannot work (unknown prompt mode, no problem text, bad counts)."""
+RunSettingsError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 # --------------------------------------------------------------------------- prompts and seeds

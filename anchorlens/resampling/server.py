@@ -27,7 +27,7 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from anchorlens.errors import AnchorlensError
+from anchorlens.errors import ServerError
 from anchorlens.models import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_model_dir
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,7 @@ log = logging.getLogger(__name__)
 _CLI = "import sys; from transformers.cli.transformers import main; sys.argv[0] = 'transformers'; sys.exit(main())"
 
 
-class ServerStartError(AnchorlensError):
-    """The completion server could not be started (missing extra, unusable model folder, no readiness)."""
+ServerStartError = ServerError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.ServerError
 
 
 def servable_model_dir(model: str | os.PathLike = DEFAULT_MODEL) -> Path:

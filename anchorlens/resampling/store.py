@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from anchorlens.errors import AnchorlensError
+from anchorlens.errors import StoreError
 from anchorlens.resampling.rollout import FORCED, RESAMPLE, Rollout
 from anchorlens.results import Result, expect_kind
 
@@ -82,10 +82,6 @@ def settings_id(settings: dict) -> str:
     """
     canonical = json.dumps(settings, sort_keys=True, ensure_ascii=False, default=str)
     return "s-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-class StoreError(AnchorlensError):
-    """A rollout store that cannot be used as asked (bad path, other schema, other settings)."""
 
 
 class RolloutStore(Result):

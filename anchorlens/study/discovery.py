@@ -13,15 +13,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from anchorlens.errors import AnchorlensError, TraceTooLongError
+from anchorlens.errors import InputError, TraceTooLongError
 from anchorlens.sentences import Sentence, split_sentences
 from anchorlens.trace import Trace, _token_spans, _wants_bos
 
 PUBLISHED_FILES = ("problem.json", "base_solution.json", "chunks_labeled.json")
 
 
-class StudyInputError(AnchorlensError):
-    """Input a study cannot run on: no traces found, a malformed trace folder, a bad shard or option."""
+StudyInputError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import operator
 from typing import Sequence
 
-from anchorlens.errors import AnchorlensError, TokenizerMismatchError, TraceTooLongError
+from anchorlens.errors import InputError, TokenizerMismatchError, TraceTooLongError
 
 
-class SuppressionInputError(AnchorlensError):
-    """Bad input to attention suppression: too few sentences, empty or out-of-range layers or heads."""
+SuppressionInputError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 def _indices(values, n: int, what: str, hint: str) -> list[int]:

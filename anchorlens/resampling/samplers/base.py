@@ -22,17 +22,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Hashable, Iterable, Iterator, Sequence
 
-from anchorlens.errors import AnchorlensError
+from anchorlens.errors import InputError, ServerUnavailableError  # noqa: F401 (still importable from here)
 
 FINISH_REASONS = ("stop", "length")
 
 
-class SamplerError(AnchorlensError):
-    """Bad sampling settings or requests (e.g. top_p outside (0, 1], a prompt longer than the context)."""
-
-
-class ServerUnavailableError(SamplerError, ConnectionError):
-    """A completion server did not answer (after every retry) or answered with an error."""
+SamplerError = InputError  # deprecated alias (issue 30), removed in 0.3: use anchorlens.errors.InputError
 
 
 @dataclass(frozen=True)
