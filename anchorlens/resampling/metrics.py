@@ -61,7 +61,6 @@ from anchorlens.answers import answer_classes, normalize_answer
 from anchorlens.errors import AnchorlensError, InputError
 from anchorlens.resampling.bootstrap import BOOTSTRAP_METRICS, TopSentence, make_group, replicate_metrics, top_sentence
 from anchorlens.stats import percentile_interval
-
 from anchorlens.resampling.rollout import FORCED, RESAMPLE, Rollout
 from anchorlens.resampling.similarity import SIMILARITY_THRESHOLD, Embedder, cosine_similarity, embed_unique
 from anchorlens.results import Result
