@@ -12,13 +12,25 @@ from pathlib import Path
 
 from anchorlens.errors import ResultKindError
 
-# kind (= class name) -> class, filled as the result classes are defined (``results.Result.__init_subclass__``)
+# kind (= class name) -> class, filled as the result classes are defined (``results.Result.__init_subclass__``);
+# the package imports its modules on first use, so ``all_kinds()`` fills it with every exported result class
 KINDS: dict[str, type] = {}
+
+
+def all_kinds() -> dict[str, type]:
+    """``KINDS`` with every result class ``anchorlens`` exports imported (exports are imported on first use)."""
+    import sys
+
+    package = sys.modules["anchorlens"]
+    for name in getattr(package, "__all__", ()):
+        if name not in KINDS and name[:1].isupper():
+            getattr(package, name)
+    return KINDS
 
 
 def loader_of(kind: str | None) -> str:
     """How to read a file of ``kind``, for error messages."""
-    return f"anchorlens.{kind}.load(path)" if kind in KINDS else f"whatever reads a {kind!r}"
+    return f"anchorlens.{kind}.load(path)" if kind in all_kinds() else f"whatever reads a {kind!r}"
 
 
 def kind_error(path, found: str | None, expected: str) -> ResultKindError:

@@ -187,7 +187,7 @@ class Analysis(Result):
     def view_correlations(self, n_boot: int = 2000, seed: int = 0):
         """Spearman rank correlations over sentences between the views that were computed, one row per pair, with
         95% bootstrap intervals over sentences (``anchorlens.views.view_correlations``)."""
-        return view_correlations(self.to_dataframe(), VIEW_COLUMNS, n_boot=n_boot, seed=seed)
+        return view_correlations(self.to_dataframe(), VIEW_COLUMNS, n_bootstrap=n_boot, seed=seed)
 
 
 def analyze(

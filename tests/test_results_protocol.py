@@ -22,7 +22,10 @@ import torch
 import anchorlens as al
 from anchorlens.errors import ResultKindError
 from anchorlens.io import save_arrays
-from anchorlens.results import KINDS, Result
+from anchorlens.kinds import all_kinds
+from anchorlens.results import Result
+
+KINDS = all_kinds()  # every exported result class, imported (the package imports its modules on first use)
 
 matplotlib.use("Agg")
 

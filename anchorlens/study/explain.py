@@ -227,6 +227,11 @@ class Explained(Result):
     n_traces: int
     settings: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        # files saved before the one statistics module name the bootstrap settings n_boot / confidence
+        renamed = {"n_boot": "n_bootstrap", "confidence": "level"}
+        self.settings = {renamed.get(key, key): value for key, value in self.settings.items()}
+
     def __repr__(self) -> str:
         rows = ", ".join(f"{r.predictor} {r.r2_alone:.2f} [{r.r2_alone_ci_low:.2f}, {r.r2_alone_ci_high:.2f}]"
                          for r in self.table.itertuples())
