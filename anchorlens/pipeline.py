@@ -92,8 +92,6 @@ class Analysis(Result):
     def load(cls, out_dir: str | Path) -> "Analysis":
         """What ``analyze`` (or ``anchorlens analyze``) saved in ``out_dir``, without a model: each analysis that
         was run and saved for the folder's trace (results left from another trace are not read)."""
-        from anchorlens.resampling.metrics import ImportanceResult
-
         out = Path(out_dir)
         expect_kind(out, cls)  # e.g. a study's folder, or one result's file
         if not (out / TRACE_FILE).exists():
@@ -102,29 +100,13 @@ class Analysis(Result):
         analysis = cls(trace=trace, out_dir=out, report_path=out / "report.html")
         this_trace = step_keys.trace_key(trace)
 
-        def saved(file: str, step: str):
-            key = _read_key(out / file)
-            if key is None or key.get("trace") != this_trace or not (out / file).exists():
-                return None
-            analysis.keys[step] = key
-            return out / file
-
-        if (path := saved(CATEGORIES_FILE, "categories")) is not None:
-            analysis.categories = json.loads(path.read_text())
-        if (path := saved(RECEIVERS_FILE, "receivers")) is not None:
-            _read_receivers(path, analysis)
-        if (path := saved(SUPPRESSION_FILE, "suppression")) is not None:
-            analysis.suppression_kl = load_arrays(path)[0]["kl"]
-        if (path := saved(FLOW_FILE, "flow")) is not None:
-            _read_flow(path, analysis)
-        if (path := saved(ATTRIBUTION_FILE, "attribution")) is not None:
-            _read_attribution(path, analysis)
-        if (path := saved(IMPORTANCE_FILE, "resampling")) is not None:
-            analysis.importance = ImportanceResult.load(path)
-        if (path := saved(RESILIENCE_FILE, "resilience")) is not None:
-            from anchorlens.branches import ResilienceResult
-
-            analysis.resilience = ResilienceResult.load(path)
+        for spec in STEP_TABLE:
+            path = out / spec.file
+            key = step_keys.read_key(path)
+            if key is None or key.get("trace") != this_trace or not path.exists():
+                continue
+            analysis.keys[spec.name] = key
+            spec.read(path, analysis)
         position = [k.get("answer_position") for k in analysis.keys.values() if k.get("answer_position") is not None]
         analysis.answer_position = position[0] if position else None
         return analysis
@@ -271,7 +253,7 @@ def analyze(
     trace = _the_trace(model, identity, out, problem, trace, max_new_tokens, seed, temperature, top_p, style, say)
     analysis = Analysis(trace=trace, out_dir=out, report_path=out / "report.html")
     analysis.seconds["trace"] = time.perf_counter() - started
-    analysis.keys["trace"] = _read_key(out / TRACE_FILE)
+    analysis.keys["trace"] = step_keys.read_key(out / TRACE_FILE)
     this_trace = step_keys.trace_key(trace)
     notes: dict[str, str] = {}
     if transcoders is not None:
@@ -294,105 +276,16 @@ def analyze(
     found = answer_token_position(model.tokenizer, trace, answer)  # one search: a decode per position
     analysis.answer_position = trace.n_tokens - 1 if found is None else found
 
-    def step(name: str, file: str, key: dict, compute: Callable[[Path], None]) -> Path:
-        """Reuse ``file`` when it was made under ``key``; else compute it (``compute(path)`` writes it)."""
-        path = out / file
-        key = step_keys.normalise({"model": identity, "trace": this_trace} | key)
-        old = _read_key(path) if path.exists() else None
-        status = step_keys.status(old, key)
-        with _timed(analysis, name):
-            if status != "reused":
-                _key_path(path).unlink(missing_ok=True)  # a run killed while writing leaves no stale key
-                compute(path)
-                _write_key(path, key)
-        analysis.steps[name], analysis.keys[name] = status, key
-        say(f"{name}: {status}")
-        return path
-
-    if "categories" in steps:
-        from anchorlens.taxonomy import classify_sentences
-
-        classifier = {"classifier": _classifier_version()}
-        path = step("categories", CATEGORIES_FILE, classifier, lambda path: _write_json(
-            path, list(classify_sentences(trace.sentence_texts()))))
-        analysis.categories = json.loads(path.read_text())
-    if "receivers" in steps:
-        path = step("receivers", RECEIVERS_FILE, {"heads": top_k_heads, "proximity_ignore": PROXIMITY_IGNORE},
-                    lambda path: _receivers(model, trace, path, top_k_heads, progress))
-        _read_receivers(path, analysis)
-        if not analysis.receiver_heads:
-            notes["receiver"] = notes["head_attention"] = (
-                f"Too short for receiver heads: {trace.n_sentences} sentences, and a head's kurtosis needs "
-                f"vertical scores of several sentences, each attended from {PROXIMITY_IGNORE} or more sentences later."
-            )
-    if "suppression" in steps:
-        if trace.n_sentences < 2:
-            notes["suppression"] = "The trace has a single sentence: nothing to suppress."
-        else:
-            path = step("suppression", SUPPRESSION_FILE, {}, lambda path: save_arrays(
-                path, {"kl": _suppression_kl(model, trace, progress)}))
-            analysis.suppression_kl = load_arrays(path)[0]["kl"]
-    if "resampling" in steps:
-        if answer is None:
-            notes["importance"] = (
-                "No reference answer (the chain of thought has no \\boxed{} answer and none was given): "
-                "accuracy-based columns are empty; KL-based ones still compare answer distributions."
-            )
-        settings = {"sampler": _sampler_key(identity, sampler), "rollouts": n_rollouts,
-                    "rollout_tokens": rollout_max_tokens, "temperature": temperature, "top_p": top_p,
-                    "extractor": extractor if isinstance(extractor, str) else getattr(extractor, "__name__", "custom"),
-                    "answer": answer, "answer_equivalence": answer_equivalence}
-        # the sampler names the model that samples (a server's own), so the local model's identity is left out
-        path = step("resampling", IMPORTANCE_FILE, settings | {"model": None}, lambda path: _resampling(
-            model if sampler is None else sampler, trace, path, answer, n_rollouts, rollout_max_tokens, temperature,
-            top_p, extractor, answer_equivalence, progress))
-        from anchorlens.resampling.metrics import ImportanceResult
-
-        analysis.importance = ImportanceResult.load(path)
-        info = analysis.importance.run_info
-        if analysis.steps["resampling"] != "reused" and info:
-            say(f"resampling rollouts: {info.get('already_done', 0)} found in {Path(info.get('store', '')).name} "
-                f"under the same settings, {info.get('generated', 0)} generated")
-    targets = _top_sentences(analysis.importance, resilience_top) if analysis.importance is not None else []
-    if "resilience" in steps and not targets:
-        notes["importance"] = notes.get("importance", "") + (
-            " Resilience was asked for, but no sentence has a counterfactual importance to pick the top ones by "
-            "(no answered rollouts): nothing measured.").lstrip()
-    if "resilience" in steps and targets:
-        settings = {"sampler": _sampler_key(identity, sampler), "rollouts": n_rollouts,
-                    "rollout_tokens": rollout_max_tokens, "temperature": temperature, "top_p": top_p,
-                    "extractor": extractor if isinstance(extractor, str) else getattr(extractor, "__name__", "custom"),
-                    "answer": answer, "answer_equivalence": answer_equivalence, "sentences": targets,
-                    "max_iterations": resilience_iterations}
-        path = step("resilience", RESILIENCE_FILE, settings | {"model": None}, lambda path: _resilience(
-            model if sampler is None else sampler, trace, path, targets, answer, n_rollouts, rollout_max_tokens,
-            temperature, top_p, extractor, answer_equivalence, resilience_iterations, progress))
-        from anchorlens.branches import ResilienceResult
-
-        analysis.resilience = ResilienceResult.load(path)
-        info = analysis.resilience.run_info
-        if analysis.steps["resilience"] != "reused" and info:
-            say(f"resilience completions: {info.get('chain_reused', 0) + info.get('plain_reused', 0)} found in "
-                f"{Path(info.get('store', '')).name}, {info.get('generated', 0)} generated")
-        notes["importance"] = notes.get("importance", "") + (
-            f" Resilience (Thought Branches) of sentences {targets}, the top {len(targets)} by "
-            "counterfactual_importance_kl: each of n_rollouts chains removes the sentence, continues, and follows "
-            "its content wherever it comes back (cosine >= 0.6), up to "
-            f"{resilience_iterations} iterations; Counterfactual++ is accuracy kept minus accuracy when the content "
-            "was finally abandoned (the opposite sign of counterfactual importance).").lstrip()
-    if "flow" in steps:
-        position = analysis.answer_position
-        path = step("flow", FLOW_FILE, {"distance": "l2", "answer_position": position},
-                    lambda path: _flow(model, trace, path, position, progress))
-        _read_flow(path, analysis)
-    if "attribution" in steps:
-        position = analysis.answer_position
-        settings = {"transcoders": transcoders.scan, "max_feature_nodes": attribution_features,
-                    "answer_position": position}
-        path = step("attribution", ATTRIBUTION_FILE, settings, lambda path: _attribution(
-            model, transcoders, trace, path, position, attribution_features, progress))
-        _read_attribution(path, analysis)
-        notes["attribution"] = _attribution_note(analysis.attribution_info)
+    run = _Run(model=model, trace=trace, identity=identity, this_trace=this_trace, out=out, analysis=analysis,
+               notes=notes, say=say, progress=progress, answer=answer, sampler=sampler, transcoders=transcoders,
+               options=dict(top_k_heads=top_k_heads, n_rollouts=n_rollouts, rollout_max_tokens=rollout_max_tokens,
+                            temperature=temperature, top_p=top_p, extractor=extractor,
+                            answer_equivalence=answer_equivalence, resilience_top=resilience_top,
+                            resilience_iterations=resilience_iterations,
+                            attribution_features=attribution_features))
+    for spec in STEP_TABLE:
+        if spec.name in steps:
+            run_step(spec, run)
     answer_note = _answer_note(model, trace, answer, analysis.answer_position, found is not None)
     if "flow" in steps:
         notes["flow"] = answer_note
@@ -453,22 +346,6 @@ def _numpy(value):
     return value.detach().cpu().float().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
 
 
-def _key_path(path: Path) -> Path:
-    return path.with_name(path.name + ".key.json")
-
-
-def _read_key(path: Path) -> dict | None:
-    """The key ``path`` was made under (its ``.key.json`` beside it), or None."""
-    try:
-        return json.loads(_key_path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def _write_key(path: Path, key: dict) -> None:
-    _write_json(_key_path(path), key)
-
-
 def _write_json(path: Path, value) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
@@ -480,7 +357,7 @@ def _the_trace(model, identity, out: Path, problem, trace, max_new_tokens, seed,
     """The trace to analyse: the given one, or the saved one when it was generated under the same key (so stored
     rollouts stay valid), or a newly generated one."""
     path = out / TRACE_FILE
-    old = _read_key(path) if path.exists() else None
+    old = step_keys.read_key(path) if path.exists() else None
     if trace is not None:
         key = step_keys.normalise({"given": step_keys.trace_key(trace)})
         reason = degenerate_reason(trace.cot)
@@ -506,9 +383,9 @@ def _the_trace(model, identity, out: Path, problem, trace, max_new_tokens, seed,
                 "give meaningless results. Try another seed (--seed), more tokens (--max-new-tokens), or a larger "
                 f"model; if every seed gives such text, decoding itself may be broken: {version_report()}."
             )
-    _key_path(path).unlink(missing_ok=True)
+    step_keys.key_path(path).unlink(missing_ok=True)
     trace.save(path)
-    _write_key(path, key)
+    step_keys.write_key(path, key)
     say(f"trace: {status}")
     return trace
 
@@ -681,3 +558,211 @@ def _resilience(model_or_sampler, trace, path: Path, targets, answer, n_rollouts
                         temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                         answer_equivalence=answer_equivalence, progress=progress)
     result.save(path)
+
+
+# ---- the steps: one table that analyze runs, Analysis.load reads and the study looks up ----------------------
+
+
+@dataclass
+class _Run:
+    """What one ``analyze`` call's steps share: the model, the trace, its answer and the call's options."""
+
+    model: object
+    trace: Trace
+    identity: dict
+    this_trace: dict
+    out: Path
+    analysis: Analysis
+    notes: dict
+    say: Callable[[str], None]
+    progress: bool
+    answer: str | None
+    sampler: object
+    transcoders: object
+    options: dict
+    targets: list[int] = field(default_factory=list)
+
+    @property
+    def sampling(self):
+        """Who samples the rollouts: the model itself or the given sampler."""
+        return self.model if self.sampler is None else self.sampler
+
+    def sampling_key(self) -> dict:
+        o = self.options
+        extractor = o["extractor"]
+        return {"sampler": _sampler_key(self.identity, self.sampler), "rollouts": o["n_rollouts"],
+                "rollout_tokens": o["rollout_max_tokens"], "temperature": o["temperature"], "top_p": o["top_p"],
+                "extractor": extractor if isinstance(extractor, str) else getattr(extractor, "__name__", "custom"),
+                "answer": self.answer, "answer_equivalence": o["answer_equivalence"],
+                # the sampler names the model that samples (a server's own), so the local model's identity is out
+                "model": None}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of ``analyze``: its name, the file its result is saved to (its key beside it), the step's own
+    settings for the key (``settings(run)``; None: nothing to compute, a note says why), how it computes and saves
+    its result (``compute(run, path)``), how a saved result is read into an ``Analysis`` (``read(path, analysis)``)
+    and what it adds to the report's notes afterwards (``after(run)``)."""
+
+    name: str
+    file: str
+    settings: Callable[["_Run"], dict | None]
+    compute: Callable[["_Run", Path], None]
+    read: Callable[[Path, Analysis], None]
+    after: Callable[["_Run"], None] | None = None
+
+
+def run_step(spec: Step, run: _Run) -> None:
+    """Reuse ``spec``'s saved result when it was made under the same key; else compute and save it."""
+    settings = spec.settings(run)
+    if settings is not None:
+        path = run.out / spec.file
+        key = step_keys.normalise({"model": run.identity, "trace": run.this_trace} | settings)
+        old = step_keys.read_key(path) if path.exists() else None
+        status = step_keys.status(old, key)
+        with _timed(run.analysis, spec.name):
+            if status != "reused":
+                step_keys.key_path(path).unlink(missing_ok=True)  # a run killed while writing leaves no stale key
+                spec.compute(run, path)
+                step_keys.write_key(path, key)
+        run.analysis.steps[spec.name], run.analysis.keys[spec.name] = status, key
+        run.say(f"{spec.name}: {status}")
+        spec.read(path, run.analysis)
+    if spec.after is not None:
+        spec.after(run)
+
+
+def saved_key(folder: str | Path, step: str) -> dict | None:
+    """The key under which ``analyze`` saved step ``step``'s result in ``folder``, or None when it is not saved
+    (the result's file or its key is missing)."""
+    path = Path(folder) / STEP_FILES[step]
+    return step_keys.read_key(path) if path.exists() else None
+
+
+def _categories_compute(run: _Run, path: Path) -> None:
+    from anchorlens.taxonomy import classify_sentences
+
+    _write_json(path, list(classify_sentences(run.trace.sentence_texts())))
+
+
+def _categories_read(path: Path, analysis: Analysis) -> None:
+    analysis.categories = json.loads(path.read_text())
+
+
+def _receivers_after(run: _Run) -> None:
+    if not run.analysis.receiver_heads:
+        run.notes["receiver"] = run.notes["head_attention"] = (
+            f"Too short for receiver heads: {run.trace.n_sentences} sentences, and a head's kurtosis needs "
+            f"vertical scores of several sentences, each attended from {PROXIMITY_IGNORE} or more sentences later.")
+
+
+def _suppression_settings(run: _Run) -> dict | None:
+    if run.trace.n_sentences < 2:
+        run.notes["suppression"] = "The trace has a single sentence: nothing to suppress."
+        return None
+    return {}
+
+
+def _suppression_read(path: Path, analysis: Analysis) -> None:
+    analysis.suppression_kl = load_arrays(path)[0]["kl"]
+
+
+def _resampling_settings(run: _Run) -> dict:
+    if run.answer is None:
+        run.notes["importance"] = (
+            "No reference answer (the chain of thought has no \\boxed{} answer and none was given): "
+            "accuracy-based columns are empty; KL-based ones still compare answer distributions.")
+    return run.sampling_key()
+
+
+def _resampling_compute(run: _Run, path: Path) -> None:
+    o = run.options
+    _resampling(run.sampling, run.trace, path, run.answer, o["n_rollouts"], o["rollout_max_tokens"],
+                o["temperature"], o["top_p"], o["extractor"], o["answer_equivalence"], run.progress)
+
+
+def _importance_read(path: Path, analysis: Analysis) -> None:
+    from anchorlens.resampling.metrics import ImportanceResult
+
+    analysis.importance = ImportanceResult.load(path)
+
+
+def _resampling_after(run: _Run) -> None:
+    info = run.analysis.importance.run_info
+    if run.analysis.steps["resampling"] != "reused" and info:
+        run.say(f"resampling rollouts: {info.get('already_done', 0)} found in {Path(info.get('store', '')).name} "
+                f"under the same settings, {info.get('generated', 0)} generated")
+
+
+def _resilience_settings(run: _Run) -> dict | None:
+    importance = run.analysis.importance
+    run.targets = _top_sentences(importance, run.options["resilience_top"]) if importance is not None else []
+    if not run.targets:
+        run.notes["importance"] = run.notes.get("importance", "") + (
+            " Resilience was asked for, but no sentence has a counterfactual importance to pick the top ones by "
+            "(no answered rollouts): nothing measured.").lstrip()
+        return None
+    return run.sampling_key() | {"sentences": run.targets, "max_iterations": run.options["resilience_iterations"]}
+
+
+def _resilience_compute(run: _Run, path: Path) -> None:
+    o = run.options
+    _resilience(run.sampling, run.trace, path, run.targets, run.answer, o["n_rollouts"], o["rollout_max_tokens"],
+                o["temperature"], o["top_p"], o["extractor"], o["answer_equivalence"], o["resilience_iterations"],
+                run.progress)
+
+
+def _resilience_read(path: Path, analysis: Analysis) -> None:
+    from anchorlens.branches import ResilienceResult
+
+    analysis.resilience = ResilienceResult.load(path)
+
+
+def _resilience_after(run: _Run) -> None:
+    if not run.targets:
+        return
+    info = run.analysis.resilience.run_info
+    if run.analysis.steps["resilience"] != "reused" and info:
+        run.say(f"resilience completions: {info.get('chain_reused', 0) + info.get('plain_reused', 0)} found in "
+                f"{Path(info.get('store', '')).name}, {info.get('generated', 0)} generated")
+    run.notes["importance"] = run.notes.get("importance", "") + (
+        f" Resilience (Thought Branches) of sentences {run.targets}, the top {len(run.targets)} by "
+        "counterfactual_importance_kl: each of n_rollouts chains removes the sentence, continues, and follows "
+        "its content wherever it comes back (cosine >= 0.6), up to "
+        f"{run.options['resilience_iterations']} iterations; Counterfactual++ is accuracy kept minus accuracy when "
+        "the content was finally abandoned (the opposite sign of counterfactual importance).").lstrip()
+
+
+def _attribution_settings(run: _Run) -> dict:
+    return {"transcoders": run.transcoders.scan, "max_feature_nodes": run.options["attribution_features"],
+            "answer_position": run.analysis.answer_position}
+
+
+def _attribution_after(run: _Run) -> None:
+    run.notes["attribution"] = _attribution_note(run.analysis.attribution_info)
+
+
+STEP_TABLE: tuple[Step, ...] = (
+    Step("categories", CATEGORIES_FILE, lambda run: {"classifier": _classifier_version()}, _categories_compute,
+         _categories_read),
+    Step("receivers", RECEIVERS_FILE,
+         lambda run: {"heads": run.options["top_k_heads"], "proximity_ignore": PROXIMITY_IGNORE},
+         lambda run, path: _receivers(run.model, run.trace, path, run.options["top_k_heads"], run.progress),
+         lambda path, analysis: _read_receivers(path, analysis), _receivers_after),
+    Step("suppression", SUPPRESSION_FILE, _suppression_settings,
+         lambda run, path: save_arrays(path, {"kl": _suppression_kl(run.model, run.trace, run.progress)}),
+         _suppression_read),
+    Step("resampling", IMPORTANCE_FILE, _resampling_settings, _resampling_compute, _importance_read,
+         _resampling_after),
+    Step("resilience", RESILIENCE_FILE, _resilience_settings, _resilience_compute, _resilience_read,
+         _resilience_after),
+    Step("flow", FLOW_FILE, lambda run: {"distance": "l2", "answer_position": run.analysis.answer_position},
+         lambda run, path: _flow(run.model, run.trace, path, run.analysis.answer_position, run.progress),
+         lambda path, analysis: _read_flow(path, analysis)),
+    Step("attribution", ATTRIBUTION_FILE, _attribution_settings,
+         lambda run, path: _attribution(run.model, run.transcoders, run.trace, path, run.analysis.answer_position,
+                                        run.options["attribution_features"], run.progress),
+         lambda path, analysis: _read_attribution(path, analysis), _attribution_after),
+)
+STEP_FILES = {"trace": TRACE_FILE} | {spec.name: spec.file for spec in STEP_TABLE}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 
 def digest(value) -> str:
@@ -70,3 +71,25 @@ def status(old: dict | None, new: dict) -> str:
 def _short(value) -> str:
     text = "none" if value is None else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def key_path(path: str | Path) -> Path:
+    """Where the key of the result saved at ``path`` lies: ``<file>.key.json`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".key.json")
+
+
+def read_key(path: str | Path) -> dict | None:
+    """The key the result at ``path`` was made under (its ``.key.json`` beside it), or None when it has none."""
+    try:
+        return json.loads(key_path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_key(path: str | Path, key: dict) -> None:
+    """Write ``key`` beside ``path`` atomically (a run killed while writing leaves no half key)."""
+    target = key_path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(key, indent=1, sort_keys=True))
+    tmp.replace(target)

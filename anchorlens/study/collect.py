@@ -60,18 +60,17 @@ def read_manifest(out_dir: Path) -> dict:
 def _receivers(folder: Path, model: dict | None):
     """``(kurtosis, vertical)`` saved by analyze's receivers step in ``folder``, or the reason there are none."""
     from anchorlens import step_keys
-    from anchorlens.pipeline import RECEIVERS_FILE, TRACE_FILE, _read_key
+    from anchorlens.pipeline import RECEIVERS_FILE, TRACE_FILE, saved_key
     from anchorlens.trace import Trace
 
-    path = folder / RECEIVERS_FILE
-    key = _read_key(path)
-    if key is None or not path.exists() or not (folder / TRACE_FILE).exists():
+    key = saved_key(folder, "receivers")
+    if key is None or not (folder / TRACE_FILE).exists():
         return "not run yet (another shard's, or the study stopped before it)"
     if key.get("trace") != step_keys.trace_key(Trace.load(folder / TRACE_FILE)):
         return "its receivers were made for another trace: run the study again"
     if model is not None and key.get("model") != model:
         return f"its receivers were made with another model ({key.get('model', {}).get('name')}): run the study again"
-    arrays = load_arrays(path)[0]
+    arrays = load_arrays(folder / RECEIVERS_FILE)[0]
     if "vertical" not in arrays:
         return "its receivers were saved by an older anchorlens without vertical scores: run the study again"
     return arrays["kurtosis"].double(), arrays["vertical"].double()
