@@ -155,3 +155,69 @@ def test_a_sentence_that_fills_a_window_hides_no_future(family, attention):
     assert dict(blind[2:4])["sliding_attention"] > 0 and dict(blind[2:4])["full_attention"] == 0
     result = suppression_matrix(model, trace, sentences=chosen, attention=attention, progress=False)
     assert relative_error(result.token_kl[chosen], expected) < 1e-4, name
+
+
+# ------------------------------------------------------------------------------- every family of random_model
+
+EVERY_FAMILY = ["llama", "qwen2", "mistral", "qwen3", "qwen3_moe", "olmo2", "olmo3", "gemma2", "gemma3", "gpt_oss",
+                "phi3", "deepseek_v3"]
+
+
+def sharpen_any(hf_model) -> None:
+    """Peaked attention and sharp outputs on any family (queries x3 through whichever projection makes them)."""
+    for layer in hf_model.model.layers:
+        attn = layer.self_attn
+        if getattr(attn, "q_proj", None) is not None:
+            attn.q_proj.weight.mul_(3)
+        elif getattr(attn, "q_b_proj", None) is not None:  # DeepSeek-V3: low-rank queries
+            attn.q_b_proj.weight.mul_(6)
+        else:  # Phi-3: joint [queries | keys | values] rows
+            attn.qkv_proj.weight[: attn.config.num_attention_heads * attn.head_dim].mul_(3)
+    hf_model.lm_head.weight.mul_(8)
+
+
+def family_masks(config, n_tokens: int, hidden: tuple[int, int] | None):
+    """What the Hugging Face model takes as explicit masks: one per layer type where the config has layer types,
+    else one mask for every layer (the window where every layer slides, as Mistral's do)."""
+    types = getattr(config, "layer_types", None)
+    masks = layer_masks(config, n_tokens, hidden) if types else None
+    if masks is not None:
+        return masks
+    plain = layer_masks(type("C", (), {"layer_types": ["full_attention", "sliding_attention"]}), n_tokens, hidden)
+    return plain["sliding_attention"] if getattr(config, "sliding_window", None) else plain["full_attention"]
+
+
+@pytest.mark.parametrize("name", EVERY_FAMILY)
+def test_suppression_matrix_equals_the_hf_model_on_every_family(name, one_torch_thread):
+    """The fast suppression matrix on every family ``random_model`` builds (fused attention, windows of
+    ``WINDOW`` tokens where the family has them), against the untouched Hugging Face model with explicit masks."""
+    from anchorlens import random_model
+
+    kept = {}
+
+    def edit(hf_model):
+        sharpen_any(hf_model)
+        kept["hf"] = copy.deepcopy(hf_model)
+
+    model = random_model(name, sliding_window=WINDOW, edit_weights=edit, check_attention_edits=False,
+                         check_cached_decoding=False)
+    reference = kept["hf"]
+    trace = Trace.from_text(model, TEXT, prompt=PROMPT)
+    tokens, n = trace.tokens(), trace.n_tokens
+    spans = [tuple(span) for span in trace.token_spans]
+    chosen = [1, 3, 5]
+    with torch.no_grad():
+        base_lp = torch.log_softmax(reference(tokens, attention_mask=family_masks(reference.config, n, None)).logits[0]
+                                    / TEMPERATURE, -1)
+        expected = torch.full((len(chosen), n), float("nan"))
+        for row, j in enumerate(chosen):
+            lp = torch.log_softmax(reference(tokens, attention_mask=family_masks(reference.config, n, spans[j])).logits[0]
+                                   / TEMPERATURE, -1)
+            kl = (base_lp.exp() * (base_lp - lp)).sum(-1).clamp_min(0)
+            kl[: spans[j][0]] = 0
+            expected[row, 1:] = kl[:-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SuppressionFallbackWarning)
+        result = suppression_matrix(model, trace, sentences=chosen, method="fast", progress=False)
+    assert expected[:, 1:].nan_to_num(0).max() > 1e-2, name  # suppression does something to measure
+    assert relative_error(result.token_kl[chosen], expected) < 1e-4, name
