@@ -144,10 +144,13 @@ def test_bad_input(tiny_llama, one_torch_thread):
 @pytest.mark.slow
 @torch.no_grad()
 def test_attention_output_that_is_not_the_sum_of_heads_is_refused(one_torch_thread):
-    """An output bias on o_proj (a real module change) adds a term no (source, head) part explains."""
+    """An output projection that is not linear (a real module change: its output squared) adds terms no (source,
+    head) part explains. (An output bias, as gpt-oss has, is decomposed: it counts in the whole, in no part.)"""
     model = random_model("llama", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, seed=5)
     o_proj = model.original_model.model.layers[1].self_attn.o_proj
     o_proj.bias = torch.nn.Parameter(torch.full((64,), 3.0))
+    information_flow(model, TEXT)  # a bias alone: decomposed
+    o_proj.forward = lambda x: torch.nn.functional.linear(x, o_proj.weight, o_proj.bias) ** 2
     with pytest.raises(UnsupportedArchitectureError, match="layer 1.*cannot be decomposed per head"):
         information_flow(model, TEXT)
 
