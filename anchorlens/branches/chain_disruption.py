@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anchorlens import settings
 from anchorlens.branches.intervals import compare_outcomes
 from anchorlens.branches.keyed import (BranchSettingsError, Outcome, check_count, check_fraction, check_sentence,
                                        continue_from, keyed_sampler, open_run, outcome_name, seed_of)
@@ -118,8 +119,8 @@ def chain_disruption(
     reference_answer: str | None = None,
     outcome: str | Outcome | None = None,
     embed=None,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
+    temperature: float = settings.TEMPERATURE,
+    top_p: float = settings.TOP_P,
     alpha: float = KL_ALPHA,
     answer_equivalence: bool = True,
     n_bootstrap: int = 1000,

@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from anchorlens import settings
 from anchorlens.branches.intervals import compare_outcomes
 from anchorlens.stats import bootstrap_mean
 from anchorlens.branches.keyed import (BranchSettingsError, Outcome, check_count, check_fraction, check_sentence,
@@ -141,8 +142,8 @@ def resilience(
     reference_answer: str | None = None,
     outcome: str | Outcome | None = None,
     embed=None,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
+    temperature: float = settings.TEMPERATURE,
+    top_p: float = settings.TOP_P,
     max_tokens: int = 256,
     alpha: float = KL_ALPHA,
     answer_equivalence: bool = True,

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from anchorlens import settings
 from anchorlens.answers import check_answer
 from anchorlens.stats import bootstrap_mean
 from anchorlens.branches.keyed import (BranchSettingsError, Outcome, check_count, continue_from, keyed_sampler,
@@ -91,8 +92,8 @@ def transplant_resampling(
     outcome: str | Outcome | None = None,
     store: RolloutStore | str | Path | None = None,
     trace_id: str | None = None,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
+    temperature: float = settings.TEMPERATURE,
+    top_p: float = settings.TOP_P,
     max_tokens: int = 256,
     answer_equivalence: bool = True,
     n_bootstrap: int = 1000,

@@ -553,6 +553,19 @@ def _refuse_active_pattern_hooks(self) -> None:
             _refuse_pattern_hooks([f"blocks.{self._layer_idx}.attn.{name}"])
 
 
+def forward_inputs(self, args: tuple, kwargs: dict) -> tuple[Tensor, object, object]:
+    """The start every fused forward shares: refuse active pattern hooks, then take ``hidden_states``,
+    ``position_embeddings`` and ``attention_mask`` out of the bridge's call (``kwargs`` keeps the rest: the cache)."""
+    _refuse_active_pattern_hooks(self)
+    if "hidden_states" in kwargs:
+        hidden_states = kwargs.pop("hidden_states")
+    elif args and isinstance(args[0], Tensor):
+        hidden_states = args[0]
+    else:
+        raise ValueError("Could not find hidden_states in args or kwargs")
+    return hidden_states, kwargs.pop("position_embeddings", None), kwargs.pop("attention_mask", None)
+
+
 def fused_forward(self, *args, **kwargs):
     """``PositionEmbeddingsAttentionBridge.forward`` with SDPA in place of the explicit pattern.
 
@@ -565,16 +578,8 @@ def fused_forward(self, *args, **kwargs):
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
     from transformer_lens.utilities.hf_utils import get_rotary_pct_from_config
 
-    _refuse_active_pattern_hooks(self)
+    hidden_states, position_embeddings, attention_mask = forward_inputs(self, args, kwargs)
     hf_attn = self.original_component
-    if "hidden_states" in kwargs:
-        hidden_states = kwargs.pop("hidden_states")
-    elif args and isinstance(args[0], Tensor):
-        hidden_states, args = args[0], args[1:]
-    else:
-        raise ValueError("Could not find hidden_states in args or kwargs")
-    position_embeddings = kwargs.pop("position_embeddings", None)
-    attention_mask = kwargs.pop("attention_mask", None)
 
     hidden_states = self.hook_in(hidden_states)
     input_shape = hidden_states.shape[:-1]

@@ -88,19 +88,9 @@ def _pad_last(x: Tensor, width: int) -> Tensor:
 
 def fused_mla_forward(self, *args, **kwargs):
     """``MLAAttentionBridge.forward`` with SDPA in place of the explicit pattern (see the module docstring)."""
-    for name in fused._PATTERN_HOOKS:
-        if getattr(self, name)._forward_hooks:
-            fused._refuse_pattern_hooks([f"blocks.{self._layer_idx}.attn.{name}"])
+    hidden_states, position_embeddings, attention_mask = fused.forward_inputs(self, args, kwargs)
     hf_attn = self.original_component
     state = vars(self).get(fused._STATE, {})
-    if "hidden_states" in kwargs:
-        hidden_states = kwargs.pop("hidden_states")
-    elif args and isinstance(args[0], Tensor):
-        hidden_states, args = args[0], args[1:]
-    else:
-        raise ValueError("Could not find hidden_states in args or kwargs")
-    position_embeddings = kwargs.pop("position_embeddings", None)
-    attention_mask = kwargs.pop("attention_mask", None)
     nope, rope, v_dim = hf_attn.qk_nope_head_dim, hf_attn.qk_rope_head_dim, hf_attn.v_head_dim
     qk_dim = nope + rope
 
