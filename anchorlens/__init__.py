@@ -143,6 +143,7 @@ if TYPE_CHECKING:  # what a type checker and an IDE see; at run time each name i
     # Attribution graphs (circuit tracing with transcoders)
     from anchorlens.attribution.attribute import AttributionInputError, attribution_graph
     from anchorlens.attribution.graph import AttributionGraph
+    from anchorlens.attribution.sentences import SentenceAttribution, answer_attribution
     from anchorlens.attribution.training import train_transcoders
     from anchorlens.attribution.transcoders import Transcoder, TranscoderError, TranscoderSet, load_transcoders
     from anchorlens.attribution.targets import CustomTarget, TargetError, logit_difference_target
@@ -287,6 +288,8 @@ _EXPORTS = {
     "AttributionInputError": "anchorlens.attribution.attribute",
     "attribution_graph": "anchorlens.attribution.attribute",
     "AttributionGraph": "anchorlens.attribution.graph",
+    "SentenceAttribution": "anchorlens.attribution.sentences",
+    "answer_attribution": "anchorlens.attribution.sentences",
     "train_transcoders": "anchorlens.attribution.training",
     "Transcoder": "anchorlens.attribution.transcoders",
     "TranscoderError": "anchorlens.attribution.transcoders",

@@ -129,13 +129,13 @@ def child(kind: str, folder: Path, n_tokens: int | None) -> dict:
         with torch.inference_mode(), fused_attention(model, "sdpa" if kind == "forward" else "eager"):
             model(tokens)
     elif kind == "analyze":
-        import anchorlens.pipeline as pipeline
+        import anchorlens.pipeline.steps as pipeline
         from anchorlens import analyze
 
         sampler = Sampler()
         sampler.start()
         step_peaks: dict[str, float] = {}
-        timed = pipeline._timed
+        timed = pipeline.timed
 
         @contextmanager
         def measured(analysis, step):  # the pipeline's own timer, plus the RSS peak while the step runs
@@ -144,7 +144,7 @@ def child(kind: str, folder: Path, n_tokens: int | None) -> dict:
                 yield
             step_peaks[step] = max(sampler.peak, rss_mb())
 
-        pipeline._timed = measured
+        pipeline.timed = measured
         with tempfile.TemporaryDirectory() as tmp:
             analysis = analyze(model, Path(tmp) / "out", trace=trace, steps=("categories", "receivers", "flow"), progress=False)
         sampler.running = False

@@ -135,3 +135,45 @@ def test_the_bar_switch_leaves_the_account_of_what_was_reused(models, tmp_path, 
     err = capsys.readouterr().err
     assert "receivers: recomputed (heads 4 -> 2)" in err
     assert "%|" not in err, "no progress bar drawn"
+
+
+def test_the_step_table_is_the_steps_the_command_line_offers():
+    """The command line takes its step names from ``settings`` (no torch); they are the table's, one to one."""
+    from anchorlens import settings
+    from anchorlens.pipeline import STEP_TABLE
+
+    assert sorted(settings.STEPS) == sorted(spec.name for spec in STEP_TABLE)
+    assert set(settings.DEFAULT_STEPS) <= set(settings.STEPS)
+
+
+@pytest.mark.slow
+def test_results_are_the_methods_own_and_older_layouts_are_recomputed(models, tmp_path):
+    """Each step's saved result is what its method returns when called directly; a file saved in the layout
+    before (bare arrays, no ``format`` in its key) is not read as the new one: load skips it with a warning and a
+    re-run recomputes it, saying why."""
+    from anchorlens.io import save_arrays
+
+    model, _ = models
+    trace = Trace.from_text(model, TEXT)
+    out = tmp_path / "out"
+    analysis, _ = _run(model, out, trace, top_k_heads=3)
+    direct = al.suppression_matrix(model, trace, progress=False)
+    assert isinstance(analysis.suppression, al.SuppressionMatrix)
+    torch.testing.assert_close(analysis.suppression.kl, direct.kl, equal_nan=True)
+    heads = al.receiver_heads(model, trace, top_k=3, progress=False)
+    assert analysis.receivers.heads == heads.heads
+    torch.testing.assert_close(analysis.receiver_scores, heads.scores(0), equal_nan=True)
+    attention = al.sentence_attention(model, trace).head(*heads.heads[0])
+    torch.testing.assert_close(analysis.head_attention, attention)
+
+    key_file = out / "suppression.npz.key.json"
+    key = json.loads(key_file.read_text())
+    assert key.pop("format") == "SuppressionMatrix"
+    save_arrays(out / "suppression.npz", {"kl": direct.kl})  # what analyze saved before
+    key_file.write_text(json.dumps(key))
+    with pytest.warns(UserWarning, match="suppression.npz was saved by an older anchorlens"):
+        loaded = Analysis.load(out)
+    assert loaded.suppression is None and loaded.receivers is not None
+    again, said = _run(model, out, trace, top_k_heads=3)
+    assert said["suppression"].startswith("recomputed (format") and said["receivers"] == "reused"
+    torch.testing.assert_close(again.suppression.kl, direct.kl, equal_nan=True)

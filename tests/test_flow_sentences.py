@@ -102,7 +102,7 @@ def test_analyze_attribution_step_with_transcoders_is_saved_reused_and_reported(
     assert last[0] < position < last[1], "the answer sits in the last sentence"
     graph = analysis.attribution_graph
     assert graph.node_mask is not None and graph.n_features == 96 and len(graph.tokens) == position
-    saved = {name: (out / name).stat().st_mtime_ns for name in ("attribution.npz", "attribution_graph.npz")}
+    saved = {name: (out / name).stat().st_mtime_ns for name in ("attribution.npz",)}
     report = ReportData.load(out / "report.json")
     assert report.attribution_graph is not None and "answer token" in report.notes["attribution"]
     assert page_payload(report)["attribution"]["nodes"], "the report draws the graph"

@@ -45,6 +45,8 @@ class ReceiverHeads(Result):
         vertical: per trace, ``[n_layers, n_heads, n_sentences]`` vertical scores.
         sentences: per trace, the sentence texts.
         settings: proximity_ignore, depth_control, exclude_layers, include_prompt, model_name.
+        head_attention: per trace, the top receiver head's ``[n_sentences, n_sentences]`` sentence attention
+            (``receiver_heads(..., keep_head_attention=True)``; None otherwise).
     """
 
     heads: list[Head]
@@ -53,6 +55,7 @@ class ReceiverHeads(Result):
     vertical: list[Float[Tensor, "layer head sentence"]]
     sentences: list[list[str]]
     settings: dict = field(default_factory=dict)
+    head_attention: list[Float[Tensor, "sentence sentence"]] | None = None
 
     def __iter__(self):
         return iter(self.heads)
@@ -126,6 +129,8 @@ class ReceiverHeads(Result):
         """The ragged vertical scores concatenated along sentences (``sentences`` gives the split back)."""
         arrays = {"kurtosis": self.kurtosis, "per_trace_kurtosis": self.per_trace_kurtosis,
                   "vertical": torch.cat(self.vertical, dim=-1)}
+        if self.head_attention is not None:  # square per trace: flattened and concatenated
+            arrays["head_attention"] = torch.cat([m.reshape(-1) for m in self.head_attention])
         meta = {"heads": [list(h) for h in self.heads], "sentences": self.sentences, "settings": self.settings}
         return arrays, meta
 
@@ -133,8 +138,12 @@ class ReceiverHeads(Result):
     def _from_file(cls, arrays: dict, meta: dict) -> "ReceiverHeads":
         lengths = [len(s) for s in meta["sentences"]]
         vertical = list(torch.split(arrays["vertical"], lengths, dim=-1))
+        head_attention = None
+        if "head_attention" in arrays:
+            flat = torch.split(arrays["head_attention"], [n * n for n in lengths])
+            head_attention = [m.reshape(n, n) for m, n in zip(flat, lengths)]
         return cls([tuple(h) for h in meta["heads"]], arrays["kurtosis"], arrays["per_trace_kurtosis"], vertical,
-                   meta["sentences"], meta["settings"])
+                   meta["sentences"], meta["settings"], head_attention)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"({l}, {h})" for l, h in self.heads[:5])
@@ -150,6 +159,8 @@ def receiver_heads(
     depth_control: bool = False,
     exclude_layers: Iterable[int] = (0,),
     include_prompt: bool = False,
+    keep_head_attention: bool = False,
+    require_heads: bool = True,
     progress: bool = True,
 ) -> ReceiverHeads:
     """Find the receiver heads of ``model``: top ``top_k`` heads by kurtosis of vertical scores, averaged
@@ -163,6 +174,11 @@ def receiver_heads(
         depth_control: rank-normalise each row before averaging (the reference's option).
         exclude_layers: layers never chosen (layer 0 by default, as in the reference).
         include_prompt: count the prompt as one more sentence (the first).
+        keep_head_attention: keep the top head's sentence attention of every trace (``head_attention``); this
+            holds every trace's ``[layers, heads, n, n]`` attention until the heads are chosen, so use it on few
+            traces (``analyze`` uses it on one).
+        require_heads: raise ``HeadSelectionError`` when no head has a kurtosis (traces too short); False
+            returns a ``ReceiverHeads`` with no heads instead (``analyze`` saves that and says why).
 
     >>> heads = receiver_heads(model, traces, top_k=16)   # doctest: +SKIP
     >>> list(heads)[:3], heads.scores(trace=0)             # doctest: +SKIP
@@ -173,9 +189,11 @@ def receiver_heads(
     if not traces:
         raise AnchorlensError("receiver_heads needs at least one trace: build them with Trace.from_text or generate_trace")
     exclude_layers = tuple(exclude_layers)
-    vertical, sentences, kurtoses = [], [], []
+    vertical, sentences, kurtoses, kept = [], [], [], []
     for trace in progress_bar(traces, desc="receiver heads", progress=progress):
         attention = sentence_attention(model, trace, include_prompt=include_prompt)
+        if keep_head_attention:
+            kept.append(attention)
         v = attention.vertical_scores(proximity_ignore, depth_control)
         vertical.append(v)
         sentences.append(attention.sentences)
@@ -191,13 +209,14 @@ def receiver_heads(
         "model_name": getattr(model, "anchorlens_name", None) or getattr(model.cfg, "model_name", None),
     }
     heads = top_heads(mean, top_k)
-    if not heads:
+    if not heads and require_heads:
         raise HeadSelectionError(
             "no head has a finite kurtosis on these traces: traces need more than proximity_ignore + 1 sentences "
             "(layer 0 is excluded by default)"
         )
-    if len(heads) < top_k:
+    if 0 < len(heads) < top_k:
         warnings.warn(f"asked for the top {top_k} heads but only {len(heads)} have a finite kurtosis (short traces, "
                       f"or layer 0 excluded): returning those {len(heads)}; pass top_k <= {len(heads)} to silence "
                       "this", FewerHeadsWarning, stacklevel=2)
-    return ReceiverHeads(heads, mean, per_trace, vertical, sentences, settings)
+    head_attention = [attention.head(*heads[0]) for attention in kept] if keep_head_attention and heads else None
+    return ReceiverHeads(heads, mean, per_trace, vertical, sentences, settings, head_attention)

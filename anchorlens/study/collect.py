@@ -23,7 +23,6 @@ import pandas as pd
 import torch
 
 from anchorlens.stats import renamed_arguments
-from anchorlens.io import load_arrays
 from anchorlens.study import aggregate
 from anchorlens.study.categories import normalised_position
 from anchorlens.study.discovery import StudyInputError, published_records, read_json
@@ -58,9 +57,9 @@ def read_manifest(out_dir: Path) -> dict:
 
 
 def _receivers(folder: Path, model: dict | None):
-    """``(kurtosis, vertical)`` saved by analyze's receivers step in ``folder``, or the reason there are none."""
+    """``(kurtosis, vertical)`` of analyze's receivers step saved in ``folder``, or the reason there are none."""
     from anchorlens import step_keys
-    from anchorlens.pipeline import RECEIVERS_FILE, TRACE_FILE, saved_key
+    from anchorlens.pipeline import TRACE_FILE, STEP_TABLE, saved_key
     from anchorlens.trace import Trace
 
     key = saved_key(folder, "receivers")
@@ -70,10 +69,11 @@ def _receivers(folder: Path, model: dict | None):
         return "its receivers were made for another trace: run the study again"
     if model is not None and key.get("model") != model:
         return f"its receivers were made with another model ({key.get('model', {}).get('name')}): run the study again"
-    arrays = load_arrays(folder / RECEIVERS_FILE)[0]
-    if "vertical" not in arrays:
-        return "its receivers were saved by an older anchorlens without vertical scores: run the study again"
-    return arrays["kurtosis"].double(), arrays["vertical"].double()
+    spec = next(s for s in STEP_TABLE if s.name == "receivers")
+    if key.get("format") != spec.format:
+        return "its receivers were saved by an older anchorlens in another layout: run the study again"
+    receivers = spec.read(folder / spec.file)
+    return receivers.per_trace_kurtosis[0].double(), receivers.vertical[0].double()
 
 
 def trace_status(out_dir: Path, name: str, manifest: dict, base: bool = False):
