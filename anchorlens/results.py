@@ -31,11 +31,13 @@ class Result:
     as arrays of an ``.npz``, the other fields (numbers, strings, lists, dicts, DataFrames as lists of columns) as
     its JSON metadata; ``load`` turns JSON lists back into the tuples the field annotations name. A class with a
     field stored otherwise declares it: ``_array_dicts`` (a dict of tensors, one array per key under a prefix) or
-    the two hooks ``_to_file`` / ``_from_file``.
+    the two hooks ``_to_file`` / ``_from_file``. A renamed field (``anchorlens.stats.renamed_arguments`` on the
+    class) is read from older files under its old name (``_renamed``).
     """
 
     _array_dicts: typing.ClassVar[dict[str, str]] = {}  # field -> prefix of its arrays (a dict of tensors)
     _nested: typing.ClassVar[dict[str, str]] = {}  # field holding a Result -> the name its arrays and meta go under
+    _renamed: typing.ClassVar[dict[str, str]] = {}  # a field's old saved name -> its name (stats.renamed_arguments)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -89,6 +91,8 @@ class Result:
         """The result from what ``_to_file`` stored (or the hand-written saves before it wrote)."""
         if "fields" in meta and "fields" not in {f.name for f in fields(cls)}:  # the JSON-only form before 0.3
             meta = meta["fields"]
+        if cls._renamed:  # files saved before a field was renamed
+            arrays, meta = ({cls._renamed.get(k, k): v for k, v in d.items()} for d in (arrays, meta))
         kwargs = {}
         for f in fields(cls):
             if not f.init:

@@ -30,24 +30,59 @@ DEPRECATED_NAMES = {"n_boot": "n_bootstrap", "confidence": "level"}
 
 def renamed_arguments(**old_to_new: str) -> Callable:
     """Accept the old keyword names of a public function (``n_boot=`` -> ``n_bootstrap=``) with a
-    ``DeprecationWarning``, for one release. Default: ``DEPRECATED_NAMES``."""
+    ``DeprecationWarning`` naming the new one, for one release. Default: ``DEPRECATED_NAMES``.
+
+    On a (data)class it renames a stored field: the constructor takes the old keyword (as a function does),
+    ``obj.old`` reads the new field (warning too), and ``_renamed`` tells ``Result.load`` to read files that
+    saved it under the old name (silently: such a file is not the caller's to change).
+    """
     mapping = old_to_new or DEPRECATED_NAMES
 
     def wrap(func: Callable) -> Callable:
+        if isinstance(func, type):
+            return _renamed_fields(func, mapping, wrap)
+
         @functools.wraps(func)
         def inner(*args, **kwargs):
             for old, new in mapping.items():
                 if old in kwargs:
                     if new in kwargs:
-                        raise TypeError(f"{func.__name__}() got both {old!r} and its new name {new!r}")
-                    warnings.warn(f"{func.__name__}({old}=...) is deprecated, use {new}=...", DeprecationWarning,
-                                  stacklevel=2)
+                        raise TypeError(f"{_name(func)}() got both {old!r} and its new name {new!r}")
+                    _deprecated(f"{_name(func)}({old}=...)", f"{new}=...")
                     kwargs[new] = kwargs.pop(old)
             return func(*args, **kwargs)
 
         return inner
 
     return wrap
+
+
+def _name(func: Callable) -> str:
+    return func.__qualname__.removesuffix(".__init__")
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated, use {new}", DeprecationWarning, stacklevel=3)
+
+
+def _renamed_fields(cls: type, mapping: dict[str, str], wrap: Callable) -> type:
+    cls.__init__ = wrap(cls.__init__)
+    for old, new in mapping.items():
+        def read(self, old=old, new=new):
+            _deprecated(f"{type(self).__name__}.{old}", f".{new}")
+            return getattr(self, new)
+
+        setattr(cls, old, property(read))
+    cls._renamed = {**getattr(cls, "_renamed", {}), **mapping}
+    return cls
+
+
+def check_level(level) -> None:
+    """Refuse an interval level outside (0, 1) before any work starts."""
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        from anchorlens.errors import InputError
+
+        raise InputError(f"level must lie in (0, 1), e.g. 0.95 for 95% intervals; got {level!r}")
 
 
 def resample_indices(n: int, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:

@@ -4,10 +4,12 @@ implementations of the scores written here from their definitions (docs/branches
 
 from __future__ import annotations
 
+import inspect
 import math
 from functools import cache
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import anchorlens as al
@@ -172,7 +174,53 @@ def test_bad_settings_are_refused_before_sampling(tmp_path):
         chain_disruption(sampler, trace(), 3, "Wait.", store=tmp_path / "r.sqlite")
     with pytest.raises(BranchSettingsError, match="cosine"):
         resilience(sampler, trace(), [1], similarity_threshold=2, store=tmp_path / "r.sqlite")
+    with pytest.raises(BranchSettingsError, match="level must lie in"):
+        transplant_resampling(sampler, trace(), PROMPT, level=95, store=tmp_path / "r.sqlite")
+    with pytest.raises(BranchSettingsError, match="max_tokens"):
+        chain_disruption(sampler, trace(), 1, "Wait.", max_tokens=0, store=tmp_path / "r.sqlite")
     assert sampler.calls == 0
+
+
+CALLS = {resilience: ([1],), chain_disruption: (1, "Wait, let me check."), transplant_resampling: (PROMPT,)}
+
+
+def test_the_shared_options_are_keyword_arguments_of_every_branch_method(tmp_path):
+    """The options the three methods share (``BranchOptions``) are in each signature with their defaults (what
+    ``help`` shows); a misspelt one is a TypeError before any sampling, as for any function."""
+    from dataclasses import fields
+
+    from anchorlens.branches.run import BranchOptions
+
+    sampler = PlantedSampler(CONTENT, 0.5)
+    for method, args in CALLS.items():
+        parameters = inspect.signature(method).parameters
+        for option in fields(BranchOptions):
+            assert parameters[option.name].default == option.default, (method.__name__, option.name)
+            assert parameters[option.name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert "options" not in parameters and parameters["n_rollouts"].default > 1
+        with pytest.raises(TypeError, match="unexpected keyword argument 'n_boostrap'"):
+            method(sampler, trace(), *args, n_boostrap=10, store=tmp_path / "r.sqlite")
+    assert sampler.calls == 0
+
+
+def test_the_old_confidence_keyword_still_works_for_one_release(tmp_path):
+    """``confidence`` was renamed ``level`` (issue 30): the old keyword still works, with a DeprecationWarning
+    naming the new one, and gives the same intervals (at 80% narrower than at the default 95%)."""
+    sampler = PlantedSampler(CONTENT, 0.0, q_present=0.9, q_absent=0.2)
+    options = dict(positions=[0, 3], n_rollouts=40, reference_answer="42", cue_answer="41", n_bootstrap=300,
+                   store=tmp_path / "r.sqlite", progress=False)
+    new = transplant_resampling(sampler, trace(), PROMPT, level=0.8, **options)
+    deprecated = r"transplant_resampling\(confidence=\.\.\.\) is deprecated, use level="
+    with pytest.warns(DeprecationWarning, match=deprecated):
+        old = transplant_resampling(sampler, trace(), PROMPT, confidence=0.8, **options)
+    assert old.level == new.level == 0.8 and old.run_info["generated"] == 0
+    pd.testing.assert_frame_equal(old.to_dataframe(), new.to_dataframe())
+    wide, narrow = transplant_resampling(sampler, trace(), PROMPT, **options).to_dataframe(), new.to_dataframe()
+    assert (wide.accuracy_ci_low <= narrow.accuracy_ci_low).all()
+    assert (narrow.accuracy_ci_high <= wide.accuracy_ci_high).all()
+    assert (wide.accuracy_ci_high - wide.accuracy_ci_low > narrow.accuracy_ci_high - narrow.accuracy_ci_low).all()
+    with pytest.raises(TypeError, match="both"):
+        transplant_resampling(sampler, trace(), PROMPT, confidence=0.8, level=0.8, **options)
 
 
 @pytest.mark.slow  # loads MiniLM

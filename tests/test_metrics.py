@@ -394,3 +394,27 @@ def test_vectorised_kl_and_draws_match_the_plain_code():
     first = np.random.default_rng(11).integers(0, 12, size=(5, 12))  # sentence 0's draws come first from the seed
     chosen = [groups[0][j] for j in first[0]]
     assert draws["accuracy"][0, 0] == pytest.approx(rollout_accuracy(chosen))
+
+
+def test_the_old_confidence_keyword_still_works_for_one_release():
+    """``confidence`` was renamed ``level`` (issue 30): the old keyword, and the old attribute of the result and
+    of its top sentence, still work with a DeprecationWarning naming the new one, and give the same intervals."""
+    rollouts, sentences = synthetic(0, n=4, jump_at=2, m=30)
+    options = dict(embed=same_embed, compute_matrix=False, progress=False, n_bootstrap=200)
+    new = sentence_importance(rollouts, sentences, level=0.8, **options)
+    with pytest.warns(DeprecationWarning, match=r"sentence_importance\(confidence=\.\.\.\) is deprecated, use level="):
+        old = sentence_importance(rollouts, sentences, confidence=0.8, **options)
+    assert old.level == new.level == 0.8
+    for name, bounds in new.intervals.items():
+        torch.testing.assert_close(old.intervals[name], bounds, rtol=0, atol=0, equal_nan=True)
+    wide = sentence_importance(rollouts, sentences, **options).intervals["resampling_importance_accuracy"][:, 1]
+    narrow = new.intervals["resampling_importance_accuracy"][:, 1]
+    assert wide[0] < narrow[0] and narrow[1] < wide[1]  # 95% (the default) is wider than 80%
+    top = new.top_sentence("resampling_importance_accuracy")
+    assert top.level == 0.8 and "(80% interval)" in str(top)
+    with pytest.warns(DeprecationWarning, match=r"ImportanceResult\.confidence is deprecated, use \.level"):
+        assert new.confidence == 0.8
+    with pytest.warns(DeprecationWarning, match=r"TopSentence\.confidence is deprecated, use \.level"):
+        assert top.confidence == 0.8
+    with pytest.raises(AnchorlensError, match="level must lie in"):
+        sentence_importance(rollouts, sentences, level=95, **options)

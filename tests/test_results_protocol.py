@@ -315,3 +315,43 @@ def test_files_saved_before_the_generic_persistence_still_load(file, tmp_path, o
     if name == "RunSummary":
         built.store_path = loaded.store_path
     assert_same(built, loaded, name, rel=1e-6)  # float32 sums differ in the last bit with the thread layout
+
+
+RENAMED = sorted(name for name, cls in KINDS.items() if getattr(cls, "_renamed", None))
+
+
+def test_the_renamed_fields_are_the_ones_issue_30_renamed():
+    assert RENAMED == ["ChainDisruptionResult", "ImportanceResult", "ResilienceResult", "TransplantResult"]
+    assert all(KINDS[name]._renamed == {"confidence": "level"} for name in RENAMED)
+
+
+@pytest.mark.parametrize("name", RENAMED)
+def test_a_renamed_field_loads_from_a_file_that_saved_its_old_name(name, tmp_path):
+    """A field renamed in issue 30 (``confidence`` -> ``level``) is read under its old name from older files (at
+    a value other than the default, so a dropped key would show), without a warning; the old attribute name and
+    constructor keyword still work, with a DeprecationWarning naming the new one."""
+    import json
+    import warnings
+
+    cls = KINDS[name]
+    built = BUILDERS[name](tmp_path)
+    arrays, meta = dataclasses.replace(built, level=0.8)._to_file()
+    assert meta["level"] == 0.8
+    for old, new in cls._renamed.items():
+        meta[old] = meta.pop(new)
+    path = save_arrays(tmp_path / "old.npz", arrays, meta, kind=name)
+    assert "level" not in json.loads(str(np.load(path)["__meta__"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = cls.load(path)
+    assert loaded.level == 0.8
+    assert_same(dataclasses.replace(built, level=0.8), loaded, name)
+
+    with pytest.warns(DeprecationWarning, match=rf"{name}\.confidence is deprecated, use \.level"):
+        assert loaded.confidence == 0.8
+    fields = {f.name: getattr(loaded, f.name) for f in dataclasses.fields(loaded) if f.name != "level"}
+    with pytest.warns(DeprecationWarning, match=rf"{name}\(confidence=\.\.\.\) is deprecated, use level="):
+        again = cls(**fields, confidence=0.7)
+    assert again.level == 0.7
+    with pytest.raises(TypeError, match="both"):
+        cls(**fields, confidence=0.7, level=0.7)

@@ -41,7 +41,7 @@ class Comparison:
 
 
 def compare_outcomes(treated: Sequence[Rollout], base: Sequence[Rollout], *, alpha: float, n_bootstrap: int,
-                     confidence: float, rng: np.random.Generator, answer_equivalence: bool = True,
+                     level: float, rng: np.random.Generator, answer_equivalence: bool = True,
                      reference: str | None = None) -> Comparison:
     """Compare the answers of two sets of rollouts (answered ones only, as resampling importance counts them)."""
     treated = [r for r in treated if _answered(r)]
@@ -66,7 +66,7 @@ def compare_outcomes(treated: Sequence[Rollout], base: Sequence[Rollout], *, alp
         idx = _draws(groups, n_bootstrap, rng)
         diff = _accuracy(groups[0], idx[0]) - _accuracy(groups[1], idx[1])
         kls = kl_rows(_counts(groups[0].answer[idx[0]], k), _counts(groups[1].answer[idx[1]], k), alpha)
-        low, high = percentile_interval(np.stack([diff, kls], 1), confidence)
+        low, high = percentile_interval(np.stack([diff, kls], 1), level)
         out.difference_ci = (float(low[0]), float(high[0]))
         out.kl_ci = (float(low[1]), float(high[1]))
     return out

@@ -21,28 +21,21 @@ with ``resampling_importance`` at the same settings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from anchorlens import settings
-from anchorlens.branches.intervals import compare_outcomes
-from anchorlens.stats import bootstrap_mean
-from anchorlens.branches.keyed import (BranchSettingsError, Outcome, check_count, check_fraction, check_sentence,
-                                       continue_from, keyed_sampler, open_run, outcome_name, seed_of)
+from anchorlens.branches.keyed import (BranchSettingsError, check_count, check_fraction, check_sentence, continue_from,
+                                       seed_of)
+from anchorlens.branches.result import BranchResult, interval_bars
+from anchorlens.branches.run import BranchRun, branch_options, embedder_name, sentences_of
 from anchorlens.branches.scores import chain_score
 from anchorlens.embeddings import cosine_similarity, default_embedder, embed_unique
-from anchorlens.errors import EmptyTextError
 from anchorlens.progress import progress_bar
 from anchorlens.resampling.metrics import KL_ALPHA
-from anchorlens.resampling.rollout import RESAMPLE
-from anchorlens.resampling.runner import reread_answers, rollout_seed, run_rollouts
-from anchorlens.resampling.samplers.base import SamplingParams
-from anchorlens.resampling.store import RolloutStore
 from anchorlens.results import Result
-from anchorlens.sentences import split_sentences
+from anchorlens.stats import renamed_arguments
 
 SIMILARITY_THRESHOLD = 0.6  # the reference's cut for "the content came back"
 MAX_ITERATIONS = 20
@@ -57,38 +50,25 @@ SENTENCE_COLUMNS = ("sentence", "text", "n_chains", "resilience", "resilience_ci
                     "counterfactual_pp_kl_ci_low", "counterfactual_pp_kl_ci_high")
 
 
-def embedder_name(embed) -> str:
-    """What the similarity threshold is applied to (part of the chains' key)."""
-    if embed is None or type(embed).__name__ == "MiniLMEmbedder":
-        return "all-MiniLM-L6-v2"
-    return f"{getattr(embed, '__module__', '')}.{getattr(embed, '__qualname__', type(embed).__name__)}"
-
-
+@renamed_arguments(confidence="level")
 @dataclass
-class ResilienceResult(Result):
+class ResilienceResult(BranchResult, Result):
     """Resilience, persistence / abandonment rates and Counterfactual++ of some sentences of one trace.
 
     Attributes:
         trace_id: the trace's id in the rollout store.
-        rows: one dict per target sentence (``SENTENCE_COLUMNS``), intervals at ``confidence``.
+        rows: one dict per target sentence (``SENTENCE_COLUMNS``, ``to_dataframe``), intervals at ``level``.
         chains: one dict per chain: sentence, chain number, iterations, score, persisted, final answer and
             correctness, and the best cosine of each iteration.
-        settings: what the chains were made with (thresholds, counts, sampling, outcome reader).
-        run_info: completions generated now and found in the store, tokens, seconds.
+        settings, run_info, level: as for every branch result (``BranchResult``): thresholds, counts, sampling,
+            outcome reader; completions generated now and found in the store, tokens, seconds.
     """
 
     trace_id: str
     rows: list[dict]
     chains: list[dict] = field(default_factory=list)
-    settings: dict = field(default_factory=dict)
-    run_info: dict = field(default_factory=dict)
-    confidence: float = 0.95
 
-    def to_dataframe(self):
-        """One row per target sentence."""
-        import pandas as pd
-
-        return pd.DataFrame(self.rows, columns=list(SENTENCE_COLUMNS))
+    _columns = SENTENCE_COLUMNS
 
     def chains_dataframe(self):
         """One row per chain (rollout of the resilience loop)."""
@@ -99,17 +79,10 @@ class ResilienceResult(Result):
     def plot(self, ax=None):
         """Resilience (bars, left axis) and Counterfactual++ accuracy (points, right axis) per sentence, with
         their intervals."""
-        import matplotlib.pyplot as plt
-
-        frame = self.to_dataframe()
-        if ax is None:
-            _, ax = plt.subplots(figsize=(max(4.0, 0.4 * len(frame) + 2), 3))
+        frame, ax = self._axes(ax, (max(4.0, 0.4 * len(self.rows) + 2), 3))
         x = np.arange(len(frame))
-        y = frame["resilience"].to_numpy(float)
-        low, high = frame["resilience_ci_low"].to_numpy(float), frame["resilience_ci_high"].to_numpy(float)
-        ok = np.isfinite(low) & np.isfinite(high)
-        ax.bar(x, np.nan_to_num(y), color="tab:blue", alpha=0.7, label="resilience")
-        ax.errorbar(x[ok], y[ok], yerr=[y[ok] - low[ok], high[ok] - y[ok]], fmt="none", ecolor="black", capsize=2)
+        ax.bar(x, np.nan_to_num(frame["resilience"].to_numpy(float)), color="tab:blue", alpha=0.7, label="resilience")
+        interval_bars(ax, x, frame, "resilience", "resilience_ci_low", "resilience_ci_high")
         ax.set_xticks(x, [str(i) for i in frame["sentence"]])
         ax.set_xlabel("sentence")
         ax.set_ylabel("resilience (iterations the content came back)")
@@ -129,6 +102,7 @@ class ResilienceResult(Result):
         return out
 
 
+@branch_options
 def resilience(
     model_or_sampler,
     trace,
@@ -137,21 +111,9 @@ def resilience(
     n_rollouts: int = N_ROLLOUTS,
     max_iterations: int = MAX_ITERATIONS,
     similarity_threshold: float = SIMILARITY_THRESHOLD,
-    store: RolloutStore | str | Path | None = None,
-    trace_id: str | None = None,
-    reference_answer: str | None = None,
-    outcome: str | Outcome | None = None,
     embed=None,
-    temperature: float = settings.TEMPERATURE,
-    top_p: float = settings.TOP_P,
-    max_tokens: int = 256,
     alpha: float = KL_ALPHA,
-    answer_equivalence: bool = True,
-    n_bootstrap: int = 1000,
-    confidence: float = 0.95,
-    bootstrap_seed: int = 0,
-    batch_size: int | None = None,
-    progress: bool = True,
+    **options,
 ) -> ResilienceResult:
     """Resilience and Counterfactual++ of ``sentences`` of ``trace`` (default: all), from the same rollouts.
 
@@ -162,30 +124,23 @@ def resilience(
         n_rollouts: chains per sentence (30 in the reference).
         max_iterations: the cap on iterations of one chain (20 in the reference).
         similarity_threshold: cosine at or above which content counts as back (0.6 in the reference).
-        store: the rollout store (default: the anchorlens cache's ``rollouts.sqlite``); every completion is
-            stored as it arrives, so a killed call resumes where it stopped.
-        reference_answer: the correct answer (default ``trace.metadata["reference_answer"]``).
-        outcome: how an outcome is read from a continuation: an extractor name (``"boxed"`` default,
-            ``"boxed_or_last_number"``, ``"last_number"``) or any function ``text -> label``; labels are
-            compared with ``check_answer`` (strings compare as normalised strings).
         embed: the sentence embedder (default: the packaged all-MiniLM-L6-v2).
-        temperature, top_p, max_tokens: sampling of every continuation.
-        alpha: KL smoothing (as resampling importance, 1e-9); answer_equivalence: answers ``check_answer``
-            deems equal are one answer in the distributions.
-        n_bootstrap, confidence, bootstrap_seed: percentile intervals over chains (and kept rollouts).
+        alpha: KL smoothing (as resampling importance, 1e-9).
+        store, trace_id, reference_answer, outcome, temperature, top_p, max_tokens, answer_equivalence,
+            n_bootstrap, level, bootstrap_seed, batch_size, progress: the options every branch method takes
+            (``anchorlens.branches.run.BranchOptions``): the rollout store (a killed call resumes), how
+            continuations are sampled and their outcomes read (``outcome``: an extractor name, ``"boxed"``
+            default, or a function ``text -> label``), and the percentile intervals over chains (and kept
+            rollouts).
 
     >>> result = resilience(load_model(), trace, [3, 5], n_rollouts=30)  # doctest: +SKIP
     >>> result.to_dataframe()[["sentence", "resilience", "counterfactual_pp_accuracy"]]  # doctest: +SKIP
     """
-    import time
-
     check_count("n_rollouts", n_rollouts)
     check_count("max_iterations", max_iterations)
     if max_iterations >= _STRIDE:
         raise BranchSettingsError(f"max_iterations must be below {_STRIDE}, not {max_iterations}")
     check_fraction("similarity_threshold", similarity_threshold)
-    if not 0 < confidence < 1:
-        raise BranchSettingsError(f"confidence must lie in (0, 1), e.g. 0.95; got {confidence!r}")
     targets = (list(range(trace.n_sentences)) if sentences is None
                else sorted({check_sentence(trace, i) for i in sentences}))
     if not targets:
@@ -193,28 +148,15 @@ def resilience(
     if not trace.prompt.strip():
         raise BranchSettingsError("the trace has no prompt, so continuations would not know the problem: build it "
                                   "with Trace.from_text(model, text, prompt=...)")
-    started = time.perf_counter()
-    sampler, store = open_run(model_or_sampler, store, batch_size)
+    run = BranchRun.open(model_or_sampler, trace, options)
     embed = embed or default_embedder()
 
     # Iteration 1 of every chain, and the kept side of Counterfactual++: plain resampling rollouts.
-    plain_at = sorted(set(targets) | {i + 1 for i in targets if i + 1 < trace.n_sentences})
-    summary = run_rollouts(sampler, trace, store, trace_id=trace_id, n_rollouts=n_rollouts, sentences=plain_at,
-                           forced=False, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                           extractor=outcome, reference_answer=reference_answer)
-    reference = summary.settings["reference_answer"]
-    base_id, plain_sid = summary.trace_id, summary.settings_ids[RESAMPLE]
-    plain = {}
-    for j in plain_at:
-        by_seed = {r.seed: r for r in store.rollouts(base_id, sentence_index=j, kind=RESAMPLE, settings_id=plain_sid)}
-        plain[j] = [by_seed[rollout_seed(base_id, j, RESAMPLE, r)] for r in range(n_rollouts)]
-    plain = {j: reread_answers(rs, outcome, None, reference) for j, rs in plain.items()}
-
-    params = SamplingParams(temperature, top_p, max_tokens)
-    keyed = keyed_sampler(sampler, store, trace, base_id, "resilience", "chain",
-                          {"similarity_threshold": float(similarity_threshold), "embedder": embedder_name(embed),
-                           "style": trace.style, "first_iteration": plain_sid},
-                          params, outcome, reference)
+    plain = run.plain_rollouts(sorted(set(targets) | {i + 1 for i in targets if i + 1 < trace.n_sentences}),
+                               n_rollouts)
+    keyed = run.keyed_sampler("resilience", "chain",
+                              {"similarity_threshold": float(similarity_threshold), "embedder": embedder_name(embed),
+                               "style": trace.style, "first_iteration": run.plain_settings_id})
     originals = {i: trace.sentences[i].text for i in targets}
     original_vectors = embed([originals[i] for i in targets])
     original_index = {i: k for k, i in enumerate(targets)}
@@ -225,17 +167,17 @@ def resilience(
     best = {key: [] for key in heads}
     last = {}
     active = list(heads)
-    for k in progress_bar(range(max_iterations), desc="resilience iterations", progress=progress):
+    for k in progress_bar(range(max_iterations), desc="resilience iterations", progress=run.options.progress):
         if not active:
             break
         if k == 0:
             got = {key: plain[key[0]][key[1]] for key in active}
         else:
-            jobs = {key: (key[0], seed_of(base_id, "resilience", "chain", key[0], key[1] * _STRIDE + k),
+            jobs = {key: (key[0], seed_of(run.base_id, "resilience", "chain", key[0], key[1] * _STRIDE + k),
                           continue_from(trace.prompt, heads[key])) for key in active}
             done = keyed.sample(list(jobs.values()))
             got = {key: done[(job[0], job[1])] for key, job in jobs.items()}
-        split = {key: _sentences(got[key].text, trace.style) for key in active}
+        split = {key: sentences_of(got[key].text, trace.style) for key in active}
         texts = [s.text for key in active for s in split[key]]
         vectors, where = embed_unique(texts, embed) if texts else (None, [])
         position, still = 0, []
@@ -255,7 +197,6 @@ def resilience(
                 still.append(key)
         active = still
 
-    rng = np.random.default_rng(bootstrap_seed)
     rows, chains = [], []
     for i in targets:
         scores = [chain_score(matches[(i, r)], max_iterations) for r in range(n_rollouts)]
@@ -264,12 +205,11 @@ def resilience(
             chains.append({"sentence": i, "chain": r, "iterations": s.iterations, "score": s.score,
                            "persisted": s.persisted, "final_answer": final.answer, "final_correct": final.is_correct,
                            "best_cosine": best[(i, r)]})
-        res = bootstrap_mean([s.score for s in scores], n_bootstrap, confidence, rng)
-        per = bootstrap_mean([float(s.persisted) for s in scores], n_bootstrap, confidence, rng)
+        res = run.mean([s.score for s in scores])
+        per = run.mean([float(s.persisted) for s in scores])
         abandoned = [last[(i, r)] for r, s in enumerate(scores) if s.abandoned]
         kept = plain.get(i + 1, [])
-        cmp = compare_outcomes(abandoned, kept, alpha=alpha, n_bootstrap=n_bootstrap, confidence=confidence, rng=rng,
-                               answer_equivalence=answer_equivalence, reference=reference)
+        cmp = run.compare(abandoned, kept, alpha)
         rows.append({
             "sentence": i, "text": originals[i], "n_chains": len(scores),
             "resilience": res[0], "resilience_ci_low": res[1], "resilience_ci_high": res[2],
@@ -284,20 +224,9 @@ def resilience(
             "counterfactual_pp_kl": cmp.kl, "counterfactual_pp_kl_ci_low": cmp.kl_ci[0],
             "counterfactual_pp_kl_ci_high": cmp.kl_ci[1],
         })
-    settings = {"n_rollouts": n_rollouts, "max_iterations": max_iterations,
-                "similarity_threshold": float(similarity_threshold), "temperature": float(temperature),
-                "top_p": float(top_p), "max_tokens": int(max_tokens), "outcome": outcome_name(outcome),
-                "reference_answer": reference, "alpha": alpha, "answer_equivalence": answer_equivalence,
-                "embedder": embedder_name(embed), "n_bootstrap": n_bootstrap, "sampler": sampler.name}
-    run_info = {"store": str(store.path), "plain_generated": summary.generated, "plain_reused": summary.already_done,
-                "chain_generated": keyed.generated, "chain_reused": keyed.reused,
-                "generated": summary.generated + keyed.generated, "tokens": summary.tokens + keyed.tokens,
-                "seconds": time.perf_counter() - started}
-    return ResilienceResult(base_id, rows, chains, settings, run_info, confidence)
-
-
-def _sentences(text: str, style: str):
-    try:
-        return split_sentences(text, style=style)
-    except EmptyTextError:
-        return []
+    settings = run.settings(n_rollouts=n_rollouts, max_iterations=max_iterations,
+                            similarity_threshold=float(similarity_threshold), alpha=alpha,
+                            embedder=embedder_name(embed), n_bootstrap=run.options.n_bootstrap)
+    run_info = run.run_info(plain_generated=run.plain.generated, plain_reused=run.plain.already_done,
+                            chain_generated=keyed.generated, chain_reused=keyed.reused)
+    return ResilienceResult(run.base_id, rows, chains, settings=settings, run_info=run_info, level=run.options.level)

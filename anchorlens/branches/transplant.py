@@ -9,24 +9,20 @@ the transplanted text's position.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from anchorlens import settings
 from anchorlens.answers import check_answer
-from anchorlens.stats import bootstrap_mean
-from anchorlens.branches.keyed import (BranchSettingsError, Outcome, check_count, continue_from, keyed_sampler,
-                                       open_run, outcome_name, seed_of)
+from anchorlens.branches.keyed import BranchSettingsError, check_count, continue_from, seed_of
+from anchorlens.branches.result import BranchResult
+from anchorlens.branches.run import BranchRun, branch_options
 from anchorlens.progress import progress_bar
 from anchorlens.resampling.metrics import _answered, canonical_answers
-from anchorlens.resampling.samplers.base import SamplingParams
-from anchorlens.resampling.store import RolloutStore
 from anchorlens.results import Result
+from anchorlens.stats import renamed_arguments
 
 N_ROLLOUTS = 50  # the reference's responses per position
 
@@ -34,36 +30,30 @@ COLUMNS = ("sentences_transplanted", "n_rollouts", "n_answered", "accuracy", "ac
            "cue_rate", "cue_rate_ci_low", "cue_rate_ci_high", "top_answer", "answers")
 
 
+@renamed_arguments(confidence="level")
 @dataclass
-class TransplantResult(Result):
+class TransplantResult(BranchResult, Result):
     """Answers after the first i sentences of a chain of thought were put after another prompt, for each i.
 
     Attributes:
         trace_id: the source trace's id in the store.
         rows: one dict per i (``COLUMNS``); ``answers`` is the answer distribution as ``{answer: count}``.
-        settings, run_info: what made the completions, and what this call generated or found stored.
+        settings, run_info, level: as for every branch result (``BranchResult``).
     """
 
     trace_id: str
     rows: list[dict]
-    settings: dict = field(default_factory=dict)
-    run_info: dict = field(default_factory=dict)
-    confidence: float = 0.95
+
+    _columns = COLUMNS
 
     def to_dataframe(self):
-        import pandas as pd
-
-        frame = pd.DataFrame(self.rows, columns=list(COLUMNS))
+        frame = super().to_dataframe()
         frame["answers"] = frame["answers"].map(lambda d: ", ".join(f"{k}: {v}" for k, v in d.items()))
         return frame
 
     def plot(self, ax=None):
         """Accuracy and cue-answer rate against the number of transplanted sentences, with intervals."""
-        import matplotlib.pyplot as plt
-
-        frame = self.to_dataframe()
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 3))
+        frame, ax = self._axes(ax, (6, 3))
         x = frame["sentences_transplanted"].to_numpy()
         for name, colour in (("accuracy", "tab:green"), ("cue_rate", "tab:red")):
             y = frame[name].to_numpy(float)
@@ -80,6 +70,7 @@ class TransplantResult(Result):
         return ax
 
 
+@branch_options
 def transplant_resampling(
     model_or_sampler,
     trace,
@@ -87,20 +78,8 @@ def transplant_resampling(
     *,
     positions: Sequence[int] | None = None,
     n_rollouts: int = N_ROLLOUTS,
-    reference_answer: str | None = None,
     cue_answer: str | None = None,
-    outcome: str | Outcome | None = None,
-    store: RolloutStore | str | Path | None = None,
-    trace_id: str | None = None,
-    temperature: float = settings.TEMPERATURE,
-    top_p: float = settings.TOP_P,
-    max_tokens: int = 256,
-    answer_equivalence: bool = True,
-    n_bootstrap: int = 1000,
-    confidence: float = 0.95,
-    bootstrap_seed: int = 0,
-    batch_size: int | None = None,
-    progress: bool = True,
+    **options,
 ) -> TransplantResult:
     """The answers after ``target_prompt`` + the first i sentences of ``trace``'s chain of thought, for each i.
 
@@ -111,10 +90,9 @@ def transplant_resampling(
             template and ``<think>`` included, as ``trace.prompt`` is).
         positions: the values of i (0: no sentence, n: the whole chain of thought); default all, 0..n.
         n_rollouts: completions per position (50 in the reference).
-        reference_answer: the correct answer, for ``accuracy``; cue_answer: the answer a hint points to, for
-            ``cue_rate`` (both compared with ``check_answer``).
-        outcome: extractor name or function ``text -> label`` (as for ``resilience``).
-        Other arguments as for ``resilience``.
+        cue_answer: the answer a hint points to, for ``cue_rate`` (``reference_answer``, the correct one, gives
+            ``accuracy``; both compared with ``check_answer``).
+        Other arguments as for ``resilience`` (``BranchOptions``).
 
     >>> curve = transplant_resampling(model, hinted_trace, plain_prompt, cue_answer="C")  # doctest: +SKIP
     >>> curve.plot()                                                                    # doctest: +SKIP
@@ -122,50 +100,36 @@ def transplant_resampling(
     check_count("n_rollouts", n_rollouts)
     if not isinstance(target_prompt, str) or not target_prompt.strip():
         raise BranchSettingsError("target_prompt is empty: pass the prompt the chain of thought is transplanted after")
-    if not 0 < confidence < 1:
-        raise BranchSettingsError(f"confidence must lie in (0, 1), e.g. 0.95; got {confidence!r}")
     n = trace.n_sentences
     positions = list(range(n + 1)) if positions is None else sorted(set(positions))
     for i in positions:
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i <= n:
             raise BranchSettingsError(f"position {i!r} is outside 0..{n} (the number of sentences transplanted)")
-    if reference_answer is None:
-        reference_answer = trace.metadata.get("reference_answer")
-    started = time.perf_counter()
-    sampler, store = open_run(model_or_sampler, store, batch_size)
-    keyed = keyed_sampler(sampler, store, trace, trace_id, "transplant", "completions",
-                          {"target_prompt": target_prompt}, SamplingParams(temperature, top_p, max_tokens), outcome,
-                          reference_answer)
-    base_id = keyed.trace_id.rsplit(":", 1)[0]
+    run = BranchRun.open(model_or_sampler, trace, options)
+    keyed = run.keyed_sampler("transplant", "completions", {"target_prompt": target_prompt})
     got = {}
-    for i in progress_bar(positions, desc="transplant", progress=progress):
+    for i in progress_bar(positions, desc="transplant", progress=run.options.progress):
         prompt = continue_from(target_prompt, trace.prefix_text(i)) if i else target_prompt
-        jobs = [(i, seed_of(base_id, "transplant", "completions", i, r), prompt) for r in range(n_rollouts)]
+        jobs = [(i, seed_of(run.base_id, "transplant", "completions", i, r), prompt) for r in range(n_rollouts)]
         done = keyed.sample(jobs)
         got[i] = [done[(j, s)] for j, s, _ in jobs]
     everything = [r for i in positions for r in got[i]]
-    if answer_equivalence:
-        everything = canonical_answers(everything, reference_answer)
-    rng = np.random.default_rng(bootstrap_seed)
+    if run.options.answer_equivalence:
+        everything = canonical_answers(everything, run.reference)
     rows, k = [], 0
     for i in positions:
         rollouts = everything[k:k + len(got[i])]
         k += len(got[i])
         answered = [r for r in rollouts if _answered(r)]
-        judged = [float(bool(r.is_correct)) for r in answered if r.is_correct is not None]
-        acc = bootstrap_mean(judged, n_bootstrap, confidence, rng)
-        cue = (bootstrap_mean([float(check_answer(r.answer, cue_answer)) for r in answered], n_bootstrap,
-                                  confidence, rng) if cue_answer is not None else (float("nan"),) * 3)
+        acc = run.mean([float(bool(r.is_correct)) for r in answered if r.is_correct is not None])
+        cue = (run.mean([float(check_answer(r.answer, cue_answer)) for r in answered])
+               if cue_answer is not None else (float("nan"),) * 3)
         counts = Counter(r.answer for r in answered)
         rows.append({"sentences_transplanted": i, "n_rollouts": len(rollouts), "n_answered": len(answered),
                      "accuracy": acc[0], "accuracy_ci_low": acc[1], "accuracy_ci_high": acc[2],
                      "cue_rate": cue[0], "cue_rate_ci_low": cue[1], "cue_rate_ci_high": cue[2],
                      "top_answer": counts.most_common(1)[0][0] if counts else None,
                      "answers": dict(counts.most_common())})
-    settings = {"target_prompt": target_prompt, "n_rollouts": n_rollouts, "reference_answer": reference_answer,
-                "cue_answer": cue_answer, "outcome": outcome_name(outcome), "temperature": float(temperature),
-                "top_p": float(top_p), "max_tokens": int(max_tokens), "answer_equivalence": answer_equivalence,
-                "sampler": sampler.name}
-    run_info = {"store": str(store.path), "generated": keyed.generated, "reused": keyed.reused, "tokens": keyed.tokens,
-                "seconds": time.perf_counter() - started}
-    return TransplantResult(base_id, rows, settings, run_info, confidence)
+    settings = run.settings(target_prompt=target_prompt, n_rollouts=n_rollouts, cue_answer=cue_answer)
+    run_info = run.run_info(reused=run.reused)
+    return TransplantResult(run.base_id, rows, settings=settings, run_info=run_info, level=run.options.level)

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from anchorlens.stats import interval, resample_indices
+from anchorlens.stats import interval, renamed_arguments, resample_indices
 
 # The metrics, named as in the published chunks_labeled.json and in its order (metrics.METRIC_COLUMNS).
 BOOTSTRAP_METRICS = (
@@ -159,6 +159,7 @@ def replicate_metrics(resample: Sequence[Group], forced: Sequence[Group], alpha:
     return out
 
 
+@renamed_arguments(confidence="level")
 @dataclass
 class TopSentence:
     """The sentence with the highest value of a metric, its interval, and how it compares with the runner-up.
@@ -171,7 +172,7 @@ class TopSentence:
         difference, difference_ci_low, difference_ci_high: top - runner-up and its interval, from the same
             bootstrap draws (paired).
         stands_out: whether that interval lies above 0; None without bootstrap draws or a runner-up.
-        confidence: the intervals' level.
+        level: the intervals' level (``confidence``, its old name, is deprecated and goes in 0.3).
 
     The top is chosen on the same data the interval is computed from, so the comparison is somewhat
     optimistic (winner's curse); measured on 100 synthetic traces with no real difference between sentences
@@ -188,12 +189,12 @@ class TopSentence:
     difference_ci_low: float
     difference_ci_high: float
     stands_out: bool | None
-    confidence: float
+    level: float
 
     def __str__(self) -> str:
         if self.index is None:
             return f"no sentence has a {self.metric}"
-        level = f"{round(100 * self.confidence)}%"
+        level = f"{round(100 * self.level)}%"
         head = f"sentence {self.index}, {self.value:+.2f} [{self.ci_low:+.2f}, {self.ci_high:+.2f}] ({level} interval)"
         if self.stands_out is None:
             return f"top sentence by {self.metric}: {head}; no interval against a runner-up"
@@ -204,24 +205,24 @@ class TopSentence:
                 f"{self.runner_up} by {self.difference:+.2f} [{self.difference_ci_low:+.2f}, {self.difference_ci_high:+.2f}]")
 
 
-def top_sentence(metric: str, values: np.ndarray, samples: np.ndarray | None, confidence: float) -> TopSentence:
+def top_sentence(metric: str, values: np.ndarray, samples: np.ndarray | None, level: float) -> TopSentence:
     """``TopSentence`` from the point values ``[sentence]`` and bootstrap draws ``[draws, sentence]`` (or None)."""
     values = np.asarray(values, dtype=np.float64)
     order = [int(i) for i in np.argsort(-np.nan_to_num(values, nan=-np.inf), kind="stable") if np.isfinite(values[i])]
     nan = float("nan")
     if not order:
-        return TopSentence(metric, None, nan, nan, nan, None, nan, nan, nan, None, confidence)
+        return TopSentence(metric, None, nan, nan, nan, None, nan, nan, nan, None, level)
     top = order[0]
     low = high = nan
     if samples is not None:
-        low, high = interval(samples[:, top], confidence)
+        low, high = interval(samples[:, top], level)
     if len(order) < 2:
-        return TopSentence(metric, top, float(values[top]), low, high, None, nan, nan, nan, None, confidence)
+        return TopSentence(metric, top, float(values[top]), low, high, None, nan, nan, nan, None, level)
     runner = order[1]
     difference = float(values[top] - values[runner])
     if samples is None:
-        return TopSentence(metric, top, float(values[top]), low, high, runner, difference, nan, nan, None, confidence)
-    d_low, d_high = interval(samples[:, top] - samples[:, runner], confidence)
+        return TopSentence(metric, top, float(values[top]), low, high, runner, difference, nan, nan, None, level)
+    d_low, d_high = interval(samples[:, top] - samples[:, runner], level)
     stands_out = bool(d_low > 0) if np.isfinite(d_low) else None
     return TopSentence(metric, top, float(values[top]), low, high, runner, difference, d_low, d_high, stands_out,
-                       confidence)
+                       level)

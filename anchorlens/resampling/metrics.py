@@ -60,7 +60,7 @@ from torch import Tensor
 from anchorlens.answers import answer_classes, normalize_answer
 from anchorlens.errors import AnchorlensError, InputError
 from anchorlens.resampling.bootstrap import BOOTSTRAP_METRICS, TopSentence, make_group, replicate_metrics, top_sentence
-from anchorlens.stats import percentile_interval
+from anchorlens.stats import check_level, percentile_interval, renamed_arguments
 from anchorlens.resampling.rollout import FORCED, RESAMPLE, Rollout
 from anchorlens.resampling.similarity import SIMILARITY_THRESHOLD, Embedder, cosine_similarity, embed_unique
 from anchorlens.results import Result
@@ -68,7 +68,7 @@ from anchorlens.progress import progress_bar
 
 KL_ALPHA = 1e-9  # the reference's smoothing constant (1 would be Laplace smoothing)
 N_BOOTSTRAP = 1000
-CONFIDENCE = 0.95
+LEVEL = 0.95  # the intervals' level
 TRUNCATED_SHARE = 0.25  # warn when more than this share of a sentence's rollouts were cut off
 
 # Column names exactly as in the published chunks_labeled.json, in its order.
@@ -239,6 +239,7 @@ def matching_sentences(
 # --------------------------------------------------------------------------- the result
 
 
+@renamed_arguments(confidence="level")
 @dataclass
 class ImportanceResult(Result):
     """Per-sentence importance of one trace. Every metric is a ``Float[Tensor, "sentence"]``.
@@ -275,7 +276,7 @@ class ImportanceResult(Result):
     n_truncated: Float[Tensor, "sentence"] | None = None  # resample rollouts cut off at the token limit
     intervals: dict = field(default_factory=dict)  # metric -> Float[Tensor, "2 sentence"] (low, high)
     bootstrap: dict = field(default_factory=dict)  # metric -> Float[Tensor, "draw sentence"]
-    confidence: float = CONFIDENCE
+    level: float = LEVEL  # the intervals' level (old name ``confidence``: deprecated, goes in 0.3)
     answer_equivalence: bool | None = None  # None: unknown (imported results)
     run_info: dict = field(default_factory=dict)  # how the rollouts were obtained (resampling_importance fills it)
 
@@ -339,7 +340,7 @@ class ImportanceResult(Result):
         """
         values = self.metric(metric).numpy()
         samples = self.bootstrap.get(metric)
-        return top_sentence(metric, values, None if samples is None else samples.double().numpy(), self.confidence)
+        return top_sentence(metric, values, None if samples is None else samples.double().numpy(), self.level)
 
     def truncated_sentences(self, threshold: float = TRUNCATED_SHARE) -> list[int]:
         """Sentences more than ``threshold`` of whose resample rollouts were cut off at the token limit."""
@@ -465,6 +466,7 @@ def _acc_and_kl(here: Sequence[Rollout], after: Sequence[Rollout], alpha: float)
     return acc, kl
 
 
+@renamed_arguments(confidence="level")
 def sentence_importance(
     rollouts: Sequence[Rollout],
     original_sentences: list[str],
@@ -477,7 +479,7 @@ def sentence_importance(
     answer_equivalence: bool = True,
     reference_answer: str | None = None,
     n_bootstrap: int = N_BOOTSTRAP,
-    confidence: float = CONFIDENCE,
+    level: float = LEVEL,
     bootstrap_seed: int = 0,
     progress: bool = True,
 ) -> ImportanceResult:
@@ -496,7 +498,7 @@ def sentence_importance(
         answer_equivalence: count answers that ``check_answer`` deems equal as one answer (default); False
             gives the published string-level answer distributions.
         reference_answer: visited first when forming answer classes (optional).
-        n_bootstrap: bootstrap draws for the intervals (0: none); confidence: their level; bootstrap_seed:
+        n_bootstrap: bootstrap draws for the intervals (0: none); level: their level; bootstrap_seed:
             the draws' seed.
 
     >>> result = sentence_importance(store.rollouts("trace-0"), trace_sentences)   # doctest: +SKIP
@@ -507,8 +509,7 @@ def sentence_importance(
         raise AnchorlensError("original_sentences is empty: pass the trace's sentences (e.g. [s.text for s in trace.sentences])")
     if not isinstance(n_bootstrap, int) or n_bootstrap < 0:
         raise AnchorlensError(f"n_bootstrap must be an integer >= 0 (0: no intervals), got {n_bootstrap!r}")
-    if not 0 < confidence < 1:
-        raise AnchorlensError(f"confidence must lie in (0, 1), e.g. 0.95; got {confidence!r}")
+    check_level(level)
     if answer_equivalence:
         rollouts = canonical_answers(rollouts, reference_answer)  # once, before any distribution is counted
     resample, forced = _group(rollouts, n)
@@ -553,7 +554,7 @@ def sentence_importance(
     if n_bootstrap:
         samples = bootstrap_samples(answered, forced, similar_flags, alpha, n_bootstrap, bootstrap_seed)
         for name, draws in samples.items():
-            intervals[name] = np.stack(percentile_interval(draws, confidence))
+            intervals[name] = np.stack(percentile_interval(draws, level))
             samples[name] = torch.from_numpy(draws)
     matrix = torch.full((n, n), nan, dtype=torch.float64)
     if compute_matrix:
@@ -571,7 +572,7 @@ def sentence_importance(
         trace_id=rollouts[0].trace_id if rollouts else None,
         intervals=intervals,
         bootstrap=samples,
-        confidence=confidence,
+        level=level,
         answer_equivalence=answer_equivalence,
         **{name: torch.tensor(values, dtype=torch.float64) for name, values in cols.items()},
     )

@@ -52,6 +52,7 @@ from anchorlens.resampling.rollout import FORCED, RESAMPLE, Rollout
 from anchorlens.resampling.samplers.base import Completion, Sampler, SampleRequest, SamplingParams
 from anchorlens.resampling.store import RolloutStore
 from anchorlens.sentences import split_sentences
+from anchorlens.stats import renamed_arguments
 from anchorlens.results import Result
 
 log = logging.getLogger(__name__)
@@ -342,6 +343,7 @@ def reread_answers(rollouts, extractor: str | AnswerExtractor | None = None,
 # --------------------------------------------------------------------------- the entry point
 
 
+@renamed_arguments(confidence="level")
 def resampling_importance(
     model_or_sampler,
     trace,
@@ -365,7 +367,7 @@ def resampling_importance(
     alpha: float = 1e-9,
     answer_equivalence: bool = True,
     n_bootstrap: int = 1000,
-    confidence: float = 0.95,
+    level: float = 0.95,
     bootstrap_seed: int = 0,
     progress: bool = True,
 ):
@@ -386,7 +388,7 @@ def resampling_importance(
         reference_answer: the correct final answer (see ``run_rollouts``).
         forced: also make forced-answer rollouts (for the forced importance columns).
         batch_size: rows per batch for a model (ignored for samplers and URLs); None: ``LocalSampler``'s default.
-        embed, similarity_threshold, alpha, answer_equivalence, n_bootstrap, confidence, bootstrap_seed:
+        embed, similarity_threshold, alpha, answer_equivalence, n_bootstrap, level, bootstrap_seed:
             passed to ``sentence_importance`` (answer_equivalence=False: the published string-level answer
             distributions; n_bootstrap=0: no intervals).
         Other arguments: as for ``run_rollouts``.
@@ -422,7 +424,7 @@ def resampling_importance(
     result = sentence_importance(
         rollouts, trace.sentence_texts(), embed=embed, similarity_threshold=similarity_threshold, alpha=alpha,
         answer_equivalence=answer_equivalence, reference_answer=summary.settings["reference_answer"],
-        n_bootstrap=n_bootstrap, confidence=confidence, bootstrap_seed=bootstrap_seed, progress=progress,
+        n_bootstrap=n_bootstrap, level=level, bootstrap_seed=bootstrap_seed, progress=progress,
     )
     result.trace_id = summary.trace_id
     result.run_info = {

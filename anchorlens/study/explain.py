@@ -34,7 +34,7 @@ import pandas as pd
 
 from anchorlens.results import Result
 from anchorlens.study.categories import IMPORTANCE_METRICS, convergence_mask, normalised_position
-from anchorlens.stats import interval, renamed_arguments, resample_counts
+from anchorlens.stats import DEPRECATED_NAMES, interval, renamed_arguments, resample_counts
 from anchorlens.study.discovery import StudyInputError
 
 VIEW_PREDICTORS = ("receiver_score", "suppression_out_kl", "suppression_in_kl", "flow_to_answer",
@@ -229,8 +229,7 @@ class Explained(Result):
 
     def __post_init__(self):
         # files saved before the one statistics module name the bootstrap settings n_boot / confidence
-        renamed = {"n_boot": "n_bootstrap", "confidence": "level"}
-        self.settings = {renamed.get(key, key): value for key, value in self.settings.items()}
+        self.settings = {DEPRECATED_NAMES.get(key, key): value for key, value in self.settings.items()}
 
     def __repr__(self) -> str:
         rows = ", ".join(f"{r.predictor} {r.r2_alone:.2f} [{r.r2_alone_ci_low:.2f}, {r.r2_alone_ci_high:.2f}]"
