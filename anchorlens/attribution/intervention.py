@@ -241,7 +241,13 @@ def _check(intervention, n_layers: int, n_pos: int, n_feat: int) -> tuple:
             raise AttributionInputError(f"intervention positions {position.tolist()} are not all within the "
                                         f"prompt's {n_pos} tokens (positions count the special token in front)")
     elif not isinstance(position, slice):
-        position = int(position)
+        if isinstance(position, (Tensor, list, tuple)):  # one position in a list or tensor: that position
+            position = torch.as_tensor(position).reshape(())
+        try:
+            position = int(position)
+        except (TypeError, ValueError, RuntimeError):
+            raise AttributionInputError(f"an intervention's position is an int, a slice or a list or tensor of "
+                                        f"ints, not {position!r}")
         if not -n_pos <= position < n_pos:
             raise AttributionInputError(f"intervention position {position} is outside the prompt's {n_pos} tokens "
                                         "(positions count the special token put in front)")
