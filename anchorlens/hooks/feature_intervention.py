@@ -6,6 +6,10 @@ feature activations (position 0 zeroed, as in attribution) and adds ``(value - a
 MLP output at the chosen positions (a cross-layer feature: to its own layer's and every later layer's MLP output,
 each through its decoder there, as circuit-tracer distributes a CLT's deltas); frozen quantities are replaced by
 their clean values.
+
+``InterventionHooks`` builds those hooks for a forward that starts at a given absolute position, so that
+``anchorlens.generation.greedy_generate`` decodes under them on a KV cache (the prompt once, then one forward per
+new token) with the values of one forward over the whole sequence (``intervened_pass``, the definition).
 """
 
 from __future__ import annotations
