@@ -9,6 +9,8 @@ every new token) with the transcoders of the circuit-tracer cases. Tokens equal;
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -86,9 +88,16 @@ def test_generation_under_interventions_equals_full_recomputation(family, settin
     against its own activations), argmax. Tokens equal; logits and activations of every position to 1e-4."""
     name, interventions, freeze, constrained = SETTINGS[setting]
     case = CASES[name]
-    model = al.random_model(family, n_layers=case["n_layers"], d_model=case["d_model"], n_heads=case["n_heads"],
-                            n_kv_heads=case["n_kv_heads"], seed=case["seed"])
+    model = case_model(family, case["n_layers"], case["seed"])
     generation_equals_full_recomputation(model, case_transcoders(case), interventions, freeze, constrained)
+
+
+@functools.lru_cache(maxsize=None)
+def case_model(family: str, n_layers: int, seed: int):
+    """The circuit-tracer cases' model shape in ``family`` (shared by the settings: hooks leave it as it was)."""
+    case = CASES["tiny_llama_relu"]
+    return al.random_model(family, n_layers=n_layers, d_model=case["d_model"], n_heads=case["n_heads"],
+                           n_kv_heads=case["n_kv_heads"], seed=seed)
 
 
 def test_generation_under_interventions_on_smollm2_equals_full_recomputation(smol, one_torch_thread):
@@ -140,8 +149,7 @@ def test_intervention_hooks_refuse_a_forward_that_splits_the_prompt(one_torch_th
     from anchorlens.hooks.feature_intervention import InterventionHooks
 
     case = CASES["tiny_llama_relu"]
-    model = al.random_model("llama", n_layers=case["n_layers"], d_model=case["d_model"], n_heads=case["n_heads"],
-                            n_kv_heads=case["n_kv_heads"], seed=case["seed"])
+    model = case_model("llama", case["n_layers"], case["seed"])
     transcoders = case_transcoders(case)
     hooks = InterventionHooks(model, transcoders, [], None, None, n_prompt=6)
     assert hooks(0) and hooks(6)
