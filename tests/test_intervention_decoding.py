@@ -135,6 +135,7 @@ def generation_equals_full_recomputation(model, transcoders, interventions, free
         logits, acts = run(sequence, open_ended)
         sequence = torch.cat([sequence, logits[-1].argmax().reshape(1)])
     assert result.tokens.tolist() == sequence.tolist()
+    assert not (result.logits.is_inference() or result.activations.is_inference())  # a caller may edit them
     assert result.logits.shape == logits.shape == (n_prompt + n_new - 1, model.cfg.d_vocab)
     torch.testing.assert_close(result.logits, logits, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(result.activations, acts, rtol=1e-4, atol=1e-4)
