@@ -76,7 +76,8 @@ def generate_trace(
     return Trace.from_text(model, cot, prompt=prompt, style=style, metadata=metadata)
 
 
-def greedy_generate(model, input_ids: Tensor, max_new_tokens: int, stop_at_eos: bool = True) -> Tensor:
+def greedy_generate(model, input_ids: Tensor, max_new_tokens: int, stop_at_eos: bool = True, hooks=None,
+                    return_logits: bool = False, progress: bool = False):
     """Greedy continuation ``[1, n_new]`` of ``input_ids`` ``[1, n]``, reusing the Hugging Face KV cache.
 
     The same tokens as ``model.generate(input_ids, do_sample=False)``, several times faster on a CPU: the
@@ -84,7 +85,13 @@ def greedy_generate(model, input_ids: Tensor, max_new_tokens: int, stop_at_eos: 
     so that hooks on any hook point apply). Hooks in effect (``ablate_heads``) apply to every step; the
     end-of-sequence token, when it ends the continuation, is its last token.
 
-    The package's one greedy decoder (head ablation, the feature-intervention clean continuation).
+    ``hooks``: hooks that act by absolute position (``LocalSampler.continue_ids``): ``hooks(start)`` gives the
+    ``(hook name, function)`` pairs for the forward whose first token sits at ``start`` (the prompt at 0, each new
+    token at its own position), e.g. ``InterventionHooks`` (feature interventions). ``return_logits``: also return
+    the logits ``[n + n_new - 1, vocab]`` of every position that was run (the prompt and every new token but the
+    last). ``progress``: a bar over the new tokens.
+
+    The package's one greedy decoder (head ablation, feature interventions and their clean continuation).
 
     >>> with ablate_heads(model, heads):                                          # doctest: +SKIP
     ...     new_tokens = greedy_generate(model, model.to_tokens("2 + 2 ="), 10)
@@ -93,10 +100,13 @@ def greedy_generate(model, input_ids: Tensor, max_new_tokens: int, stop_at_eos: 
     from anchorlens.resampling.samplers.local import LocalSampler
 
     if max_new_tokens < 1:
-        return input_ids[:, :0]
+        none = input_ids[:, :0]
+        return (none, torch.zeros(0, model.cfg.d_vocab)) if return_logits else none
     eos = model.tokenizer.eos_token_id
     stops = {int(eos)} if stop_at_eos and eos is not None else set()
     sampler = LocalSampler(model, batch_size=1, share_prefix=False, progress=False, attention="eager")
+    logits = [] if return_logits else None
     new = sampler.continue_ids(input_ids[0].tolist(), SamplingParams(temperature=0.0, max_tokens=max_new_tokens),
-                               stop_token_ids=stops)
-    return torch.tensor([new], dtype=input_ids.dtype, device=input_ids.device)
+                               stop_token_ids=stops, hooks=hooks, logits_out=logits, progress=progress)
+    new = torch.tensor([new], dtype=input_ids.dtype, device=input_ids.device)
+    return (new, torch.cat(logits, dim=1)[0]) if return_logits else new

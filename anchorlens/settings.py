@@ -42,8 +42,16 @@ MEDIATION_COMPONENTS = ("resid_pre", "attn_out", "mlp_out", "head_out", "head_pa
 MEDIATION_METRICS = ("stolfo_ie", "logit_diff", "logprob_base", "logprob_counterfactual")
 MEDIATION_COMPONENT = "mlp_out"
 MEDIATION_POSITIONS = "last"
+MEDIATION_POSITION_CHOICES = ("last", "all")  # the command line's; mediation_sweep also takes a list of positions
 MEDIATION_METRIC = "stolfo_ie"
 MEDIATION_CHUNK_SIZE = 256
+MEDIATION_TASKS = ("arithmetic", "arithmetic_words", "retrieval", "factual")  # mediation.prompts.task_pairs
+MEDIATION_TASK = "factual"
+MEDIATION_SEED = 0  # the prompts' sampling seed (task_pairs and the task generators)
+MEDIATION_PER_TEMPLATE = 10  # arithmetic pairs per (operator, template, pair type)
+MEDIATION_COMMAND_COMPONENTS = ("mlp_out", "attn_out")  # what `anchorlens mediate` sweeps, one after the other
+MEDIATION_MAX_PAIRS = 40  # `anchorlens mediate`: at most this many of the kept pairs are swept
+MEDIATION_OUT = "anchorlens-mediation"  # `anchorlens mediate`'s output folder
 
 
 def check_settings(*, n_rollouts: int = 1, rollout_max_tokens: int = 1, max_new_tokens: int = 1,

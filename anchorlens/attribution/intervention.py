@@ -21,12 +21,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from anchorlens.hooks.feature_intervention import clean_pass, intervened_pass
+from anchorlens.hooks.feature_intervention import InterventionHooks, clean_pass, intervened_pass, quiet_norm_edits
 from anchorlens.attribution.attribute import AttributionInputError, prepare
 from anchorlens.attribution.transcoders import TranscoderSet
 from anchorlens.generation import greedy_generate
 from anchorlens.results import Result
-from anchorlens.progress import progress_bar
 
 
 @dataclass
@@ -192,8 +191,11 @@ def feature_intervention_generate(
     """Greedy generation under feature interventions, as circuit-tracer's ``feature_intervention_generate``: the
     prompt runs as in ``feature_intervention`` (frozen attention, ``constrained_layers``: for the prompt's
     positions only); each new token then runs freely, with the open-ended interventions (position
-    ``slice(start, None)``) on it. Without a KV cache: each step reruns the whole sequence, the prompt's positions
-    frozen as in the first step (the same values as circuit-tracer's cache, up to float rounding)."""
+    ``slice(start, None)``) on it, against its own activations. Decoded by ``greedy_generate`` on a KV cache: the
+    prompt runs once under the interventions, then each new token once (the same values as rerunning the whole
+    sequence at every step, which is the definition, up to float rounding: the interventions at a position depend
+    only on it and earlier positions; tests/test_intervention_decoding.py checks it). ``progress``: a bar over the
+    new tokens."""
     tokens, transcoders = prepare(model, transcoders, prompt)
     n_layers, n_prompt, n_feat = model.cfg.n_layers, len(tokens), transcoders.n_features
     if max_new_tokens < 1:
@@ -209,17 +211,17 @@ def feature_intervention_generate(
     freeze = (freeze_attention or constrained is not None) and bool(checked)
     clean = clean_pass(model, transcoders, tokens, patterns=freeze, mlps=freeze and constrained is not None,
                        scales=freeze and constrained is not None and constrained == set(range(n_layers)))
-    sequence = tokens
-    for step in progress_bar(range(max_new_tokens), desc="generating under interventions", progress=progress,
-                             leave=False):
-        logits, acts = intervened_pass(model, transcoders, sequence, at_prompt, clean if freeze else None,
-                                       constrained, n_prompt=n_prompt, open_ended=open_ended)
-        sequence = torch.cat([sequence, logits[-1].argmax().reshape(1)])
-    # the clean continuation, for comparison: the package's greedy decoder (KV cache), never stopping early
+    hooks = InterventionHooks(model, transcoders, at_prompt, clean if freeze else None, constrained, n_prompt,
+                              open_ended)
+    with quiet_norm_edits():  # the package's one greedy decoder, on a KV cache (exact: see InterventionHooks)
+        new, logits = greedy_generate(model, tokens[None], max_new_tokens, stop_at_eos=False, hooks=hooks,
+                                      return_logits=True, progress=progress)
+    sequence = torch.cat([tokens, new[0]])
+    # the clean continuation, for comparison: the same decoder without the hooks
     clean_sequence = torch.cat([tokens, greedy_generate(model, tokens[None], max_new_tokens, stop_at_eos=False)[0]])
     decode = model.tokenizer.decode
-    return GenerationResult(sequence.cpu(), n_prompt, decode(sequence.tolist()), logits.cpu(), acts.cpu(),
-                            decode(clean_sequence.tolist()))
+    return GenerationResult(sequence.cpu(), n_prompt, decode(sequence.tolist()), logits.cpu(),
+                            hooks.activations().cpu(), decode(clean_sequence.tolist()))
 
 
 def _check(intervention, n_layers: int, n_pos: int, n_feat: int) -> tuple:
@@ -239,7 +241,13 @@ def _check(intervention, n_layers: int, n_pos: int, n_feat: int) -> tuple:
             raise AttributionInputError(f"intervention positions {position.tolist()} are not all within the "
                                         f"prompt's {n_pos} tokens (positions count the special token in front)")
     elif not isinstance(position, slice):
-        position = int(position)
+        if isinstance(position, (Tensor, list, tuple)):  # one position in a list or tensor: that position
+            position = torch.as_tensor(position).reshape(())
+        try:
+            position = int(position)
+        except (TypeError, ValueError, RuntimeError):
+            raise AttributionInputError(f"an intervention's position is an int, a slice or a list or tensor of "
+                                        f"ints, not {position!r}")
         if not -n_pos <= position < n_pos:
             raise AttributionInputError(f"intervention position {position} is outside the prompt's {n_pos} tokens "
                                         "(positions count the special token put in front)")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from anchorlens import settings
 
-TASKS = ("arithmetic", "arithmetic_words", "retrieval", "factual")
+TASKS = settings.MEDIATION_TASKS
 
 
 def add_mediate_parser(commands) -> argparse.ArgumentParser:
@@ -26,28 +26,32 @@ def add_mediate_parser(commands) -> argparse.ArgumentParser:
         description="Patch each component's activation from counterfactual prompts into base prompts, cell by "
                     "cell, and measure the effect on the answer (Stolfo et al. 2023).",
     )
-    parser.add_argument("--task", default="factual", choices=TASKS, help="prompt pairs (default: %(default)s)")
+    parser.add_argument("--task", default=settings.MEDIATION_TASK, choices=list(settings.MEDIATION_TASKS),
+                        help="prompt pairs (default: %(default)s)")
     parser.add_argument(
         "--model", default=settings.DEFAULT_MODEL_NAME,
         help="the embedded model (default: %(default)s), 'organism' (the trained arithmetic organism), a Hugging "
              "Face model name or a local folder",
     )
-    parser.add_argument("--components", nargs="+", default=["mlp_out", "attn_out"],
+    parser.add_argument("--components", nargs="+", default=list(settings.MEDIATION_COMMAND_COMPONENTS),
                         choices=list(settings.MEDIATION_COMPONENTS),
-                        help="what to patch (default: mlp_out attn_out)")
-    parser.add_argument("--positions", default=settings.MEDIATION_POSITIONS, choices=["last", "all"],
+                        help=f"what to patch (default: {' '.join(settings.MEDIATION_COMMAND_COMPONENTS)})")
+    parser.add_argument("--positions", default=settings.MEDIATION_POSITIONS,
+                        choices=list(settings.MEDIATION_POSITION_CHOICES),
                         help="the last token only, or every position of the largest group of equal-length pairs "
                              "(default: %(default)s)")
     parser.add_argument("--metric", default=settings.MEDIATION_METRIC, choices=list(settings.MEDIATION_METRICS),
                         help="metric of the heatmaps (every metric is in the tables; default: %(default)s)")
-    parser.add_argument("--pairs", type=int, default=40, help="at most this many pairs (default: %(default)s)")
-    parser.add_argument("--per-template", type=int, default=5,
+    parser.add_argument("--pairs", type=int, default=settings.MEDIATION_MAX_PAIRS,
+                        help="at most this many pairs (default: %(default)s)")
+    parser.add_argument("--per-template", type=int, default=settings.MEDIATION_PER_TEMPLATE,
                         help="arithmetic pairs generated per template and pair type (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="prompt sampling seed (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=settings.MEDIATION_SEED,
+                        help="prompt sampling seed (default: %(default)s)")
     parser.add_argument("--chunk-size", type=int, default=settings.MEDIATION_CHUNK_SIZE,
                         help="rows per forward pass (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: a GPU if there is one)")
-    parser.add_argument("--out", type=Path, default=Path("anchorlens-mediation"),
+    parser.add_argument("--out", type=Path, default=Path(settings.MEDIATION_OUT),
                         help="output folder (default: %(default)s)")
     return parser
 

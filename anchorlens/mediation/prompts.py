@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from anchorlens import settings
 from anchorlens.errors import AnchorlensError
 
 OPERATORS = ("addition", "subtraction", "multiplication", "division")
@@ -130,13 +131,13 @@ def _check_choice(name: str, values, allowed) -> list[str]:
 
 
 def arithmetic_pairs(
-    n_per_template: int = 10,
+    n_per_template: int = settings.MEDIATION_PER_TEMPLATE,
     operators=None,
     pair_types=None,
     operand_range: tuple[int, int] = (1, 9),
     result_range: tuple[int, int] | None = (0, 9),
     words: bool = False,
-    seed: int = 0,
+    seed: int = settings.MEDIATION_SEED,
 ) -> list[PromptPair]:
     """Base/counterfactual arithmetic prompts: ``n_per_template`` pairs per (operator, template, pair type).
 
@@ -197,7 +198,7 @@ def _one_arithmetic_pair(rng, op, t, pair_type, valid, ok, words, tries: int = 5
 
 
 def retrieval_pairs(n: int = 50, operand_range: tuple[int, int] = (1, 9), words: bool = False,
-                    seed: int = 0) -> list[PromptPair]:
+                    seed: int = settings.MEDIATION_SEED) -> list[PromptPair]:
     """Number-retrieval control pairs: the counterfactual has new numbers, so the asked-for count differs."""
     rng = random.Random(seed)
     lo, hi = operand_range
@@ -230,7 +231,7 @@ def factual_facts() -> dict:
     return json.loads(FACTS_FILE.read_text())
 
 
-def factual_pairs(n: int | None = None, seed: int = 0) -> list[PromptPair]:
+def factual_pairs(n: int | None = None, seed: int = settings.MEDIATION_SEED) -> list[PromptPair]:
     """Factual-knowledge control pairs: two facts of the same relation with different answers.
 
     Every fact is a base once, paired with a random other fact of its relation (``n``: keep that many,
@@ -254,7 +255,7 @@ def factual_pairs(n: int | None = None, seed: int = 0) -> list[PromptPair]:
     return pairs
 
 
-def task_pairs(task: str, seed: int = 0, **kwargs) -> list[PromptPair]:
+def task_pairs(task: str, seed: int = settings.MEDIATION_SEED, **kwargs) -> list[PromptPair]:
     """Pairs for a task by name: ``"arithmetic"``, ``"arithmetic_words"``, ``"retrieval"`` or ``"factual"``."""
     if task == "arithmetic":
         return arithmetic_pairs(seed=seed, **kwargs)
@@ -265,4 +266,4 @@ def task_pairs(task: str, seed: int = 0, **kwargs) -> list[PromptPair]:
         return retrieval_pairs(seed=seed, **kwargs)
     if task == "factual":
         return factual_pairs(seed=seed, **kwargs)
-    raise AnchorlensError(f"unknown task {task!r}; choose arithmetic, arithmetic_words, retrieval or factual")
+    raise AnchorlensError(f"unknown task {task!r}; choose one of {', '.join(settings.MEDIATION_TASKS)}")

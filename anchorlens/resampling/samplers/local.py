@@ -11,7 +11,8 @@ apply: a run under an intervention samples from the intervened model.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from contextlib import nullcontext
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -30,6 +31,13 @@ from anchorlens.resampling.samplers.nucleus import nucleus_probs, sample_rows, s
 from anchorlens.models import stop_token_ids, weights_fingerprint
 from anchorlens.trace import encode_text
 from anchorlens.progress import progress_bar
+
+
+PositionalHooks = Callable[[int], list]
+"""``hooks(start)``: the ``(hook name, function)`` pairs for one forward whose first token sits at position
+``start``. Hooks that edit a position from that position and earlier ones only (causal, as a decoder's
+computation is) give the same values on a KV cache as in one forward over the whole sequence, which
+``anchorlens.hooks.feature_intervention.InterventionHooks`` relies on."""
 
 
 class LocalSampler(Sampler):
@@ -134,10 +142,10 @@ class LocalSampler(Sampler):
             )
         return ids
 
-    def _prefill(self, prompt_ids: list[int], rows: int):
+    def _prefill(self, prompt_ids: list[int], rows: int, hooks=None, logits_out: list | None = None):
         """Run the prompt (``rows`` identical copies) once: last-position logits and the KV cache."""
         tokens = torch.tensor([prompt_ids] * rows, dtype=torch.long, device=self.model.cfg.device)
-        with torch.inference_mode(), fused_attention(self.model, self._resolved):
+        with torch.inference_mode(), fused_attention(self.model, self._resolved), _positioned(self.model, hooks, 0):
             # the model's own cache: rollouts only grow it, so sliding-window layers may keep just their window
             logits, cache = forward_with_cache(self.model, tokens, keep="window")
         if cache is None:
@@ -145,21 +153,34 @@ class LocalSampler(Sampler):
                 f"{type(self.model).__name__} returned no KV cache; LocalSampler needs a decoder-only "
                 "TransformerBridge whose forward supports return_type='logits_and_cache'"
             )
+        if logits_out is not None:
+            logits_out.append(logits)
         return logits[:, -1, :], cache
 
     def continue_ids(self, prompt_ids: Sequence[int], params: SamplingParams, seed: int = 0,
-                     stop_token_ids: set[int] | None = None) -> list[int]:
+                     stop_token_ids: set[int] | None = None, hooks: PositionalHooks | None = None,
+                     logits_out: list | None = None, progress: bool = False) -> list[int]:
         """The new token ids of one continuation of ``prompt_ids`` (the stop token included when one ended it).
 
         The token-level entry to the same decoding loop as ``sample`` (``temperature=0``: greedy decoding,
-        as ``anchorlens.receivers.greedy_generate`` uses it). ``stop_token_ids`` replaces the sampler's own
+        as ``anchorlens.generation.greedy_generate`` uses it). ``stop_token_ids`` replaces the sampler's own
         (the tokenizer's and the generation config's end-of-sequence ids); an empty set never stops early.
+
+        ``hooks``: hooks that act by absolute position (``PositionalHooks``): ``hooks(start)`` gives the
+        ``(hook name, function)`` pairs for one forward whose first token sits at position ``start``; they are
+        on during that forward only (the prompt's at ``start=0``, then each new token's). ``logits_out``: a list
+        that receives each forward's logits ``[1, positions, vocab]`` (the prompt's, then each new token's but
+        the last one's). ``progress``: a bar over the new tokens.
         """
-        self._resolved = resolve_attention(self.model, self.attention)
-        last_logits, cache = self._prefill(list(prompt_ids), rows=1)
+        with self.model.hooks(fwd_hooks=hooks(0) if hooks is not None else []):
+            self._resolved = resolve_attention(self.model, self.attention)  # sees the hooks that read the pattern
+        last_logits, cache = self._prefill(list(prompt_ids), rows=1, hooks=hooks, logits_out=logits_out)
         stops = self.stop_token_ids if stop_token_ids is None else set(stop_token_ids)
-        for _, tokens, _ in self._decode_ids([seed], last_logits, cache, params, stops):
-            return tokens
+        with progress_bar(total=params.max_tokens, unit="token", desc="greedy decoding", progress=progress,
+                          leave=False) as bar:
+            for _, tokens, _ in self._decode_ids([seed], last_logits, cache, params, stops, hooks=hooks,
+                                                 start=len(prompt_ids), logits_out=logits_out, bar=bar):
+                return tokens
         return []
 
     def _decode(self, batch: list[SampleRequest], last_logits, cache, params: SamplingParams) -> Iterator[Completion]:
@@ -168,9 +189,12 @@ class LocalSampler(Sampler):
                                                     self.stop_token_ids):
             yield self._completion(batch[row], tokens, reason)
 
-    def _decode_ids(self, seeds: list, last_logits, cache, params: SamplingParams,
-                    stop_token_ids: set[int]) -> Iterator[tuple[int, list[int], str]]:
-        """``(row, new token ids, "stop" | "length")`` of each row as it finishes; a finished row leaves the batch."""
+    def _decode_ids(self, seeds: list, last_logits, cache, params: SamplingParams, stop_token_ids: set[int],
+                    hooks: PositionalHooks | None = None, start: int = 0,
+                    logits_out: list | None = None, bar=None) -> Iterator[tuple[int, list[int], str]]:
+        """``(row, new token ids, "stop" | "length")`` of each row as it finishes; a finished row leaves the batch.
+        ``start``: the position of the first new token (the prompt's length), for ``hooks``; ``bar``: a
+        progress bar advanced once per step."""
         generators = seeded_generators(seeds)
         generated: list[list[int]] = [[] for _ in seeds]
         active = list(range(len(seeds)))  # original row of each row still in the cache, in cache order
@@ -195,9 +219,14 @@ class LocalSampler(Sampler):
                         kept = torch.tensor(keep, device=next_tokens.device)
                         keep_rows(cache, kept)
                         next_tokens = next_tokens[kept]
-                    out, cache = forward_with_cache(self.model, next_tokens[:, None], past_key_values=cache)
+                    with _positioned(self.model, hooks, start + len(generated[active[0]]) - 1):
+                        out, cache = forward_with_cache(self.model, next_tokens[:, None], past_key_values=cache)
+                if logits_out is not None:
+                    logits_out.append(out)
                 logits = out[:, -1, :]
             active = [active[k] for k in keep]
+            if bar is not None:
+                bar.update(1)
             yield from finished  # outside inference mode: the consumer's code must not run inside it
 
     def _completion(self, request: SampleRequest, tokens: list[int], reason: str) -> Completion:
@@ -222,6 +251,11 @@ def default_rollout_batch(model, n_positions: int) -> int:
     n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
     per_row = 2 * cfg.n_layers * n_kv * cfg.d_head * n_positions * element + 16 * cfg.d_vocab
     return max(1, min(ROLLOUT_BATCH_CAP, int(0.5 * free / per_row)))
+
+
+def _positioned(model, hooks: PositionalHooks | None, start: int):
+    """``hooks(start)`` on the model for one forward (nothing to add without hooks)."""
+    return model.hooks(fwd_hooks=hooks(start)) if hooks is not None else nullcontext()
 
 
 def _expand(last_logits, cache, rows: int):
