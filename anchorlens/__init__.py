@@ -367,7 +367,8 @@ __all__ = [
     "sentence_flow", "SentenceFlow", "edge_attribution", "EdgeAttribution", "EdgePatchingError", "expand_kv_heads",
     "planted_route_model",
     # attribution graphs
-    "attribution_graph", "AttributionGraph", "AttributionInputError", "load_transcoders", "train_transcoders",
+    "attribution_graph", "AttributionGraph", "AttributionInputError", "SentenceAttribution", "answer_attribution",
+    "load_transcoders", "train_transcoders",
     "Transcoder",
     "TranscoderSet", "TranscoderError",
     "CustomTarget", "TargetError", "logit_difference_target",

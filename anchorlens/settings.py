@@ -36,7 +36,7 @@ STUDY_DEFAULT_VIEWS = ("categories", "receivers")
 STUDY_IMPORTANCE = "published"
 STUDY_TOP_K = 20  # the paper's default number of receiver heads
 
-# mediate (the names of anchorlens.hooks.cell_patch.COMPONENTS; tests/test_cli_defaults.py keeps them equal)
+# mediate (the names of anchorlens.hooks.cell_patch.COMPONENTS; tests/test_cli_startup.py keeps them equal)
 MEDIATION_COMPONENTS = ("resid_pre", "attn_out", "mlp_out", "head_out", "head_pattern", "mlp_out_dim",
                         "mlp_post")
 MEDIATION_METRICS = ("stolfo_ie", "logit_diff", "logprob_base", "logprob_counterfactual")
