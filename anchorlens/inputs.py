@@ -181,5 +181,5 @@ def check_published_folders(folders) -> None:
         solution = data["base_solution.json"].get("solution")
         if not isinstance(solution, str) or not solution.strip():
             raise InputError(f"{folder}/base_solution.json has no 'solution' text (the chain of thought): {way_out}")
-        read_text(Path(folder) / "chunks_labeled.json", "the study folder")  # binary files named as such
-        published_records(Path(folder))
+        read_json(Path(folder) / "chunks_labeled.json", "the study folder", way_out)
+        published_records(Path(folder))  # the records' shape, as the study reads them
