@@ -169,8 +169,6 @@ def check_server_reachable(url: str, option: str = "--server", timeout: float = 
 def check_published_folders(folders) -> None:
     """Each published trace folder's files are UTF-8 JSON of the shape the study reads (``problem.json`` and
     ``base_solution.json`` objects, the latter with a ``solution`` text; ``chunks_labeled.json`` chunk records)."""
-    from anchorlens.study.discovery import published_records
-
     way_out = "fix or remove that trace folder"
     for folder in folders:
         data = {name: read_json(Path(folder) / name, "the study folder", way_out)
@@ -181,5 +179,8 @@ def check_published_folders(folders) -> None:
         solution = data["base_solution.json"].get("solution")
         if not isinstance(solution, str) or not solution.strip():
             raise InputError(f"{folder}/base_solution.json has no 'solution' text (the chain of thought): {way_out}")
-        read_json(Path(folder) / "chunks_labeled.json", "the study folder", way_out)
-        published_records(Path(folder))  # the records' shape, as the study reads them
+        records = read_json(Path(folder) / "chunks_labeled.json", "the study folder", way_out)
+        if not isinstance(records, list) or not records or not all(isinstance(r, dict) and "chunk" in r
+                                                                   for r in records):
+            raise InputError(f"{folder}/chunks_labeled.json is not a list of chunk records with a 'chunk' each: "
+                             f"{way_out}")
