@@ -381,3 +381,29 @@ def test_architectures_anchorlens_cannot_use_are_refused_in_one_line(files, caps
                           ("mamba", ["(MambaForCausalLM) has no attention hook", "use a model with attention"]),
                           ("bert", ["does not change the output", "Use a supported architecture"])]:
         _assert_refused(*_run(["analyze", "--model", str(tmp_path / folder)], files, capsys), words, loading=True)
+
+
+def test_refused_files_and_addresses_import_no_torch(files):
+    """The checks of files, folders and addresses are light: refused without torch, transformers or
+    TransformerLens (a fresh interpreter; ``study`` reads its traces with the tokenizer-side ``Trace`` and is
+    left out)."""
+    import subprocess
+    import sys
+
+    from test_cli_startup import HEAVY, PROBE
+
+    out = str(files / "out")
+    cases = [["analyze", "--trace", f"{files}/png.txt", "--out", out],
+             ["analyze", "--trace", f"{files}/wrong-types.json", "--out", out],
+             ["analyze", "--transcoders", f"{files}/tc", "--out", out],
+             ["analyze", "--server", "http://", "--out", out],
+             ["analyze", "--model", f"{files}/models/no-weights", "--out", out],
+             ["analyze", "--out", "/proc/anchorlens-cannot-write-here"],
+             ["split", f"{files}/nul.txt"], ["mediate", "--model", f"{files}/models/binary", "--out", out]]
+    run = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), json.dumps(cases)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    assert [code for _, code, _ in results] == [2] * len(cases), run.stderr
+    assert all(loaded == [] for _, _, loaded in results), results
+    assert "Traceback" not in run.stderr
