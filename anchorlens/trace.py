@@ -161,7 +161,7 @@ class Trace(Result):
     def load(cls, path: str | Path) -> "Trace":
         """A trace that ``save`` wrote; anything else is refused with what the file lacks."""
         expect_kind(path, cls)
-        return cls.from_dict(read_trace_json(path))
+        return cls.from_dict(read_trace_json(path, "Trace.load"))
 
     def plot(self, ax=None):
         """Bars: tokens per sentence, so long and short steps of the chain of thought stand out."""
