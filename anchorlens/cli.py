@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return _analyze(args)
     except (AnchorlensError, ModelPackageMissingError) as error:
         # bad input, said in one line; anything else is a bug and keeps its traceback
-        print(f"anchorlens: error: {error}", file=sys.stderr)
+        print(f"anchorlens: error: {_one_line(error)}", file=sys.stderr)
         return 2
 
 
@@ -167,7 +167,9 @@ def _version() -> str:
 def _split(args) -> int:
     from anchorlens.sentences import split_sentences
 
-    for i, sentence in enumerate(split_sentences(_read_text(args.file, "file"), style=args.style)):
+    from anchorlens.inputs import read_text
+
+    for i, sentence in enumerate(split_sentences(read_text(args.file, "split"), style=args.style)):
         print(f"[{i}] ({sentence.start}-{sentence.end}) {sentence.text}")
     return 0
 
@@ -225,7 +227,8 @@ def _check_analyze(args) -> dict:
     cannot be written.
     """
     from anchorlens.errors import OptionError
-    from anchorlens.inputs import check_model_source
+    from anchorlens.inputs import (check_model_source, check_server_reachable, check_server_url,
+                                   check_transcoder_folder, read_text, read_trace_json)
     from anchorlens.outdir import check_writable
 
     skip = set(args.skip)
@@ -264,18 +267,17 @@ def _check_analyze(args) -> dict:
     for option, value in [("--problem", args.problem), ("--answer", args.answer)]:
         if value is not None and not value.strip():
             raise OptionError(f"{option} is empty: give its text, or leave it out")
-    if args.transcoders is not None and not args.transcoders.is_dir():
-        raise OptionError(f"no transcoder folder {args.transcoders}: pass the folder with config.yaml and "
-                          "layer_*.safetensors (or sparsify's layout)")
+    if args.transcoders is not None:
+        check_transcoder_folder(args.transcoders)
+    if args.server is not None:
+        check_server_url(args.server)
     if args.trace is not None:
         if not args.trace.is_file():
             raise OptionError(f"no trace file {args.trace}: pass a .txt with the chain of thought or a trace .json "
                               "(Trace.save)")
         if args.trace.suffix == ".json":
-            from anchorlens.trace import read_trace_json
-
             read_trace_json(args.trace)
-        elif not _read_text(args.trace, "--trace").strip():
+        elif not read_text(args.trace, "--trace").strip():
             raise OptionError(f"{args.trace} is empty: pass a file that holds the chain of thought")
     check_model_source(args.model)
     check_writable(args.out)
@@ -307,6 +309,8 @@ def _check_analyze(args) -> dict:
         if given[name] < 1:
             raise OptionError(f"{option} must be at least 1, not {given[name]}")
     settings.check_settings(**{k: given[k] for k in (*names, "style", "extractor", "steps")})
+    if args.server is not None:  # last: the one check that waits on the network
+        check_server_reachable(args.server)
     return given
 
 
@@ -315,28 +319,22 @@ def _or(value, default):
     return default if value is None else value
 
 
-def _read_text(path: Path, option: str) -> str:
-    from anchorlens.errors import OptionError
-
-    try:
-        return path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise OptionError(f"no such file {path}: check the path given to {option}") from None
-    except UnicodeDecodeError as error:
-        raise OptionError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}): save it as UTF-8 "
-                          f"and pass it to {option} again") from None
+def _one_line(error: Exception) -> str:
+    """An error's message on one line (a message of several lines is joined), so the error is one line."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
 def _read_trace(model, path: Path, problem: str | None, style: str):
     """A saved trace (.json, with its own prompt) or a chain of thought as text, prompted with ``problem``."""
     from anchorlens.generation import problem_prompt
+    from anchorlens.inputs import read_text
     from anchorlens.trace import Trace
 
     if path.suffix == ".json":
         return Trace.load(path)
     prompt = problem_prompt(model, problem) if problem is not None else ""
     metadata = {"problem": problem} if problem is not None else None
-    return Trace.from_text(model, _read_text(path, "--trace"), prompt=prompt, style=style, metadata=metadata)
+    return Trace.from_text(model, read_text(path, "--trace"), prompt=prompt, style=style, metadata=metadata)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from anchorlens.errors import EmptyTextError, TraceTooLongError
+from anchorlens.inputs import TRACE_FIELDS, read_trace_json  # noqa: F401 (checked without torch; kept importable here)
 from anchorlens.sentences import Sentence, split_sentences
 from anchorlens.results import Result, expect_kind
 
@@ -160,7 +161,7 @@ class Trace(Result):
     def load(cls, path: str | Path) -> "Trace":
         """A trace that ``save`` wrote; anything else is refused with what the file lacks."""
         expect_kind(path, cls)
-        return cls.from_dict(read_trace_json(path))
+        return cls.from_dict(read_trace_json(path, "Trace.load"))
 
     def plot(self, ax=None):
         """Bars: tokens per sentence, so long and short steps of the chain of thought stand out."""
@@ -171,31 +172,6 @@ class Trace(Result):
         ax.set_xlabel("sentence")
         ax.set_ylabel("tokens")
         return ax
-
-
-TRACE_FIELDS = ("prompt", "cot", "sentences", "token_ids", "token_spans")
-
-
-def read_trace_json(path: str | Path) -> dict:
-    """The JSON of a saved trace, checked for the fields ``Trace.load`` needs (cheap: no model, no tokenizer)."""
-    from anchorlens.errors import TraceFileError
-
-    path = Path(path)
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise TraceFileError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}): save it as UTF-8") from None
-    except json.JSONDecodeError as error:
-        raise TraceFileError(f"{path} is not valid JSON ({error.msg}, line {error.lineno}): pass a trace that "
-                             "Trace.save wrote, or the chain of thought as a .txt file") from None
-    missing = [name for name in TRACE_FIELDS if not isinstance(data, dict) or name not in data]
-    if missing:
-        raise TraceFileError(f"{path} is not a saved trace: it lacks {', '.join(missing)}. Pass a .json that "
-                             "Trace.save (or anchorlens analyze) wrote, or the chain of thought as a .txt file")
-    if len(data["sentences"]) != len(data["token_spans"]):
-        raise TraceFileError(f"{path} has {len(data['sentences'])} sentences but {len(data['token_spans'])} token "
-                             "spans: the file was edited or truncated; save the trace again")
-    return data
 
 
 def encode_text(model, text: str) -> list[int]:

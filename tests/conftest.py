@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,34 @@ ANCHORLENS_COMMAND = Path(sys.executable).parent / "anchorlens"  # the installed
 def run_anchorlens(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
     """Run the real ``anchorlens`` command (a separate process, as a user runs it)."""
     return subprocess.run([str(ANCHORLENS_COMMAND), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _stored_rollouts(store: Path) -> int:
+    """Rows in a rollout store, 0 while the file or its table is not there yet."""
+    if not store.exists():
+        return 0
+    try:
+        with sqlite3.connect(store) as db:
+            return db.execute("SELECT COUNT(*) FROM rollouts").fetchone()[0]
+    except sqlite3.DatabaseError:
+        return 0  # the table is not created yet (or the file is being created)
+
+
+def kill_after_rollouts(*args: str, out: Path, at_least: int, timeout: float = 900) -> None:
+    """Start the real ``anchorlens`` command, wait until ``out/rollouts.sqlite`` holds ``at_least`` rollouts, then
+    kill it with SIGKILL (no clean-up runs), as a crash or an out-of-time job would. The caller resumes it."""
+    process = subprocess.Popen([str(ANCHORLENS_COMMAND), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while _stored_rollouts(out / "rollouts.sqlite") < at_least:
+            assert process.poll() is None, "the run finished before it could be killed: make it longer"
+            assert time.monotonic() < deadline, "no rollouts appeared in time"
+            time.sleep(0.5)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=60)
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import sqlite3
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,7 @@ import pytest
 
 from anchorlens import Analysis
 from anchorlens.cli import SAMPLE_ANSWER, SAMPLE_PROBLEM
-from conftest import ANCHORLENS_COMMAND, run_anchorlens
+from conftest import kill_after_rollouts, run_anchorlens
 
 pytestmark = pytest.mark.slow
 
@@ -80,30 +77,11 @@ def test_sample_analysis_writes_every_output(sample_analysis):
     assert np.allclose(frame["accuracy"], expected, equal_nan=True)
 
 
-def _wait_for_rollouts(process, out: Path, at_least: int, timeout: float = 900) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the run finished before it could be killed: make it longer"
-        if (out / "rollouts.sqlite").exists():
-            try:
-                if len(_rollouts(out)) >= at_least:
-                    return
-            except (sqlite3.DatabaseError, pd.errors.DatabaseError):
-                pass  # the table is not created yet
-        time.sleep(0.5)
-    raise AssertionError("no rollouts appeared in time")
-
-
 def test_a_killed_run_resumes_without_losing_or_repeating_work(tmp_path):
     out = tmp_path / "report"
     args = ["analyze", "--problem", "What is 6 + 7?", "--seed", "0", "--max-new-tokens", "80",
             "--rollouts", "3", "--rollout-tokens", "24", "--skip", "receivers", "--out", str(out)]
-    process = subprocess.Popen([str(ANCHORLENS_COMMAND), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for_rollouts(process, out, at_least=4)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.wait(timeout=60)
+    kill_after_rollouts(*args, out=out, at_least=4)
     before = _rollouts(out)
     trace_bytes = (out / "trace.json").read_bytes()
     suppression_mtime = (out / "suppression.npz").stat().st_mtime_ns

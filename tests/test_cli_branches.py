@@ -3,9 +3,7 @@ embedded model), killed with SIGKILL and resumed without losing a rollout, then 
 
 from __future__ import annotations
 
-import signal
 import sqlite3
-import subprocess
 
 import numpy as np
 import pandas as pd
@@ -13,8 +11,7 @@ import pytest
 
 from anchorlens import Analysis
 from anchorlens.branches import ResilienceResult
-from conftest import ANCHORLENS_COMMAND, run_anchorlens
-from test_cli_analyze import _rollouts, _wait_for_rollouts
+from conftest import kill_after_rollouts, run_anchorlens
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +27,7 @@ def test_resilience_step_killed_resumed_and_reused(tmp_path):
             "--rollout-tokens", "24", "--skip", "receivers", "--skip", "flow", "--resilience", "2",
             "--extractor", "boxed_or_last_number",  # the 135M model seldom boxes an answer within 24 tokens
             "--resilience-iterations", "4", "--out", str(out)]
-    process = subprocess.Popen([str(ANCHORLENS_COMMAND), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for_rollouts(process, out, at_least=4)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.wait(timeout=60)
+    kill_after_rollouts(*args, out=out, at_least=4)
     before = _all_rows(out)
     assert not (out / "resilience.npz").exists()
 

@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from anchorlens.errors import CachedDecodingError, UnsupportedArchitectureError, UnsupportedDtypeError
+from anchorlens.errors import CachedDecodingError, InputError, UnsupportedArchitectureError, UnsupportedDtypeError
 from anchorlens.hooks.fused_attention import verify_fused_attention
 from anchorlens.hooks.kv_cache_compat import install_kv_cache_shim
 from anchorlens.versions import version_report
@@ -16,6 +16,24 @@ log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16", "float16")
 FLOAT16_HEADROOM = 16.0  # refuse float16 when activations come within this factor of its largest value
+
+
+def check_device(device: str | torch.device | None) -> torch.device | None:
+    """``device`` as a torch device that this machine has (None stays None), or an ``InputError`` saying which
+    devices there are."""
+    if device is None:
+        return None
+    have = "cpu" + (f", cuda:0..{torch.cuda.device_count() - 1}" if torch.cuda.is_available() else "")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"device {str(device)!r} is not a device name: pass one of {have} (--device)") from None
+    missing = (parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count())
+               or parsed.type == "mps" and not torch.backends.mps.is_available())
+    if missing:
+        raise InputError(f"this machine has no device {str(device)!r}: pass one of {have} (--device), or leave "
+                         "--device out to use a GPU if there is one")
+    return parsed
 
 
 def check_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
@@ -79,7 +97,14 @@ def verify_attention_edits(model) -> None:
         return torch.zeros_like(z)
 
     for hook_name, edit in (("hook_attn_scores", mask_key_1), ("hook_pattern", move_pattern), ("hook_z", zero_z)):
-        edited = model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.attn.{hook_name}", edit)])
+        try:
+            edited = model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.attn.{hook_name}", edit)])
+        except KeyError:  # TransformerLens: "Hook name ... does not exist on this model"
+            raise UnsupportedArchitectureError(
+                f"{getattr(model.cfg, 'model_name', 'this model')} ({type(model.original_model).__name__}) has no "
+                f"attention hook blocks.{layer}.attn.{hook_name}: anchorlens's methods read and edit attention "
+                "patterns; use a model with attention (Llama, Qwen2, Mistral, GPT-2, ...; docs/architectures.md)"
+            ) from None
         if torch.allclose(edited, baseline, atol=1e-6):
             raise UnsupportedArchitectureError(
                 f"editing blocks.{layer}.attn.{hook_name} does not change the output of "

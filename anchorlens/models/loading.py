@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
-from anchorlens.errors import InputError, ModelLoadError
-from anchorlens.models.checks import _check, check_dtype, verify_float16_range
+from anchorlens.errors import AnchorlensError, InputError, ModelLoadError
+from anchorlens.models.checks import _check, check_device, check_dtype, verify_float16_range
 from anchorlens.models.gguf import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_model_dir
 
 def load_model(
@@ -44,25 +47,64 @@ def load_model(
     from transformer_lens.model_bridge import TransformerBridge
 
     dtype = check_dtype(dtype)
+    check_device(device)
     if device is None and "device_map" not in boot_kwargs:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    source = str(embedded_model_dir(name)) if name in EMBEDDED_MODELS else name
+    embedded = name in EMBEDDED_MODELS
+    source = str(embedded_model_dir(name)) if embedded else name
+    if not embedded:
+        from anchorlens.inputs import check_model_source
+
+        try:  # a local folder without a model: said before transformers reads it
+            check_model_source(str(name), "model")
+        except InputError as error:
+            raise ModelLoadError(str(error)) from None
     try:
         bridge = TransformerBridge.boot_transformers(source, device=device, dtype=dtype, **boot_kwargs)
-    except (OSError, ValueError) as error:
-        if Path(source).exists():
-            raise
-        raise ModelLoadError(
-            f"cannot load model {name!r}: {error}\n"
-            f"Pass the embedded model {DEFAULT_MODEL!r}, a local folder with a Hugging Face model, or a "
-            "Hugging Face model name that this machine can download."
-        ) from error
+    except (OSError, ValueError, SafetensorError) as error:  # SafetensorError: a weights file that is not one
+        if embedded or isinstance(error, AnchorlensError):
+            raise  # the embedded model's own folder failing is a bug, not bad input
+        raise _load_error(name, error) from error
     bridge.eval()
     bridge.anchorlens_name = name
     if dtype == torch.float16:
         verify_float16_range(bridge)
     _check(bridge, check_attention_edits, check_cached_decoding, check_fused_attention)
     return bridge
+
+
+def _load_error(name: str, error: Exception) -> ModelLoadError:
+    """What a failed boot of ``name`` (a local folder or a Hugging Face name) means, in one line with a way out."""
+    from importlib.metadata import version
+
+    transformers_version, transformer_lens_version = version("transformers"), version("transformer-lens")
+
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    local = Path(name).expanduser().is_dir()
+    model_type = re.search(r"model type `([^`]*)` but Transformers does not recognize", str(error))
+    if model_type:
+        return ModelLoadError(f"cannot load model {name!r}: transformers {transformers_version} does not know its "
+                              f"model type {model_type.group(1)!r} (config.json): check config.json's model_type, "
+                              "or install a transformers that supports it")
+    if first.startswith(("Unsupported architecture", "Could not determine supported architecture")):
+        return ModelLoadError(f"cannot load model {name!r}: TransformerLens {transformer_lens_version} has no "
+                              f"adapter for its architecture{_architectures(name)}; use a supported architecture "
+                              "(docs/architectures.md)")
+    if local:
+        return ModelLoadError(f"cannot load the model folder {name!r} ({first}): pass a folder that save_pretrained "
+                              f"wrote, a Hugging Face model name, or the embedded {DEFAULT_MODEL!r}")
+    return ModelLoadError(f"cannot load model {name!r}: it is not embedded, not a local folder, and transformers "
+                          f"could not fetch it ({first}); pass the embedded model {DEFAULT_MODEL!r}, a local folder "
+                          "with a Hugging Face model, or a Hugging Face model name that this machine can download")
+
+
+def _architectures(name: str) -> str:
+    """`` (Name, ...)``: the architectures a local folder's config.json names, or nothing."""
+    try:
+        names = json.loads((Path(name).expanduser() / "config.json").read_text()).get("architectures")
+        return f" ({', '.join(names)})" if names else ""
+    except (OSError, ValueError, AttributeError, TypeError):
+        return ""
 
 
 def random_model(

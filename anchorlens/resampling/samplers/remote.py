@@ -64,8 +64,9 @@ class ServerSampler(Sampler):
         api_key: str | None = None,
         progress: bool = True,
     ):
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise SamplerError(f"base_url must be an http(s) URL such as 'http://127.0.0.1:8000', got {base_url!r}")
+        from anchorlens.inputs import check_server_url
+
+        check_server_url(base_url, "base_url")
         if not isinstance(concurrency, int) or concurrency < 1:
             raise SamplerError(f"concurrency must be a positive integer, got {concurrency!r}")
         if timeout <= 0 or max_retries < 0 or backoff < 0:
