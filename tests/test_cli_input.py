@@ -385,8 +385,7 @@ def test_architectures_anchorlens_cannot_use_are_refused_in_one_line(files, caps
 
 def test_refused_files_and_addresses_import_no_torch(files):
     """The checks of files, folders and addresses are light: refused without torch, transformers or
-    TransformerLens (a fresh interpreter; ``study`` reads its traces with the tokenizer-side ``Trace`` and is
-    left out)."""
+    TransformerLens (a fresh interpreter; ``study``'s refusals are in test_cli_startup)."""
     import subprocess
     import sys
 

@@ -16,12 +16,15 @@ import sys
 
 import pytest
 
+from pathlib import Path
+
 import anchorlens
 import anchorlens.models
 from anchorlens.cli import _check_analyze, build_parser, main
 
 HEAVY = ("torch", "transformers", "transformer_lens")
 
+REPO = Path(__file__).resolve().parents[1]
 PROBE = """
 import json, sys
 import anchorlens.cli
@@ -44,7 +47,9 @@ def test_help_and_refused_arguments_import_no_torch(tmp_path):
     cases = [["--help"], ["analyze", "--help"], ["study", "--help"], ["mediate", "--help"], ["split", "--help"],
              ["analyze", "--rollouts", "x"], ["no-such-command"], ["analyze", "--heads", "0", "--out", out],
              ["analyze", "--model", str(tmp_path / "empty"), "--out", out],
-             ["mediate", "--pairs", "0", "--out", out], ["split", str(tmp_path / "missing.txt")]]
+             ["mediate", "--pairs", "0", "--out", out], ["split", str(tmp_path / "missing.txt")],
+             ["study", str(tmp_path / "missing"), "--out", out], ["study", str(tmp_path), "--heads", "0", "--out", out],
+             ["study", str(REPO / "data" / "thought-anchors"), "--views", "none", "--out", "/proc/cannot-write"]]
     run = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), json.dumps(cases)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr

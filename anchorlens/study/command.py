@@ -71,8 +71,7 @@ def check_study_args(args) -> dict:
     from anchorlens.inputs import (check_model_source, check_published_folders, check_server_reachable,
                                    check_server_url, read_json, read_text)
     from anchorlens.outdir import check_writable
-    from anchorlens.study.discovery import discover
-    from anchorlens.study.runner import check_study_options
+    from anchorlens.study.discovery import check_study_options, discover
 
     importance = None if args.importance == "none" else args.importance
     if importance != "rollouts" and (args.rollouts is not None or args.rollout_tokens is not None):

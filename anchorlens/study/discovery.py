@@ -11,11 +11,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 from anchorlens.errors import InputError, TraceTooLongError
+from anchorlens.settings import STUDY_VIEWS
 from anchorlens.sentences import Sentence, split_sentences
-from anchorlens.trace import Trace, _token_spans, _wants_bos
+
+if TYPE_CHECKING:  # the trace module imports torch; the command line checks its folder without it
+    from anchorlens.trace import Trace
 
 PUBLISHED_FILES = ("problem.json", "base_solution.json", "chunks_labeled.json")
 
@@ -80,6 +84,8 @@ def discover(traces) -> list[TraceSource]:
         folders = find_trace_folders(root)
         return [TraceSource(folder.relative_to(root).as_posix() if folder != root else folder.name, folder=folder)
                 for folder in folders]
+    from anchorlens.trace import Trace  # torch: not needed to check a folder
+
     if isinstance(traces, Trace):
         traces = [traces]
     try:
@@ -185,6 +191,8 @@ def sentences_of_chunks(cot: str, chunks: list[str], where: Path | str = "") -> 
 def trace_from_sentences(model, prompt: str, cot: str, sentences: list[Sentence], metadata: dict | None = None,
                          style: str = "thought-anchors") -> Trace:
     """A ``Trace`` with the given sentences (offsets into ``cot``), tokenized as ``Trace.from_text`` does."""
+    from anchorlens.trace import Trace, _token_spans, _wants_bos
+
     tokenizer = getattr(model, "tokenizer", model)
     full = prompt + cot
     encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
@@ -197,3 +205,20 @@ def trace_from_sentences(model, prompt: str, cot: str, sentences: list[Sentence]
         raise TraceTooLongError(f"the trace has {len(token_ids)} tokens but the model's context holds {n_ctx}")
     name = getattr(model, "anchorlens_name", None) or getattr(getattr(model, "cfg", None), "model_name", None)
     return Trace(prompt, cot, list(sentences), token_ids, spans, prompt_end, style, name, dict(metadata or {}))
+
+
+VIEWS = STUDY_VIEWS
+IMPORTANCE = ("published", "rollouts", None)
+
+
+def check_study_options(views, importance, top_k, shard) -> tuple[tuple[str, ...], tuple[int, int] | None]:
+    """Refuse bad options before any model work (the command line calls this before loading the model)."""
+    views = tuple(views)
+    unknown = [v for v in views if v not in VIEWS]
+    if unknown:
+        raise StudyInputError(f"unknown view(s) {', '.join(map(repr, unknown))}: choose from {', '.join(VIEWS)}")
+    if importance not in IMPORTANCE:
+        raise StudyInputError(f"importance must be 'published', 'rollouts' or None, not {importance!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise StudyInputError(f"top_k must be a whole number of at least 1, not {top_k!r}")
+    return views, parse_shard(shard)

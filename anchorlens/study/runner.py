@@ -22,29 +22,12 @@ from anchorlens.study import collect
 from anchorlens.study.discovery import (
     StudyInputError,
     TraceSource,
+    check_study_options,
     discover,
-    parse_shard,
     published_trace,
     trace_from_sentences,
 )
 from anchorlens.study.result import Study
-
-VIEWS = settings.STUDY_VIEWS
-IMPORTANCE = ("published", "rollouts", None)
-
-
-def check_study_options(views, importance, top_k, shard) -> tuple[tuple[str, ...], tuple[int, int] | None]:
-    """Refuse bad options before any model work (the command line calls this before loading the model)."""
-    views = tuple(views)
-    unknown = [v for v in views if v not in VIEWS]
-    if unknown:
-        raise StudyInputError(f"unknown view(s) {', '.join(map(repr, unknown))}: choose from {', '.join(VIEWS)}")
-    if importance not in IMPORTANCE:
-        raise StudyInputError(f"importance must be 'published', 'rollouts' or None, not {importance!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise StudyInputError(f"top_k must be a whole number of at least 1, not {top_k!r}")
-    return views, parse_shard(shard)
-
 
 @renamed_arguments()
 def study(
