@@ -166,6 +166,13 @@ def check_server_reachable(url: str, option: str = "--server", timeout: float = 
         raise ServerError(f"{option} {url} cannot be asked ({type(error).__name__}): fix the URL") from None
 
 
+def check_chunk_records(records, path: Path) -> list[dict]:
+    """A published ``chunks_labeled.json``'s value: a non-empty list of records with a ``chunk`` text each."""
+    if not isinstance(records, list) or not records or not all(isinstance(r, dict) and "chunk" in r for r in records):
+        raise InputError(f"{path} is not a list of chunk records with a 'chunk' each: fix or remove that trace folder")
+    return records
+
+
 def check_published_folders(folders) -> None:
     """Each published trace folder's files are UTF-8 JSON of the shape the study reads (``problem.json`` and
     ``base_solution.json`` objects, the latter with a ``solution`` text; ``chunks_labeled.json`` chunk records)."""
@@ -179,8 +186,5 @@ def check_published_folders(folders) -> None:
         solution = data["base_solution.json"].get("solution")
         if not isinstance(solution, str) or not solution.strip():
             raise InputError(f"{folder}/base_solution.json has no 'solution' text (the chain of thought): {way_out}")
-        records = read_json(Path(folder) / "chunks_labeled.json", "the study folder", way_out)
-        if not isinstance(records, list) or not records or not all(isinstance(r, dict) and "chunk" in r
-                                                                   for r in records):
-            raise InputError(f"{folder}/chunks_labeled.json is not a list of chunk records with a 'chunk' each: "
-                             f"{way_out}")
+        check_chunk_records(read_json(Path(folder) / "chunks_labeled.json", "the study folder", way_out),
+                            Path(folder) / "chunks_labeled.json")

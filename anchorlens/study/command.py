@@ -69,7 +69,7 @@ def check_study_args(args) -> dict:
     """Every option and input checked without a model; returns ``study``'s keyword arguments."""
     from anchorlens.errors import OptionError
     from anchorlens.inputs import (check_model_source, check_published_folders, check_server_reachable,
-                                   check_server_url, read_json, read_text)
+                                   check_server_url)
     from anchorlens.outdir import check_writable
     from anchorlens.study.discovery import check_study_options, discover
 
@@ -103,10 +103,6 @@ def check_study_args(args) -> dict:
         check_model_source(args.model)
         if args.base_model is not None:
             check_model_source(args.base_model, "--base-model")
-    if args.folder.is_file() and args.folder.suffix == ".json":  # a file of problems, said as such when broken
-        read_json(args.folder, "study", "write a JSON list of problems (texts, or objects with problem and answer)")
-    elif args.folder.is_file():
-        read_text(args.folder, "study")
     sources = discover(args.folder)  # the traces (or problems) are there and readable
     check_published_folders(s.folder for s in sources if s.published)  # and their files are what the study reads
     if args.server is not None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from pathlib import Path
 
+from anchorlens import inputs
 from anchorlens.errors import InputError, TraceTooLongError
 from anchorlens.settings import STUDY_VIEWS
 from anchorlens.sentences import Sentence, split_sentences
@@ -108,14 +109,11 @@ def problem_sources(path: Path) -> list[TraceSource]:
     """A file of problems to generate traces for: ``.txt`` (one problem a line) or ``.json`` (a list of problems,
     each a string or ``{"problem": ..., "answer": ...}``); named ``problem_000``, ``problem_001``, ..."""
     if path.suffix == ".json":
-        items = read_json(path)
+        items = read_json(path, "write a JSON list of problems (texts, or objects with problem and answer)")
         if not isinstance(items, list):
             raise StudyInputError(f"{path} must hold a JSON list of problems (strings or {{'problem', 'answer'}})")
     else:
-        try:
-            items = [line.strip() for line in path.read_bytes().decode("utf-8").splitlines() if line.strip()]
-        except UnicodeDecodeError as error:
-            raise StudyInputError(f"{path} is not UTF-8 text ({error.reason}): save it as UTF-8") from None
+        items = [line.strip() for line in inputs.read_text(path, "the study").splitlines() if line.strip()]
     sources = []
     for i, item in enumerate(items):
         problem, answer = (item.get("problem"), item.get("answer")) if isinstance(item, dict) else (item, None)
@@ -140,18 +138,14 @@ def parse_shard(shard) -> tuple[int, int] | None:
     return i, n
 
 
-def read_json(path: Path):
-    try:
-        return json.loads(Path(path).read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise StudyInputError(f"{path} is not UTF-8 JSON ({error}): fix or remove that trace folder") from None
+def read_json(path: Path, way_out: str = "fix or remove that trace folder"):
+    """A study file's JSON value (``inputs.read_json``: UTF-8, not empty, valid JSON, else a clear error)."""
+    return inputs.read_json(Path(path), "the study", way_out)
 
 
 def published_records(folder: Path, file: str = "chunks_labeled.json") -> list[dict]:
     """The records of a published ``chunks_labeled.json``, in ``chunk_idx`` order, as they are in the file."""
-    records = read_json(Path(folder) / file)
-    if not isinstance(records, list) or not records or not all(isinstance(r, dict) and "chunk" in r for r in records):
-        raise StudyInputError(f"{folder}/{file} is not a list of chunk records with a 'chunk' each")
+    records = inputs.check_chunk_records(read_json(Path(folder) / file), Path(folder) / file)
     if "chunk_idx" in records[0]:
         records = sorted(records, key=lambda r: r["chunk_idx"])
     return records
