@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from anchorlens import settings
 from anchorlens.errors import EmptyTextError
 from anchorlens.trace import Trace
 
@@ -36,8 +37,8 @@ def generate_trace(
     problem: str,
     max_new_tokens: int = 256,
     seed: int | None = 0,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
+    temperature: float = settings.TEMPERATURE,
+    top_p: float = settings.TOP_P,
     style: str = "default",
     chat_template: bool | None = None,
     attention: str = "auto",

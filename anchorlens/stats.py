@@ -26,6 +26,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 DEPRECATED_NAMES = {"n_boot": "n_bootstrap", "confidence": "level"}
+LEVEL = 0.95  # every interval's default coverage
+N_BOOTSTRAP = 1000  # the rollout methods' default resamples (the reference's; a few cheaper views take more)
 
 
 def renamed_arguments(**old_to_new: str) -> Callable:
@@ -100,7 +102,7 @@ def resample_counts(n: int, n_bootstrap: int, rng: np.random.Generator) -> np.nd
 
 
 @renamed_arguments(confidence="level")
-def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval per column of ``[draws, ...]`` samples: the ``(1 - level) / 2`` and ``(1 + level) / 2``
     quantiles, NaN draws left out (a column of only NaN: NaN)."""
     samples = np.asarray(samples, dtype=float)
@@ -115,14 +117,14 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[np.nd
 
 
 @renamed_arguments(confidence="level")
-def interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+def interval(draws: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     """Percentile interval of one statistic's ``[draws]`` (non-finite draws left out; none finite: NaN)."""
     low, high = percentile_interval(np.asarray(draws, dtype=float).reshape(-1)[:, None], level)
     return float(low[0]), float(high[0])
 
 
 @renamed_arguments(confidence="level")
-def paired_difference(draws_a: np.ndarray, draws_b: np.ndarray, level: float = 0.95) -> tuple[float, float, bool]:
+def paired_difference(draws_a: np.ndarray, draws_b: np.ndarray, level: float = LEVEL) -> tuple[float, float, bool]:
     """Interval of ``a - b`` over the same bootstrap draws (paired), and whether it excludes 0."""
     low, high = interval(np.asarray(draws_a, dtype=float) - np.asarray(draws_b, dtype=float), level)
     return low, high, bool(low > 0 or high < 0)
@@ -142,7 +144,7 @@ def bootstrap_mean(values, n_bootstrap: int, level: float, rng: np.random.Genera
 
 
 @renamed_arguments(n_boot="n_bootstrap", confidence="level")
-def mean_interval(values: np.ndarray, n_bootstrap: int = 2000, level: float = 0.95,
+def mean_interval(values: np.ndarray, n_bootstrap: int = 2000, level: float = LEVEL,
                   seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (``scipy.stats.bootstrap``); non-finite values
     dropped; one value is its own interval, none is NaN."""
@@ -172,7 +174,7 @@ def bootstrap_distribution(data: tuple, statistic: Callable, n_bootstrap: int, r
     return np.asarray(result.bootstrap_distribution, dtype=float)
 
 
-def normal_mean_interval(values: Float[Tensor, "item ..."], level: float = 0.95) -> tuple[Tensor, Tensor, Tensor]:
+def normal_mean_interval(values: Float[Tensor, "item ..."], level: float = LEVEL) -> tuple[Tensor, Tensor, Tensor]:
     """NaN-aware mean over the first dimension with a normal-approximation interval (mean ± z·SE)."""
     valid = ~values.isnan()
     n = valid.sum(0).clamp(min=1)
@@ -197,7 +199,7 @@ def fisher_z(r) -> np.ndarray:
     return np.arctanh(np.clip(r, -1 + 1e-12, 1 - 1e-12))
 
 
-def fisher_z_interval(r: float, variance: float, level: float = 0.95) -> tuple[float, float]:
+def fisher_z_interval(r: float, variance: float, level: float = LEVEL) -> tuple[float, float]:
     """Interval of a correlation ``r`` from the variance of its Fisher z: ``tanh(z ± q·sqrt(variance))``."""
     from scipy.stats import norm
 

@@ -17,7 +17,7 @@ from jaxtyping import Float
 from scipy.stats import ConstantInputWarning, pearsonr, rankdata
 from torch import Tensor
 
-from anchorlens.stats import bootstrap_distribution, interval, renamed_arguments
+from anchorlens.stats import LEVEL, bootstrap_distribution, interval, renamed_arguments
 
 # The one sentence that defines each per-sentence column of analyze's table.
 VIEW_DEFINITIONS = {
@@ -85,7 +85,7 @@ def suppression_summaries(kl: Float[Tensor, "target suppressed"]) -> tuple[Tenso
 
 @renamed_arguments(n_boot="n_bootstrap", confidence="level")
 def view_correlations(frame: pd.DataFrame, columns: list[str] | None = None, n_bootstrap: int = 2000,
-                      level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+                      level: float = LEVEL, seed: int = 0) -> pd.DataFrame:
     """Spearman rank correlation of every pair of views that exist and vary, with a bootstrap interval.
 
     Returns one row per pair: ``view_a``, ``view_b``, ``spearman``, ``ci_low``, ``ci_high``, ``n`` (sentences

@@ -8,8 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
-
-LEVEL = 0.95
+from anchorlens.stats import LEVEL
 
 
 @dataclass

@@ -28,11 +28,9 @@ from anchorlens.resampling.runner import RunSummary, default_trace_id, reread_an
 from anchorlens.resampling.samplers.base import Sampler, SamplingParams
 from anchorlens.resampling.store import RolloutStore
 from anchorlens.sentences import split_sentences
-from anchorlens.stats import bootstrap_mean, check_level, renamed_arguments
+from anchorlens.stats import LEVEL, N_BOOTSTRAP, bootstrap_mean, check_level, renamed_arguments
 
 MAX_TOKENS = 256
-N_BOOTSTRAP = 1000
-LEVEL = 0.95
 
 
 @dataclass(frozen=True)
@@ -185,6 +183,7 @@ class BranchRun:
         its time."""
         return {"store": str(self.store.path), **own, "generated": self.generated,
                 "tokens": self._counted("tokens", "tokens"), "seconds": time.perf_counter() - self.started}
+
 
 def sentences_of(text: str, style: str):
     """The sentences of a continuation (none for an empty one)."""

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from anchorlens.mediation.metrics import METRICS, effect, mean_and_ci, stolfo_effect
 from anchorlens.results import Result
+from anchorlens.stats import LEVEL
 
 
 
@@ -64,7 +65,7 @@ class MediationResult(Result):
         return effect(metric, self.patched_logprobs, self.patched_logit_diff, self._broadcast(self.base_logprobs),
                       self._broadcast(self.base_logit_diff), self._broadcast(self.cf_logit_diff))
 
-    def mean(self, metric: str | None = None, level: float = 0.95) -> tuple[Tensor, Tensor, Tensor]:
+    def mean(self, metric: str | None = None, level: float = LEVEL) -> tuple[Tensor, Tensor, Tensor]:
         """``(mean, ci_low, ci_high)`` over pairs (NaN-aware; normal approximation)."""
         return mean_and_ci(self.values(metric), level)
 
@@ -86,7 +87,7 @@ class MediationResult(Result):
         mean = self.mean(metric)[0]
         return mean[:, 0] if mean.shape[1] == 1 and self.unit else mean
 
-    def to_dataframe(self, level: float = 0.95):
+    def to_dataframe(self, level: float = LEVEL):
         """One row per cell: layer, position, unit, and for every metric its mean and confidence interval."""
         import pandas as pd
 

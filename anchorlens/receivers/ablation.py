@@ -30,7 +30,7 @@ from anchorlens.receivers.scores import Head, HeadSelectionError, check_heads
 from anchorlens.trace import encode_text
 from anchorlens.results import Result
 from anchorlens.progress import progress_bar
-from anchorlens.stats import mean_interval
+from anchorlens.stats import LEVEL, mean_interval
 from anchorlens.generation import greedy_generate
 
 BASELINE = "none"
@@ -108,7 +108,7 @@ class HeadAblationResult(Result):
         change = (values - values[0]).mean(1)
         return {name: float(change[i]) for i, name in enumerate(self.conditions)}
 
-    def comparison(self, metric: str = "logprob", level: float = 0.95) -> dict:
+    def comparison(self, metric: str = "logprob", level: float = LEVEL) -> dict:
         """The target set against the random sets.
 
         Returns the target's mean change with a bootstrap interval over items, the random sets' mean

@@ -64,11 +64,10 @@ from anchorlens.stats import check_level, percentile_interval, renamed_arguments
 from anchorlens.resampling.rollout import FORCED, RESAMPLE, Rollout
 from anchorlens.resampling.similarity import SIMILARITY_THRESHOLD, Embedder, cosine_similarity, embed_unique
 from anchorlens.results import Result
+from anchorlens.stats import LEVEL, N_BOOTSTRAP
 from anchorlens.progress import progress_bar
 
 KL_ALPHA = 1e-9  # the reference's smoothing constant (1 would be Laplace smoothing)
-N_BOOTSTRAP = 1000
-LEVEL = 0.95  # the intervals' level
 TRUNCATED_SHARE = 0.25  # warn when more than this share of a sentence's rollouts were cut off
 
 # Column names exactly as in the published chunks_labeled.json, in its order.

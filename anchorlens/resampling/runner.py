@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from anchorlens import settings
 from anchorlens.answers import (
     AnswerExtractor,
     check_answer,
@@ -52,7 +53,7 @@ from anchorlens.resampling.rollout import FORCED, RESAMPLE, Rollout
 from anchorlens.resampling.samplers.base import Completion, Sampler, SampleRequest, SamplingParams
 from anchorlens.resampling.store import RolloutStore
 from anchorlens.sentences import split_sentences
-from anchorlens.stats import renamed_arguments
+from anchorlens.stats import LEVEL, N_BOOTSTRAP, renamed_arguments
 from anchorlens.results import Result
 
 log = logging.getLogger(__name__)
@@ -189,8 +190,8 @@ def run_rollouts(
     prompt_mode: str = "trace",
     problem: str | None = None,
     reference_answer: str | None = None,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
+    temperature: float = settings.TEMPERATURE,
+    top_p: float = settings.TOP_P,
     max_tokens: int = 256,
     forced_max_tokens: int = 16,
     extractor: str | AnswerExtractor | None = None,
@@ -355,8 +356,8 @@ def resampling_importance(
     trace_id: str | None = None,
     prompt_mode: str = "trace",
     problem: str | None = None,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
+    temperature: float = settings.TEMPERATURE,
+    top_p: float = settings.TOP_P,
     max_tokens: int = 256,
     forced_max_tokens: int = 16,
     sentences: Sequence[int] | None = None,
@@ -366,8 +367,8 @@ def resampling_importance(
     similarity_threshold: float = 0.8,
     alpha: float = 1e-9,
     answer_equivalence: bool = True,
-    n_bootstrap: int = 1000,
-    level: float = 0.95,
+    n_bootstrap: int = N_BOOTSTRAP,
+    level: float = LEVEL,
     bootstrap_seed: int = 0,
     progress: bool = True,
 ):

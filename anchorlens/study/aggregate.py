@@ -18,7 +18,7 @@ from scipy.stats import ConstantInputWarning, pearsonr
 from torch import Tensor
 
 from anchorlens.receivers.scores import Head, top_heads
-from anchorlens.stats import (bootstrap_distribution, fisher_z, fisher_z_interval, interval, jackknife_variance,
+from anchorlens.stats import (LEVEL, bootstrap_distribution, fisher_z, fisher_z_interval, interval, jackknife_variance,
                               renamed_arguments)
 
 
@@ -85,7 +85,7 @@ def _half_reliability(values: np.ndarray, even_draw: np.ndarray, odd_draw: np.nd
 
 
 @renamed_arguments()
-def reliability_interval(kurtosis: Float[Tensor, "trace layer head"], n_bootstrap: int = 2000, level: float = 0.95,
+def reliability_interval(kurtosis: Float[Tensor, "trace layer head"], n_bootstrap: int = 2000, level: float = LEVEL,
                          seed: int = 0, first_layer: int = 1, method: str = "jackknife") -> tuple[float, float]:
     """Interval of ``even_odd_reliability`` over traces.
 

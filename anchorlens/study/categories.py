@@ -28,7 +28,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from anchorlens.stats import paired_difference, percentile_interval, renamed_arguments, resample_indices
+from anchorlens.stats import LEVEL, paired_difference, percentile_interval, renamed_arguments, resample_indices
 from anchorlens.study.discovery import StudyInputError
 
 # The six published importance metrics: the ones clipped at zero.
@@ -150,7 +150,7 @@ def _bootstrap_means(sums, counts, trace_means, weighting: str, n_bootstrap: int
 
 @renamed_arguments()
 def category_differences(frame: pd.DataFrame, metric: str, categories=None, *, weighting: str = "trace",
-                         n_bootstrap: int = 2000, level: float = 0.95, seed: int = 0, category: str = "category",
+                         n_bootstrap: int = 2000, level: float = LEVEL, seed: int = 0, category: str = "category",
                          trace: str = "trace") -> pd.DataFrame:
     """Every pair of ``categories`` (default: all in the prepared ``frame``): the difference of their means of
     ``metric`` (as ``category_table`` computes them) with a percentile bootstrap interval over traces (both means
@@ -178,7 +178,7 @@ def category_differences(frame: pd.DataFrame, metric: str, categories=None, *, w
 @renamed_arguments()
 def category_table(frame: pd.DataFrame, metrics: list[str], *, weighting: str = "trace", min_sentences: int = 3,
                    min_traces: int = 3, figure_excludes=FIGURE_EXCLUDES, n_bootstrap: int = 2000,
-                   level: float = 0.95, seed: int = 0, category: str = "category",
+                   level: float = LEVEL, seed: int = 0, category: str = "category",
                    trace: str = "trace") -> pd.DataFrame:
     """One row per category of the prepared sentences (``prepare``): ``n_sentences``, ``n_traces``, mean
     ``position`` and ``position_se``, each metric's mean, ``<metric>_se`` (over traces or sentences, as

@@ -34,7 +34,7 @@ import pandas as pd
 
 from anchorlens.results import Result
 from anchorlens.study.categories import IMPORTANCE_METRICS, convergence_mask, normalised_position
-from anchorlens.stats import DEPRECATED_NAMES, interval, renamed_arguments, resample_counts
+from anchorlens.stats import DEPRECATED_NAMES, LEVEL, interval, renamed_arguments, resample_counts
 from anchorlens.study.discovery import StudyInputError
 
 VIEW_PREDICTORS = ("receiver_score", "suppression_out_kl", "suppression_in_kl", "flow_to_answer",
@@ -132,7 +132,7 @@ def _r2(weights: np.ndarray, moments, index: np.ndarray, within: bool) -> np.nda
 @renamed_arguments()
 def explain_importance(sentences: pd.DataFrame, metric: str, predictors=None, *, grouping: str = "within",
                        convergence: bool = False, clip: bool = False, position_degree: int = 3,
-                       n_bootstrap: int = 1000, level: float = 0.95, seed: int = 0) -> "Explained":
+                       n_bootstrap: int = 1000, level: float = LEVEL, seed: int = 0) -> "Explained":
     """The share of ``metric``'s variance each predictor explains, alone, uniquely and all together.
 
     Args:

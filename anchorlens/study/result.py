@@ -10,7 +10,7 @@ import pandas as pd
 from jaxtyping import Float
 from torch import Tensor
 
-from anchorlens.stats import renamed_arguments
+from anchorlens.stats import LEVEL, renamed_arguments
 from anchorlens.io import load_arrays, save_arrays
 from anchorlens.receivers.scores import Head
 from anchorlens.study import aggregate, categories
@@ -107,7 +107,7 @@ class Study(Result):
     def by_category(self, metrics: list[str] | None = None, *, convergence: bool | None = None, run_length: int = 4,
                     high: float = 0.99, low: float = 0.01, clip: bool = True, weighting: str = "trace",
                     min_sentences: int = 3, min_traces: int = 3, debias: str | None = None, degree: int = 10,
-                    figure_excludes=categories.FIGURE_EXCLUDES, n_bootstrap: int = 2000, level: float = 0.95,
+                    figure_excludes=categories.FIGURE_EXCLUDES, n_bootstrap: int = 2000, level: float = LEVEL,
                     seed: int = 0) -> pd.DataFrame:
         """One row per category, computed as the Thought Anchors figure computes it (``anchorlens.study.categories``
         says each step; docs/methods.md, "Studies: importance by category").
@@ -162,7 +162,7 @@ class Study(Result):
     def category_differences(self, metric: str | None = None, which=None, *, convergence: bool | None = None,
                              clip: bool = True, debias: str | None = None, degree: int = 10,
                              weighting: str = "trace", min_sentences: int = 3, n_bootstrap: int = 2000,
-                             level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+                             level: float = LEVEL, seed: int = 0) -> pd.DataFrame:
         """Every pair of categories (``which``; default: those the paper's figure shows, with at least
         ``min_sentences`` sentences): the difference of their ``metric`` means as ``by_category`` computes them,
         a percentile bootstrap interval over traces (both means on the same draws) and ``excludes_zero``."""

@@ -22,6 +22,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Hashable, Iterable, Iterator, Sequence
 
+from anchorlens import settings
 from anchorlens.errors import InputError, ServerUnavailableError  # noqa: F401 (still importable from here)
 
 FINISH_REASONS = ("stop", "length")
@@ -40,8 +41,8 @@ class SamplingParams:
         max_tokens: the most tokens to generate per completion (the end-of-sequence token included).
     """
 
-    temperature: float = 0.6
-    top_p: float = 0.95
+    temperature: float = settings.TEMPERATURE
+    top_p: float = settings.TOP_P
     max_tokens: int = 64
 
     def __post_init__(self) -> None:
